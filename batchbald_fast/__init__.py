@@ -1,0 +1,9 @@
+"""batchbald_fast: fast, exact-where-possible BatchBALD acquisition."""
+
+from ._api import bald, batchbald, conditional_entropy, entropy
+from ._backend import backend_info
+from ._greedy import BatchResult
+
+__all__ = ["BatchResult", "backend_info", "bald", "batchbald", "conditional_entropy",
+           "entropy"]
+__version__ = "0.1.0"

@@ -1,0 +1,78 @@
+"""Chooses the kernels (compiled or NumPy) and the thread count."""
+
+import os
+
+from . import _kernels_numpy
+
+try:
+    from . import _kernels as _kernels_compiled
+except ImportError:  # the extension was not built: the NumPy kernels do the work
+    _kernels_compiled = None
+
+ENV_VAR = "BATCHBALD_FAST_BACKEND"
+_CHOICES = ("auto", "cython", "numpy")
+
+
+def get_kernels():
+    """The kernel module named by ``BATCHBALD_FAST_BACKEND`` (read at every call).
+
+    ``auto`` (default): compiled when built, else NumPy; ``cython``: compiled or an
+    ImportError; ``numpy``: the NumPy fallback.
+    """
+    choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if choice not in _CHOICES:
+        raise ValueError(f"{ENV_VAR} must be one of {', '.join(_CHOICES)}, got {choice!r}")
+    if choice == "numpy":
+        return _kernels_numpy
+    if _kernels_compiled is None:
+        if choice == "cython":
+            raise ImportError(f"{ENV_VAR}=cython but the compiled extension "
+                              "batchbald_fast._kernels is not built; reinstall with a C "
+                              "compiler (pip install --force-reinstall .)")
+        return _kernels_numpy
+    return _kernels_compiled
+
+
+def effective_num_threads(num_threads=None):
+    """Threads a kernel call will use, as scikit-learn's ``_openmp_effective_n_threads``.
+
+    None honours ``OMP_NUM_THREADS`` and ``threadpoolctl`` limits (through
+    ``omp_get_max_threads``), else the usable cores; an explicit count is capped at the
+    usable cores. Without OpenMP the compiled kernels run on one thread.
+    """
+    kernels = get_kernels()
+    if kernels is _kernels_compiled:
+        if not _kernels_compiled.OPENMP_ENABLED:
+            return 1
+        limit = _kernels_compiled.max_threads()
+    else:
+        limit = _cpu_count()
+    if num_threads is None:
+        return limit
+    return max(1, min(num_threads, _cpu_count()))
+
+
+def _cpu_count():
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def backend_info():
+    """Which backend runs and with how many threads.
+
+    Returns
+    -------
+    info : dict
+        ``backend`` ("cython" or "numpy"), ``compiled_available`` (bool), ``openmp``
+        (whether the compiled kernels were built with OpenMP), ``num_threads`` (threads a
+        call with ``num_threads=None`` uses).
+    """
+    kernels = get_kernels()
+    compiled = kernels is _kernels_compiled
+    return {
+        "backend": "cython" if compiled else "numpy",
+        "compiled_available": _kernels_compiled is not None,
+        "openmp": bool(_kernels_compiled is not None and _kernels_compiled.OPENMP_ENABLED),
+        "num_threads": effective_num_threads(None),
+    }

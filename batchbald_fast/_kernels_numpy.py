@@ -1,0 +1,84 @@
+"""NumPy kernels: the reference backend, used when the extension is not built.
+
+Every kernel here has a twin of the same name and signature in ``_kernels.pyx``.
+"""
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+# P and P·log P for one tile must fit in this many bytes, whatever N, M and C.
+WORKING_SET_BYTES = 64 * 2**20
+
+# Clamping at the smallest normal float before the log makes 0·log 0 exactly 0
+# without touching any positive P.
+_TINY = np.finfo(np.float64).tiny
+
+
+def _tile_shape(M, C, tile_bytes):
+    """Rows of the joint and candidates per tile so that the tile fits ``tile_bytes``."""
+    bytes_per_entry = 2 * np.dtype(np.float64).itemsize  # P and P·log P
+    rows = max(1, min(M, tile_bytes // (bytes_per_entry * C)))
+    cols = max(1, tile_bytes // (bytes_per_entry * rows * C))
+    return rows, cols
+
+
+def score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
+                     num_threads=None, tile_bytes=WORKING_SET_BYTES):
+    """Weighted joint entropy of the joint state with each candidate.
+
+    ``out[i] = Σ_m weights_M[m] Σ_c −P log P`` with
+    ``P[m, c] = Σ_k joint_M_K[m, k] · probs_N_K_C[candidates[i], k, c]``
+    (the 1/K of the mixture is folded into ``joint_M_K`` by the caller).
+
+    Parameters
+    ----------
+    joint_M_K : ndarray of shape (M, K), float64, C-contiguous
+    weights_M : ndarray of shape (M,), float64
+    probs_N_K_C : ndarray of shape (N, K, C), float64, C-contiguous
+    candidates : ndarray of shape (n,), intp
+    out : ndarray of shape (n,), float64
+        Written in place.
+    num_threads : int or None
+        Threads for BLAS; None leaves the BLAS thread pool as it is.
+    tile_bytes : int
+        Working-set budget of one tile (P and P·log P).
+    """
+    M, K = joint_M_K.shape
+    C = probs_N_K_C.shape[2]
+    rows, cols = _tile_shape(M, C, tile_bytes)
+    with threadpool_limits(num_threads, user_api="blas"):
+        for start in range(0, len(candidates), cols):
+            tile = candidates[start:start + cols]
+            # K × (tile·C), so that one GEMM scores the whole tile.
+            probs_K_TC = probs_N_K_C[tile].transpose(1, 0, 2).reshape(K, -1)
+            acc_TC = np.zeros(probs_K_TC.shape[1])
+            for m0 in range(0, M, rows):
+                P = joint_M_K[m0:m0 + rows] @ probs_K_TC
+                plogp = np.maximum(P, _TINY)
+                np.log(plogp, out=plogp)
+                plogp *= P
+                acc_TC -= weights_M[m0:m0 + rows] @ plogp
+            out[start:start + len(tile)] = acc_TC.reshape(len(tile), C).sum(axis=1)
+    return out
+
+
+def entropy_rows(probs_R_C, out, tile_bytes=WORKING_SET_BYTES):
+    """``out[r] = Σ_c −p log p`` for each row of ``probs_R_C`` (0·log 0 = 0).
+
+    Parameters
+    ----------
+    probs_R_C : ndarray of shape (R, C), float64
+    out : ndarray of shape (R,), float64
+        Written in place.
+    tile_bytes : int
+        Working-set budget of one tile.
+    """
+    R, C = probs_R_C.shape
+    rows = max(1, tile_bytes // (np.dtype(np.float64).itemsize * C))
+    for r0 in range(0, R, rows):
+        p = probs_R_C[r0:r0 + rows]
+        plogp = np.maximum(p, _TINY)
+        np.log(plogp, out=plogp)
+        plogp *= p
+        np.negative(plogp.sum(axis=1), out=out[r0:r0 + rows])
+    return out

@@ -1,0 +1,149 @@
+"""Every input check and conversion, in one place.
+
+Checks run before any heavy work and name the first offending index. Nothing here
+writes to the caller's arrays.
+"""
+
+import numbers
+
+import numpy as np
+from sklearn.utils import check_random_state as _sklearn_check_random_state
+
+SUM_TOLERANCE = 1e-3
+
+
+def _first_index(mask):
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
+    """Validate probabilities (or log-probabilities) of shape (N, K, C).
+
+    Parameters
+    ----------
+    probs_N_K_C : array-like of shape (n_points, n_members, n_classes)
+        ``p(y_n = c | x_n, ω_k)``; float32 or float64, any strides, read-only accepted.
+    log_probs : bool, default=False
+        Whether the values are natural logarithms of probabilities.
+    name : str
+        The argument's name in error messages.
+
+    Returns
+    -------
+    probs_N_K_C : ndarray of shape (n_points, n_members, n_classes), float64, C-contiguous
+        The probabilities; the input itself when it already is such an array (never written).
+
+    Raises
+    ------
+    TypeError
+        If the dtype is not a real floating or integer type.
+    ValueError
+        If the shape, values or row sums are wrong.
+    """
+    arr = np.asarray(probs_N_K_C)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating)
+                                     or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 3:
+        raise ValueError(f"{name} must have 3 dimensions (N, K, C), got shape {arr.shape}")
+    if 0 in arr.shape:
+        raise ValueError(f"{name} must have N, K and C all ≥ 1, got shape {arr.shape}")
+
+    nan = np.isnan(arr)
+    if nan.any():
+        raise ValueError(f"{name} holds nan, first at index {_first_index(nan)}")
+    if log_probs:
+        bad = arr > 0
+        if bad.any():
+            idx = _first_index(bad)
+            raise ValueError(f"{name} holds a log-probability above 0 ({arr[idx]!r}) "
+                             f"at index {idx}")
+        probs = np.exp(arr, dtype=np.float64)
+    else:
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise ValueError(f"{name} holds inf, first at index {_first_index(bad)}")
+        bad = arr < 0
+        if bad.any():
+            idx = _first_index(bad)
+            raise ValueError(f"{name} holds a negative probability ({arr[idx]!r}) "
+                             f"at index {idx}")
+        probs = np.ascontiguousarray(arr, dtype=np.float64)
+
+    sums_N_K = probs.sum(axis=2)
+    if log_probs:
+        with np.errstate(divide="ignore"):
+            off_N_K = np.abs(np.log(sums_N_K))
+        what = "logsumexp over classes"
+        target = 0
+    else:
+        off_N_K = np.abs(sums_N_K - 1)
+        what = "sum over classes"
+        target = 1
+    bad = ~(off_N_K <= SUM_TOLERANCE)
+    if bad.any():
+        n, k = _first_index(bad)
+        value = target + (off_N_K[n, k] if sums_N_K[n, k] > 1 else -off_N_K[n, k])
+        raise ValueError(f"{name}[{n}, {k}] has {what} {value:.6g}, expected {target} "
+                         f"within {SUM_TOLERANCE:g}")
+    return probs
+
+
+def check_count(value, name, *, minimum):
+    """An integer ≥ ``minimum`` (NumPy integers accepted, bools and floats refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be ≥ {minimum}, got {value}")
+    return int(value)
+
+
+def check_candidates(candidates, N):
+    """Pool indices that may be picked, sorted ascending; all N when None.
+
+    Raises
+    ------
+    TypeError
+        If the indices are not integers.
+    ValueError
+        If an index is out of range or repeated, or the array is not 1-D.
+    """
+    if candidates is None:
+        return np.arange(N, dtype=np.intp)
+    arr = np.asarray(candidates)
+    if arr.ndim != 1:
+        raise ValueError(f"candidates must be a 1-D array of indices, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.empty(0, dtype=np.intp)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"candidates must be integer indices, got dtype {arr.dtype}")
+    bad = (arr < 0) | (arr >= N)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"candidates[{i}] = {arr[i]} is out of range for a pool of {N} points")
+    order = np.argsort(arr, kind="stable")
+    sorted_ = arr[order]
+    repeated = sorted_[1:] == sorted_[:-1]
+    if repeated.any():
+        j = int(np.argmax(repeated))
+        first, second = sorted(order[j:j + 2])
+        raise ValueError(f"candidates[{second}] = {arr[second]} repeats candidates[{first}]")
+    return sorted_.astype(np.intp)
+
+
+def check_random_state(random_state):
+    """A ``numpy.random.Generator`` or ``RandomState`` from None, an int or either of them."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    try:
+        return _sklearn_check_random_state(random_state)
+    except ValueError as exc:
+        raise TypeError(f"random_state must be None, an int, a RandomState or a Generator, "
+                        f"got {random_state!r}") from exc
+
+
+def check_num_threads(num_threads):
+    """None or a positive integer."""
+    if num_threads is None:
+        return None
+    return check_count(num_threads, "num_threads", minimum=1)
