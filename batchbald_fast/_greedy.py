@@ -9,6 +9,11 @@ import numpy as np
 
 from . import _joint
 
+# Utilities this close to the best count as tied: mathematically equal utilities (duplicate
+# points, points certain under every member) differ by rounding, and rounding must not
+# decide between them.
+TIE_TOLERANCE = 1e-10
+
 
 @dataclass(frozen=True)
 class BatchResult:
@@ -97,8 +102,8 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
         kernels.score_candidates(state.joint_M_K, state.weights_M, probs_N_K_C, pool,
                                  joint_entropy, num_threads)
         utility_n = joint_entropy + state.offset - batch_cond_entropy - cond_entropy_N[pool]
-        # argmax returns the first maximum and pool is ascending: ties go to the lowest index.
-        best = int(np.argmax(utility_n))
+        # pool is ascending, so the first near-maximum is the lowest tied index.
+        best = int(np.argmax(utility_n >= utility_n.max() - TIE_TOLERANCE))
         pick = int(pool[best])
         indices[t] = pick
         scores[t] = utility_n[best]

@@ -56,7 +56,7 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
         bad = arr > 0
         if bad.any():
             idx = _first_index(bad)
-            raise ValueError(f"{name} holds a log-probability above 0 ({arr[idx]!r}) "
+            raise ValueError(f"{name} holds a log-probability above 0 ({float(arr[idx])}) "
                              f"at index {idx}")
         probs = np.exp(arr, dtype=np.float64)
     else:
@@ -66,7 +66,7 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
         bad = arr < 0
         if bad.any():
             idx = _first_index(bad)
-            raise ValueError(f"{name} holds a negative probability ({arr[idx]!r}) "
+            raise ValueError(f"{name} holds a negative probability ({float(arr[idx])}) "
                              f"at index {idx}")
         probs = np.ascontiguousarray(arr, dtype=np.float64)
 

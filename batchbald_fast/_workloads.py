@@ -1,0 +1,105 @@
+"""The standard benchmark workloads: shapes, the input generator, and the runners.
+
+Shared by ``benchmarks/`` and the ``batchbald-fast bench`` command, so that every speed
+figure of the project is quoted on the same inputs and the same calls.
+"""
+
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    N: int
+    K: int
+    C: int
+    batch_size: int
+    num_samples: int
+    scale: float = 3.0
+    noise: float = 1.0
+
+    def probs(self, seed=0):
+        return make_probs(self.N, self.K, self.C, seed=seed, scale=self.scale,
+                          noise=self.noise)
+
+
+WORKLOADS = {w.name: w for w in [
+    Workload("W1", 2000, 20, 2, 8, 1000),
+    Workload("W2", 10000, 20, 10, 10, 10000),
+    Workload("W2c", 10000, 20, 10, 10, 10000, scale=8.0, noise=0.5),
+    Workload("W3", 50000, 20, 10, 5, 1000),
+    Workload("W4", 5000, 10, 100, 5, 10000),
+    Workload("W5", 200, 10, 2, 4, 10),
+    Workload("W6", 59000, 100, 10, 10, 40000),
+]}
+
+# Run by default: seconds each on the NumPy backend.
+DEFAULT = ("W1", "W3", "W5")
+
+
+def make_probs(N, K, C, seed=0, scale=3.0, noise=1.0):
+    """MC-dropout-like posterior samples: a per-point mean logit plus per-member noise."""
+    rng = np.random.default_rng(seed)
+    mean = rng.normal(scale=scale, size=(N, 1, C))
+    logits = mean + rng.normal(scale=noise, size=(N, K, C))
+    logits -= logits.max(axis=2, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(axis=2, keepdims=True)
+
+
+def run_batchbald_fast(backend):
+    """A runner on one of our backends: ``run(probs_N_K_C, batch_size, num_samples,
+    num_threads) -> indices``."""
+    def run(probs_N_K_C, batch_size, num_samples, num_threads=None):
+        from . import batchbald
+        previous = os.environ.get("BATCHBALD_FAST_BACKEND")
+        os.environ["BATCHBALD_FAST_BACKEND"] = backend
+        try:
+            return batchbald(probs_N_K_C, batch_size, num_samples=num_samples,
+                             random_state=0, num_threads=num_threads).indices
+        finally:
+            if previous is None:
+                del os.environ["BATCHBALD_FAST_BACKEND"]
+            else:
+                os.environ["BATCHBALD_FAST_BACKEND"] = previous
+    return run
+
+
+def run_batchbald_redux(probs_N_K_C, batch_size, num_samples, num_threads=None):
+    """batchbald_redux 2.0.5 on torch's CPU, float64, on the same thread count."""
+    import torch
+    from batchbald_redux.batchbald import get_batchbald_batch
+
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    torch.manual_seed(0)
+    log_probs = torch.from_numpy(np.log(probs_N_K_C))
+    batch = get_batchbald_batch(log_probs, batch_size, num_samples, dtype=torch.double)
+    return np.asarray(batch.indices)
+
+
+def run_scikit_activeml(probs_N_K_C, batch_size, num_samples, num_threads=None):
+    """scikit-activeml 1.0.1's ``batch_bald`` (it clips its input: it gets a copy)."""
+    from skactiveml.pool import batch_bald
+
+    utilities = batch_bald(probs_N_K_C.transpose(1, 0, 2).copy(), batch_size,
+                           n_MC_samples=num_samples, random_state=0)
+    return np.nanargmax(utilities, axis=1)
+
+
+def available_runners():
+    """Runners installed here, by name: our backends, then the reference implementations."""
+    from ._backend import _kernels_compiled
+
+    runners = {"numpy": run_batchbald_fast("numpy")}
+    if _kernels_compiled is not None:
+        runners["cython"] = run_batchbald_fast("cython")
+    if all(importlib.util.find_spec(m) for m in ("torch", "batchbald_redux", "toma")):
+        runners["batchbald_redux"] = run_batchbald_redux
+    if importlib.util.find_spec("skactiveml"):
+        runners["scikit-activeml"] = run_scikit_activeml
+    return runners

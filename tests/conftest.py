@@ -1,0 +1,29 @@
+import numpy as np
+import pytest
+
+from batchbald_fast import _backend
+
+BACKENDS = ["numpy", pytest.param("cython", marks=pytest.mark.skipif(
+    _backend._kernels_compiled is None, reason="compiled extension not built"))]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch):
+    """Run the test once per backend, selected the way a user selects it."""
+    monkeypatch.setenv(_backend.ENV_VAR, request.param)
+    assert _backend.backend_info()["backend"] == request.param
+    return request.param
+
+
+def random_probs(rng, N, K, C, *, zeros=False, concentration=1.0):
+    """Dirichlet probabilities, optionally with exact zeros and ones mixed in."""
+    probs_N_K_C = rng.dirichlet(np.full(C, concentration), size=(N, K))
+    if zeros and C > 1:
+        # Some classes impossible under some members, some points certain under some.
+        mask = rng.random((N, K, C)) < 0.2
+        mask[..., 0] = False
+        probs_N_K_C = np.where(mask, 0.0, probs_N_K_C)
+        onehot = rng.random((N, K)) < 0.15
+        probs_N_K_C[onehot] = np.eye(C)[rng.integers(C, size=onehot.sum())]
+        probs_N_K_C /= probs_N_K_C.sum(axis=2, keepdims=True)
+    return probs_N_K_C

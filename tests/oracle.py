@@ -1,0 +1,52 @@
+"""Brute-force BatchBALD: enumerate every label configuration, take the mixture's entropy.
+
+Independent of the package: no GEMM, no joint state, no chunking — just the definitions.
+"""
+
+import itertools
+import math
+
+
+def _xlogx(p):
+    return p * math.log(p) if p > 0 else 0.0
+
+
+def joint_entropy(probs_N_K_C, batch):
+    """H(y_A) for the points ``batch``, summing over all C^|A| configurations."""
+    _, K, C = probs_N_K_C.shape
+    total = 0.0
+    for labels in itertools.product(range(C), repeat=len(batch)):
+        q = 0.0
+        for k in range(K):
+            prod = 1.0
+            for a, c in zip(batch, labels):
+                prod *= probs_N_K_C[a, k, c]
+            q += prod
+        total -= _xlogx(q / K)
+    return total
+
+
+def conditional_entropy(probs_N_K_C, n):
+    _, K, C = probs_N_K_C.shape
+    return -sum(_xlogx(probs_N_K_C[n, k, c]) for k in range(K) for c in range(C)) / K
+
+
+def mutual_information(probs_N_K_C, batch):
+    """a(A) = H(y_A) − Σ_{a∈A} E_a."""
+    return joint_entropy(probs_N_K_C, batch) - sum(
+        conditional_entropy(probs_N_K_C, a) for a in batch)
+
+
+def greedy(probs_N_K_C, batch_size, candidates=None):
+    """Greedy picks, batch scores and utilities (nan-free dicts), lowest index on ties."""
+    N = probs_N_K_C.shape[0]
+    pool = sorted(range(N) if candidates is None else candidates)
+    batch, scores, utilities = [], [], []
+    for _ in range(min(batch_size, len(pool))):
+        util = {x: mutual_information(probs_N_K_C, batch + [x]) for x in pool}
+        best = max(pool, key=lambda x: (util[x], -x))
+        batch.append(best)
+        scores.append(util[best])
+        utilities.append(util)
+        pool.remove(best)
+    return batch, scores, utilities

@@ -1,0 +1,155 @@
+"""Greedy BatchBALD against the brute-force oracle, on both backends."""
+
+import numpy as np
+import pytest
+
+import batchbald_fast as bf
+import oracle
+from conftest import random_probs
+
+TIE = 1e-10  # the documented tie tolerance
+
+CASES = [(N, K, C, b, seed, zeros)
+         for seed, (N, K, C, b) in enumerate([
+             (6, 1, 2, 3), (8, 3, 2, 4), (10, 5, 3, 3), (12, 4, 4, 3), (7, 2, 4, 4),
+             (9, 5, 1, 2), (12, 5, 2, 4), (5, 3, 3, 4), (11, 4, 3, 2), (4, 5, 4, 4)])
+         for zeros in (False, True)]
+
+
+def check_against_oracle(probs_N_K_C, result, candidates=None):
+    """Walk the engine's picks: at each step every utility matches the brute-force value,
+    and the pick is the oracle's best (the lowest index among near-ties)."""
+    N = probs_N_K_C.shape[0]
+    pool = set(range(N) if candidates is None else candidates)
+    batch = []
+    for t, pick in enumerate(result.indices):
+        util = {x: oracle.mutual_information(probs_N_K_C, batch + [x]) for x in pool}
+        best = max(util.values())
+        tied = min(x for x in pool if util[x] >= best - TIE)
+        assert pick == tied, f"step {t}: picked {pick}, oracle says {tied}"
+        np.testing.assert_allclose(result.scores[t], util[pick], rtol=0, atol=1e-10)
+        if result.utilities is not None:
+            expected = np.full(N, np.nan)
+            expected[list(util)] = list(util.values())
+            np.testing.assert_allclose(result.utilities[t], expected, rtol=0, atol=1e-10)
+        batch.append(int(pick))
+        pool.remove(pick)
+    assert len(result.indices) == min(len(result.indices), len(pool) + len(batch))
+
+
+@pytest.mark.parametrize("N, K, C, b, seed, zeros", CASES)
+def test_matches_oracle_exact(backend, N, K, C, b, seed, zeros):
+    probs_N_K_C = random_probs(np.random.default_rng(seed), N, K, C, zeros=zeros)
+    result = bf.batchbald(probs_N_K_C, b, num_samples=C ** b, return_utilities=True)
+    assert result.exact.all()
+    np.testing.assert_array_equal(result.num_configurations, C ** np.arange(b))
+    check_against_oracle(probs_N_K_C, result)
+    assert np.isfinite(result.scores).all()
+
+
+def test_oracle_greedy_agrees_with_walk(backend):
+    # The oracle's own greedy run gives the same picks as the engine on a generic case.
+    probs_N_K_C = random_probs(np.random.default_rng(42), 10, 4, 3)
+    picks, scores, _ = oracle.greedy(probs_N_K_C, 4)
+    result = bf.batchbald(probs_N_K_C, 4)
+    np.testing.assert_array_equal(result.indices, picks)
+    np.testing.assert_allclose(result.scores, scores, rtol=0, atol=1e-10)
+
+
+def test_log_probs_give_same_answer(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(3), 10, 4, 3, zeros=True)
+    with np.errstate(divide="ignore"):
+        log_probs_N_K_C = np.log(probs_N_K_C)
+    result = bf.batchbald(log_probs_N_K_C, 3, log_probs=True, return_utilities=True)
+    check_against_oracle(probs_N_K_C, result)
+
+
+def test_candidates_subset(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(5), 12, 4, 3)
+    candidates = [11, 2, 7, 4, 0]
+    result = bf.batchbald(probs_N_K_C, 3, candidates=candidates, return_utilities=True)
+    assert set(result.indices) <= set(candidates)
+    check_against_oracle(probs_N_K_C, result, candidates)
+    outside = np.setdiff1d(np.arange(12), candidates)
+    assert np.isnan(result.utilities[:, outside]).all()
+
+
+def test_batch_larger_than_candidates_takes_all(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(6), 8, 3, 2)
+    result = bf.batchbald(probs_N_K_C, 10, candidates=[1, 5, 6])
+    assert sorted(result.indices) == [1, 5, 6]
+    check_against_oracle(probs_N_K_C, result, [1, 5, 6])
+
+
+def test_batch_size_zero_gives_empty_result(backend):
+    result = bf.batchbald(random_probs(np.random.default_rng(0), 5, 2, 2), 0,
+                          return_utilities=True)
+    assert result.indices.shape == (0,) and result.indices.dtype == np.int64
+    assert result.scores.shape == (0,) and result.utilities.shape == (0, 5)
+
+
+def test_ties_go_to_lowest_index(backend):
+    rng = np.random.default_rng(8)
+    probs_N_K_C = random_probs(rng, 6, 4, 3)
+    probs_N_K_C = probs_N_K_C[[3, 1, 4, 1, 5, 3, 0, 2, 3]]  # exact duplicates
+    result = bf.batchbald(probs_N_K_C, 4, return_utilities=True)
+    check_against_oracle(probs_N_K_C, result)
+    first_seen = {}
+    for i, row in enumerate(probs_N_K_C):
+        first_seen.setdefault(row.tobytes(), i)
+    assert result.indices[0] == first_seen[probs_N_K_C[result.indices[0]].tobytes()]
+
+
+def test_certain_points_score_zero_without_nan(backend):
+    # One-hot under every member: no information, and exact zeros must not give nan.
+    probs_N_K_C = np.zeros((4, 3, 3))
+    probs_N_K_C[:, :, 1] = 1.0
+    probs_N_K_C[2] = [[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [1.0, 0.0, 0.0]]
+    result = bf.batchbald(probs_N_K_C, 4, return_utilities=True)
+    assert result.indices[0] == 2
+    assert np.isfinite(result.scores).all()
+    np.testing.assert_allclose(result.scores[1:], result.scores[0], atol=1e-12)
+    check_against_oracle(probs_N_K_C, result)
+
+
+def test_float32_matches_float64_picks(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(9), 40, 6, 3, concentration=0.5)
+    r64 = bf.batchbald(probs_N_K_C, 4)
+    r32 = bf.batchbald(probs_N_K_C.astype(np.float32), 4)
+    np.testing.assert_array_equal(r32.indices, r64.indices)
+    np.testing.assert_allclose(r32.scores, r64.scores, atol=1e-5)
+
+
+def test_strided_and_readonly_input(backend):
+    base = random_probs(np.random.default_rng(10), 10, 4, 3)
+    wide = np.zeros((20, 4, 6))
+    wide[::2, :, ::2] = base
+    view = wide[::2, :, ::2]
+    view.flags.writeable = False
+    result = bf.batchbald(view, 3, return_utilities=True)
+    check_against_oracle(base, result)
+
+
+def test_input_not_mutated(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(11), 30, 5, 3, zeros=True)
+    copy = probs_N_K_C.copy()
+    bf.batchbald(probs_N_K_C, 6, num_samples=20, random_state=0)
+    np.testing.assert_array_equal(probs_N_K_C, copy)
+    with np.errstate(divide="ignore"):
+        log_probs_N_K_C = np.log(probs_N_K_C)
+    log_copy = log_probs_N_K_C.copy()
+    bf.batchbald(log_probs_N_K_C, 6, num_samples=20, random_state=0, log_probs=True)
+    np.testing.assert_array_equal(log_probs_N_K_C, log_copy)
+
+
+def test_bald_entropy_conditional_entropy(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(12), 7, 4, 3, zeros=True)
+    expected_cond = [oracle.conditional_entropy(probs_N_K_C, n) for n in range(7)]
+    expected_ent = [oracle.joint_entropy(probs_N_K_C, [n]) for n in range(7)]
+    np.testing.assert_allclose(bf.conditional_entropy(probs_N_K_C), expected_cond, atol=1e-12)
+    np.testing.assert_allclose(bf.entropy(probs_N_K_C), expected_ent, atol=1e-12)
+    np.testing.assert_allclose(bf.bald(probs_N_K_C),
+                               np.subtract(expected_ent, expected_cond), atol=1e-12)
+    with np.errstate(divide="ignore"):
+        np.testing.assert_allclose(bf.bald(np.log(probs_N_K_C), log_probs=True),
+                                   np.subtract(expected_ent, expected_cond), atol=1e-12)
