@@ -13,11 +13,15 @@ from . import _joint
 # points, points certain under every member) differ by rounding, and rounding must not
 # decide between them.
 TIE_TOLERANCE = 1e-10
+# Rounding in one computed utility; lazy bounds carry it so that they stay upper bounds.
+ROUNDING_SLACK = 1e-12
+# Candidates per kernel call under lazy greedy: enough to keep every thread busy.
+LAZY_TILE = 256
 
 
 @dataclass(frozen=True)
 class BatchResult:
-    """The batch BatchBALD picked, in pick order.
+    """The batch BatchBALD picked, in pick order, and how each step was computed.
 
     Attributes
     ----------
@@ -25,13 +29,28 @@ class BatchResult:
         Pool indices in the order they were picked.
     scores : ndarray of shape (b,), float64
         The batch's mutual information ``a(A) = I(y_A; ω)`` after each pick, in nats.
+        Sampled steps report the estimate as it is, never clipped: a score above
+        ``log K`` is estimator noise.
     utilities : ndarray of shape (b, N), float64 or None
         ``utilities[t, x] = a(A_t ∪ {x})`` for every candidate x at step t; nan at points
         already picked and at non-candidates. None unless ``return_utilities=True``.
     num_configurations : ndarray of shape (b,), int64
-        Configurations M of the batch's joint used at each step (1 at step 0).
+        Rows M of the batch's joint at each step (1 at step 0), after merging and pruning.
     exact : ndarray of shape (b,), bool
-        Whether each step enumerated every configuration (else it sampled them).
+        Whether each step enumerated every configuration.
+    mode : ndarray of shape (b,), str
+        "exact", "pruned" (exact less negligible configurations, within ``error_bounds``)
+        or "sampled".
+    error_bounds : ndarray of shape (b,), float64
+        Certified bound on how far the step's utilities lie below the exact ones: 0 on
+        exact steps, the pruning bound on pruned steps, nan on sampled steps.
+    std_errors : ndarray of shape (b,), float64
+        Standard error of the picked point's utility on sampled steps (nan otherwise).
+    ambiguous : ndarray of shape (b,), bool
+        Sampled steps whose top-two utilities lie within two standard errors of their
+        difference: the pick there is decided by sampling noise.
+    num_evaluations : ndarray of shape (b,), int64
+        Candidates whose utility the step computed (fewer than the pool under lazy greedy).
     """
 
     indices: np.ndarray
@@ -39,6 +58,11 @@ class BatchResult:
     utilities: np.ndarray | None
     num_configurations: np.ndarray
     exact: np.ndarray
+    mode: np.ndarray
+    error_bounds: np.ndarray
+    std_errors: np.ndarray
+    ambiguous: np.ndarray
+    num_evaluations: np.ndarray
 
 
 def conditional_entropy(kernels, probs_N_K_C):
@@ -57,7 +81,8 @@ def entropy(kernels, probs_N_K_C):
 
 
 def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
-           return_utilities, num_threads, next_joint=_joint.next_joint):
+           return_utilities, num_threads, next_joint=_joint.next_joint, lazy=None,
+           lazy_tile=LAZY_TILE):
     """Greedy BatchBALD over validated inputs.
 
     Parameters
@@ -71,10 +96,15 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
         Configuration budget of the joint.
     rng : numpy.random.Generator or RandomState
     return_utilities : bool
+        Compute and return every utility (disables laziness).
     num_threads : int
     next_joint : callable
         ``next_joint(state, probs_N_K_C, batch, num_samples, rng)``: the joint state once
         ``batch`` has grown by one pick.
+    lazy : bool or None
+        Lazy greedy: None on exact and pruned steps only, True on every step, False never.
+    lazy_tile : int
+        Candidates scored per kernel call under lazy greedy.
 
     Returns
     -------
@@ -85,32 +115,106 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
     cond_entropy_N = conditional_entropy(kernels, probs_N_K_C)
     available = np.zeros(N, dtype=bool)
     available[candidates] = True
+    # Upper bound on each candidate's marginal gain: its last computed gain (submodularity).
+    upper_gain_N = np.full(N, np.inf)
 
-    indices = np.empty(steps, dtype=np.int64)
-    scores = np.empty(steps)
-    num_configurations = np.empty(steps, dtype=np.int64)
-    exact = np.empty(steps, dtype=bool)
+    out = {name: np.empty(steps, dtype=dtype) for name, dtype in [
+        ("indices", np.int64), ("scores", np.float64), ("num_configurations", np.int64),
+        ("exact", bool), ("mode", "<U7"), ("error_bounds", np.float64),
+        ("std_errors", np.float64), ("ambiguous", bool), ("num_evaluations", np.int64)]}
     utilities = np.full((steps, N), np.nan) if return_utilities else None
 
     state = _joint.empty_joint(K)
-    batch_cond_entropy = 0.0
+    batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
     for t in range(steps):
         if t > 0:
-            state = next_joint(state, probs_N_K_C, indices[:t], num_samples, rng)
+            state = next_joint(state, probs_N_K_C, out["indices"][:t], num_samples, rng)
         pool = np.flatnonzero(available)
-        joint_entropy = np.empty(len(pool))
-        kernels.score_candidates(state.joint_M_K, state.weights_M, probs_N_K_C, pool,
-                                 joint_entropy, num_threads)
-        utility_n = joint_entropy + state.offset - batch_cond_entropy - cond_entropy_N[pool]
-        # pool is ascending, so the first near-maximum is the lowest tied index.
+        step_lazy = not return_utilities and (
+            lazy if lazy is not None else state.mode != "sampled")
+
+        def utility(xs):
+            joint_entropy = np.empty(len(xs))
+            kernels.score_candidates(state.joint_M_K, state.weights_M, probs_N_K_C, xs,
+                                     joint_entropy, num_threads)
+            return joint_entropy + state.offset - batch_cond_entropy - cond_entropy_N[xs]
+
+        if step_lazy:
+            evaluated, utility_n = _lazy_evaluate(
+                utility, pool, batch_score + batch_error + upper_gain_N[pool], lazy_tile)
+        else:
+            evaluated, utility_n = pool, utility(pool)
+        upper_gain_N[evaluated] = utility_n + state.error_bound - batch_score
+
+        # evaluated is ascending, so the first near-maximum is the lowest tied index.
         best = int(np.argmax(utility_n >= utility_n.max() - TIE_TOLERANCE))
-        pick = int(pool[best])
-        indices[t] = pick
-        scores[t] = utility_n[best]
-        num_configurations[t] = state.num_configurations
-        exact[t] = state.exact
+        pick = int(evaluated[best])
+        std_error, ambiguous = np.nan, False
+        if state.mode == "sampled":
+            std_error, ambiguous = _sampling_noise(state, probs_N_K_C, evaluated, utility_n)
+        for name, value in [("indices", pick), ("scores", utility_n[best]),
+                            ("num_configurations", state.num_configurations),
+                            ("exact", state.mode == "exact"), ("mode", state.mode),
+                            ("error_bounds", np.nan if state.mode == "sampled"
+                             else state.error_bound),
+                            ("std_errors", std_error), ("ambiguous", ambiguous),
+                            ("num_evaluations", len(evaluated))]:
+            out[name][t] = value
         if return_utilities:
-            utilities[t, pool] = utility_n
+            utilities[t, evaluated] = utility_n
         available[pick] = False
+        batch_score, batch_error = utility_n[best], state.error_bound
         batch_cond_entropy += cond_entropy_N[pick]
-    return BatchResult(indices, scores, utilities, num_configurations, exact)
+    return BatchResult(utilities=utilities, **out)
+
+
+def _lazy_evaluate(utility, pool, upper_n, tile):
+    """Score candidates in decreasing order of their upper bounds until none left can win.
+
+    Stops once every remaining bound lies more than the tie tolerance below the best
+    utility found, so the pick (and its tie-break) is the one full evaluation gives.
+
+    Returns
+    -------
+    evaluated : ndarray, ascending
+    utility_n : ndarray
+        Their utilities.
+    """
+    order = np.argsort(-upper_n, kind="stable")  # ties in bound: lowest index first
+    best = -np.inf
+    parts = []
+    for start in range(0, len(order), tile):
+        part = np.sort(order[start:start + tile])
+        util = utility(pool[part])
+        parts.append((part, util))
+        best = max(best, util.max())
+        rest = order[start + tile:start + tile + 1]
+        if not len(rest) or upper_n[rest[0]] < best - TIE_TOLERANCE - ROUNDING_SLACK:
+            break
+    positions = np.concatenate([p for p, _ in parts])
+    utilities = np.concatenate([u for _, u in parts])
+    ascending = np.argsort(positions)
+    return pool[positions[ascending]], utilities[ascending]
+
+
+def _sampling_noise(state, probs_N_K_C, evaluated, utility_n):
+    """Standard error of the top utility, and whether the runner-up is within two standard
+    errors of the difference (both from the same draws, so the difference is paired).
+
+    Draws are treated as independent from the mixture; with S draws per member the
+    stratified estimator's variance is no larger, so the standard error is conservative.
+    """
+    top = np.argsort(-utility_n, kind="stable")[:2]
+    terms = [_joint.estimator_terms(state, probs_N_K_C[evaluated[i]]) for i in top]
+    counts_M = terms[0][1]
+    M = counts_M.sum()
+
+    def std_error(g_M):
+        mean = counts_M @ g_M / M
+        return np.sqrt(counts_M @ (g_M - mean) ** 2 / (M - 1) / M) if M > 1 else np.inf
+
+    std_error_top = std_error(terms[0][0])
+    if len(top) < 2:
+        return std_error_top, False
+    gap = utility_n[top[0]] - utility_n[top[1]]
+    return std_error_top, bool(gap <= 2 * std_error(terms[0][0] - terms[1][0]))

@@ -5,16 +5,44 @@ Every state is the triple the kernels score against::
     H(y_A, y_x) ≈ Σ_m weights_M[m] Σ_c −P[m, c] log P[m, c] + offset
     P[m, c]     = Σ_k joint_M_K[m, k] · p[x, k, c]
 
-Exact states hold every configuration of y_A with ``joint_M_K = J / K`` (the mixture's 1/K
-folded in) and unit weights. Sampled states hold M = S·K configurations drawn S per member
-and weight each by ``1 / (M q_m)`` (importance sampling from the mixture); each row is scaled
-by its largest entry so that products of many small probabilities cannot underflow, and the
-scales come back through ``offset``.
+- exact: every configuration of y_A, ``joint_M_K = J / K`` (the mixture's 1/K folded in),
+  unit weights;
+- pruned: the exact joint less configurations of negligible mass. Each term −P log P is
+  ≥ 0, so the sum is a lower bound; the dropped atoms (at most ``n`` of them, total mass
+  ``r``) add at most ``r log(n / r)`` (the entropy of mass r spread evenly), so the value is
+  certified within ``error_bound`` of the exact one;
+- sampled: M draws of y_A, S = M / K per member, each the importance-weighted term
+  ``g_m = Σ_c −P log P / q_m`` of the estimator ``(1/M) Σ_m g_m``. Identical draws are merged
+  into one row with their count in the weight; every row is scaled by its largest entry so
+  that products of many small probabilities cannot underflow, and the scales come back
+  through ``offset``.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+MODES = ("exact", "pruned", "sampled")
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Sampled configurations before merging: what incremental sampling extends.
+
+    Attributes
+    ----------
+    labels_M_A : ndarray of shape (M, A), intp
+        The labels of each draw.
+    member_M : ndarray of shape (M,), intp
+        The posterior sample each draw came from.
+    log_joint_M_K : ndarray of shape (M, K)
+        ``log J[m, k] = Σ_a log p[a, k, labels[m, a]]``.
+    """
+
+    labels_M_A: np.ndarray
+    member_M: np.ndarray
+    log_joint_M_K: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -24,19 +52,41 @@ class JointState:
     Attributes
     ----------
     joint_M_K : ndarray of shape (M, K)
-        ``J[m, k] / K`` up to a per-row scale (see the module docstring).
+        ``J[m, k] / K``, up to a per-row scale in sampled states.
     weights_M : ndarray of shape (M,)
         Weight of each configuration in the entropy sum.
     offset : float
         Added to every weighted sum to give the joint entropy.
     exact : bool
         True when the rows enumerate every configuration.
+    mode : {"exact", "pruned", "sampled"}, default: from ``exact``
+    error_bound : float, default=0.0
+        Pruned states: the certified bound on how far any H(y_A, y_x) computed from the
+        state lies below the exact value.
+    dropped_mass : float, default=0.0
+        Pruned states: the mass of the configurations left out.
+    draws : Draws or None
+        Sampled states: the unmerged draws.
+    counts_M : ndarray of shape (M,) or None
+        Sampled states: how many draws each merged row stands for.
+    log_scale_M : ndarray of shape (M,) or None
+        Sampled states: each row's scale (``log max_k J[m, k]``).
     """
 
     joint_M_K: np.ndarray
     weights_M: np.ndarray
     offset: float
     exact: bool
+    mode: str = None
+    error_bound: float = 0.0
+    dropped_mass: float = 0.0
+    draws: Draws = None
+    counts_M: np.ndarray = None
+    log_scale_M: np.ndarray = None
+
+    def __post_init__(self):
+        if self.mode is None:
+            object.__setattr__(self, "mode", "exact" if self.exact else "sampled")
 
     @property
     def num_configurations(self):
@@ -48,22 +98,117 @@ def empty_joint(K):
     return JointState(np.full((1, K), 1.0 / K), np.ones(1), 0.0, True)
 
 
-def extend_exact(state, probs_K_C):
-    """Exact joint of the batch with one more point: configuration (m, c) for every c.
+def _expand(joint_M_K, probs_K_C):
+    """``J_new[(m, c), k] = J[m, k] · p[a, k, c]``: every configuration extended by a's label."""
+    M, K = joint_M_K.shape
+    joint_M_C_K = np.multiply(joint_M_K[:, None, :], probs_K_C.T[None, :, :], order="C")
+    return joint_M_C_K.reshape(M * probs_K_C.shape[1], K)
 
-    ``J_new[(m, c), k] = J[m, k] · p[a, k, c]``, so M grows by a factor of C.
+
+def extend_exact(state, probs_K_C):
+    """Exact joint of the batch with one more point: M grows by a factor of C."""
+    joint_M_K = _expand(state.joint_M_K, probs_K_C)
+    return JointState(joint_M_K, np.ones(len(joint_M_K)), 0.0, True)
+
+
+def mass_error_bound(mass, num_atoms):
+    """Largest entropy-sum ``Σ −p log p`` of ``num_atoms`` atoms of total ``mass``."""
+    if mass <= 0:
+        return 0.0
+    return mass * (math.log(num_atoms) - math.log(mass))
+
+
+def extend_pruned(state, probs_K_C, num_points, tol):
+    """The exact joint with one more point, less the lightest configurations it can spare.
+
+    Drops configurations, lightest first, while the certified error of every
+    H(y_A, y_x) stays ≤ ``tol``. The mass dropped at earlier steps counts too, so the
+    returned ``error_bound`` can exceed ``tol`` when that mass alone does.
+
+    Parameters
+    ----------
+    state : JointState
+        Exact or pruned joint of the batch before the new point.
+    probs_K_C : ndarray of shape (K, C)
+        The new point's probabilities.
+    num_points : int
+        |A| including the new point.
+    tol : float
+        Certified error allowed, in nats.
+
+    Returns
+    -------
+    state : JointState
+        Pruned (or exact, when nothing could be spared).
     """
-    M, K = state.joint_M_K.shape
     C = probs_K_C.shape[1]
-    joint_M_C_K = state.joint_M_K[:, None, :] * probs_K_C.T[None, :, :]
-    return JointState(joint_M_C_K.reshape(M * C, K), np.ones(M * C), 0.0, True)
+    joint_M_K = _expand(state.joint_M_K, probs_K_C)
+    mass_M = joint_M_K.sum(axis=1)
+    # Configurations dropped earlier grow (or shrink) with the new point's row sums.
+    carried = state.dropped_mass * float(probs_K_C.sum(axis=1).max())
+    order = np.argsort(mass_M, kind="stable")
+    dropped_mass_j = carried + np.cumsum(mass_M[order])
+    # Atoms of H(y_A, y_x) outside the kept rows: at most every atom of the full extension.
+    num_atoms = C ** (num_points + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bounds = np.where(dropped_mass_j > 0, dropped_mass_j * (
+            math.log(num_atoms) - np.log(dropped_mass_j)), 0.0)
+    num_dropped = int(np.searchsorted(bounds > tol, True))  # the bound grows with r
+    if num_dropped == 0 and carried == 0:
+        return JointState(joint_M_K, np.ones(len(joint_M_K)), 0.0, True)
+    keep = np.sort(order[num_dropped:])
+    dropped_mass = float(dropped_mass_j[num_dropped - 1]) if num_dropped else carried
+    return JointState(joint_M_K[keep], np.ones(len(keep)), 0.0, False, mode="pruned",
+                      error_bound=mass_error_bound(dropped_mass, num_atoms),
+                      dropped_mass=dropped_mass)
+
+
+def start_draws(K, num_samples):
+    """No labels yet: ``max(1, num_samples // K)`` empty draws per member."""
+    S = max(1, num_samples // K)
+    return Draws(np.empty((S * K, 0), dtype=np.intp), np.repeat(np.arange(K), S),
+                 np.zeros((S * K, K)))
+
+
+def extend_draws(draws, probs_K_C, rng):
+    """Each draw gets a label for one more point, from the member that made the draw.
+
+    A draw from p(y_A | ω_k) extended by one from p(y_x | ω_k) is a draw from
+    p(y_A, y_x | ω_k). One ``rng.random(M)`` call per point.
+    """
+    M = len(draws.member_M)
+    C = probs_K_C.shape[1]
+    cdf_M_C = np.cumsum(probs_K_C, axis=1)[draws.member_M]
+    # u is scaled by the row total so that rows off 1 by rounding draw exactly their own
+    # distribution; a zero-probability class is never drawn.
+    u_M = rng.random(M) * cdf_M_C[:, -1]
+    labels_M = (cdf_M_C <= u_M[:, None]).sum(axis=1)
+    last_nonzero_K = C - 1 - np.argmax(probs_K_C[:, ::-1] > 0, axis=1)
+    labels_M = np.minimum(labels_M, last_nonzero_K[draws.member_M])
+    with np.errstate(divide="ignore"):
+        log_probs_K_C = np.log(probs_K_C)
+    return Draws(np.column_stack([draws.labels_M_A, labels_M]), draws.member_M,
+                 draws.log_joint_M_K + log_probs_K_C[:, labels_M].T)
+
+
+def from_draws(draws):
+    """The sampled state of some draws: duplicates merged, rows scaled."""
+    M, K = draws.log_joint_M_K.shape
+    _, first_U, counts_U = np.unique(draws.labels_M_A, axis=0, return_index=True,
+                                     return_counts=True)
+    log_joint_U_K = draws.log_joint_M_K[first_U]
+    # The member that made a draw gives it positive probability: the max is finite.
+    log_scale_U = log_joint_U_K.max(axis=1)
+    joint_U_K = np.exp(log_joint_U_K - log_scale_U[:, None])
+    joint_U_K /= K
+    weights_U = counts_U / (M * joint_U_K.sum(axis=1))
+    return JointState(joint_U_K, weights_U, -float(counts_U @ log_scale_U) / M, False,
+                      draws=draws, counts_M=counts_U.astype(np.float64),
+                      log_scale_M=log_scale_U)
 
 
 def sample_joint(probs_A_K_C, num_samples, rng):
-    """Sampled joint of the batch: ``max(1, num_samples // K)`` configurations per member.
-
-    Configurations for member k draw each label independently from ``p[a, k, :]``, so the
-    rows together are draws from the mixture, stratified by member.
+    """Sampled joint of the batch, drawn from scratch: every label of every draw anew.
 
     Parameters
     ----------
@@ -74,40 +219,39 @@ def sample_joint(probs_A_K_C, num_samples, rng):
     rng : numpy.random.Generator or numpy.random.RandomState
         Source of every draw (``rng.random`` only).
     """
-    A, K, C = probs_A_K_C.shape
-    S = max(1, num_samples // K)
-    M = S * K
-    # Inverse-CDF draws; u is scaled by each row's total so rows off 1 by rounding draw
-    # exactly their own distribution, and a zero-probability class is never drawn.
-    cdf_A_K_C = np.cumsum(probs_A_K_C, axis=2)
-    u_K_S_A = rng.random((K, S, A)) * cdf_A_K_C[:, :, -1].T[:, None, :]
-    labels_M_A = np.empty((M, A), dtype=np.intp)
-    last_nonzero_A_K = C - 1 - np.argmax(probs_A_K_C[:, :, ::-1] > 0, axis=2)
-    for a in range(A):
-        below_K_S_C = cdf_A_K_C[a][:, None, :] <= u_K_S_A[:, :, a, None]
-        labels = np.minimum(below_K_S_C.sum(axis=2), last_nonzero_A_K[a][:, None])
-        labels_M_A[:, a] = labels.reshape(M)
-
-    with np.errstate(divide="ignore"):
-        log_probs_A_K_C = np.log(probs_A_K_C)
-    log_joint_M_K = np.zeros((M, K))
-    for a in range(A):
-        log_joint_M_K += log_probs_A_K_C[a][:, labels_M_A[:, a]].T
-    # The member that drew a configuration gives it positive probability: the max is finite.
-    log_scale_M = log_joint_M_K.max(axis=1)
-    joint_M_K = np.exp(log_joint_M_K - log_scale_M[:, None])
-    joint_M_K /= K
-    weights_M = 1.0 / (M * joint_M_K.sum(axis=1))
-    return JointState(joint_M_K, weights_M, -float(log_scale_M.mean()), False)
+    draws = start_draws(probs_A_K_C.shape[1], num_samples)
+    for probs_K_C in probs_A_K_C:
+        draws = extend_draws(draws, probs_K_C, rng)
+    return from_draws(draws)
 
 
-def next_joint(state, probs_N_K_C, batch, num_samples, rng):
+def next_joint(state, probs_N_K_C, batch, num_samples, rng, *, tol=0.0, incremental=False):
     """The joint for the next greedy step, once ``batch`` (pick order) has grown by one.
 
-    Exact while ``C ** len(batch) <= num_samples`` (extending the previous exact joint),
-    sampled from scratch otherwise.
+    Exact while ``C ** len(batch) <= num_samples``; then, with ``tol > 0``, pruned while the
+    configurations kept within the certified error ``tol`` fit ``num_samples``; then
+    sampled — extending the previous step's draws when ``incremental``, else drawing every
+    label anew.
     """
     C = probs_N_K_C.shape[2]
-    if C ** len(batch) <= num_samples:
-        return extend_exact(state, probs_N_K_C[batch[-1]])
+    probs_K_C = probs_N_K_C[batch[-1]]
+    if state.mode == "exact" and C ** len(batch) <= num_samples:
+        return extend_exact(state, probs_K_C)
+    if state.mode != "sampled" and tol > 0:
+        pruned = extend_pruned(state, probs_K_C, len(batch), tol)
+        if pruned.num_configurations <= num_samples and pruned.error_bound <= tol:
+            return pruned
+    if incremental and state.draws is not None:
+        return from_draws(extend_draws(state.draws, probs_K_C, rng))
     return sample_joint(probs_N_K_C[batch], num_samples, rng)
+
+
+def estimator_terms(state, probs_K_C):
+    """Per-row terms ``g_m`` of a sampled state's estimate of H(y_A, y_x), with counts.
+
+    The estimate is ``counts_M @ g_M / counts_M.sum()``; used for standard errors.
+    """
+    P_M_C = state.joint_M_K @ probs_K_C
+    plogp_M_C = P_M_C * np.log(np.maximum(P_M_C, np.finfo(np.float64).tiny))
+    g_M = -plogp_M_C.sum(axis=1) / state.joint_M_K.sum(axis=1) - state.log_scale_M
+    return g_M, state.counts_M

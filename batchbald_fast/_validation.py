@@ -147,3 +147,12 @@ def check_num_threads(num_threads):
     if num_threads is None:
         return None
     return check_count(num_threads, "num_threads", minimum=1)
+
+
+def check_tol(tol):
+    """A finite tolerance ≥ 0."""
+    if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a real number, got {tol!r}")
+    if not 0 <= tol < np.inf:
+        raise ValueError(f"tol must be finite and ≥ 0, got {tol}")
+    return float(tol)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import batchbald_fast as bf
+from batchbald_fast import _backend, _greedy
 import oracle
 from conftest import random_probs
 
@@ -153,3 +154,37 @@ def test_bald_entropy_conditional_entropy(backend):
     with np.errstate(divide="ignore"):
         np.testing.assert_allclose(bf.bald(np.log(probs_N_K_C), log_probs=True),
                                    np.subtract(expected_ent, expected_cond), atol=1e-12)
+
+
+@pytest.mark.parametrize("N, K, C, b, seed, zeros", CASES)
+def test_lazy_greedy_matches_oracle(backend, N, K, C, b, seed, zeros):
+    probs_N_K_C = random_probs(np.random.default_rng(seed), N, K, C, zeros=zeros)
+    result = bf.batchbald(probs_N_K_C, b, num_samples=C ** b, lazy=True)
+    check_against_oracle(probs_N_K_C, result)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("lazy_tile", [1, 5, 64])
+def test_lazy_greedy_matches_full_evaluation(backend, seed, lazy_tile):
+    rng = np.random.default_rng(100 + seed)
+    probs_N_K_C = random_probs(rng, 150, 5, 3, concentration=rng.choice([0.1, 1.0]))
+    if seed % 3 == 0:
+        probs_N_K_C = probs_N_K_C[rng.integers(0, 50, size=150)]  # many exact ties
+    kernels = _backend.get_kernels()
+    candidates = np.arange(150)
+    runs = [_greedy.select(kernels, probs_N_K_C, 5, candidates, num_samples=3 ** 5,
+                           rng=None, return_utilities=False, num_threads=1, lazy=lazy,
+                           lazy_tile=lazy_tile) for lazy in (False, True)]
+    full, lazy = runs
+    np.testing.assert_array_equal(lazy.indices, full.indices)
+    np.testing.assert_allclose(lazy.scores, full.scores, rtol=0, atol=1e-12)
+    assert (full.num_evaluations == np.arange(150, 145, -1)).all()
+    assert (lazy.num_evaluations <= full.num_evaluations).all()
+    assert lazy.num_evaluations[1:].sum() < full.num_evaluations[1:].sum()
+
+
+def test_return_utilities_scores_every_candidate(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(13), 600, 4, 2)
+    result = bf.batchbald(probs_N_K_C, 4, return_utilities=True)
+    np.testing.assert_array_equal(result.num_evaluations, [600, 599, 598, 597])
+    assert (~np.isnan(result.utilities[3])).sum() == 597

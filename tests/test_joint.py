@@ -60,11 +60,73 @@ def test_sampled_rows_stay_finite_when_products_underflow(backend):
 
 def test_sampled_steps_follow_the_budget(backend):
     probs_N_K_C = random_probs(np.random.default_rng(2), 30, 4, 3)
-    result = bf.batchbald(probs_N_K_C, 6, num_samples=30, random_state=0)
+    result = bf.batchbald(probs_N_K_C, 6, num_samples=30, random_state=0, tol=0)
     np.testing.assert_array_equal(result.exact, [True, True, True, True, False, False])
-    np.testing.assert_array_equal(result.num_configurations, [1, 3, 9, 27, 28, 28])
+    np.testing.assert_array_equal(result.mode[4:], ["sampled", "sampled"])
+    np.testing.assert_array_equal(result.num_configurations[:4], [1, 3, 9, 27])
+    assert (result.num_configurations[4:] <= 28).all()  # 7 draws per member, merged
     tiny = bf.batchbald(probs_N_K_C, 3, num_samples=1, random_state=0)  # S = max(1, 1 // K)
-    np.testing.assert_array_equal(tiny.num_configurations, [1, 4, 4])
+    assert tiny.mode[1] == "sampled" and tiny.num_configurations[1] <= 4
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_merging_duplicates_keeps_the_estimate(backend, incremental):
+    probs_N_K_C = random_probs(np.random.default_rng(4), 6, 4, 2, concentration=0.3)
+    state = _joint.sample_joint(probs_N_K_C[:5], 400, np.random.default_rng(0))
+    draws = state.draws
+    assert state.num_configurations < 400 and state.counts_M.sum() == 400
+    # The same draws, one row each: the estimator as written, no merging.
+    log_scale_M = draws.log_joint_M_K.max(axis=1)
+    joint_M_K = np.exp(draws.log_joint_M_K - log_scale_M[:, None]) / 4
+    unmerged = _joint.JointState(np.ascontiguousarray(joint_M_K),
+                                 1 / (400 * joint_M_K.sum(axis=1)), -log_scale_M.mean(), False)
+    np.testing.assert_allclose(joint_entropy_estimate(state, probs_N_K_C, 5),
+                               joint_entropy_estimate(unmerged, probs_N_K_C, 5), rtol=1e-12)
+
+
+def test_incremental_draws_extend_the_previous_ones(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(5), 8, 4, 3)
+    rng = np.random.default_rng(0)
+    state = _joint.sample_joint(probs_N_K_C[:3], 40, rng)
+    grown = _joint.next_joint(state, probs_N_K_C, np.arange(4), 40, rng, incremental=True)
+    np.testing.assert_array_equal(grown.draws.labels_M_A[:, :3], state.draws.labels_M_A)
+    np.testing.assert_array_equal(grown.draws.member_M, np.repeat(np.arange(4), 10))
+    # Each new label is possible under the member that drew it.
+    new_M = grown.draws.labels_M_A[:, 3]
+    assert (probs_N_K_C[3, grown.draws.member_M, new_M] > 0).all()
+
+
+def test_incremental_sampling_is_as_accurate_as_resampling(backend):
+    # Same estimator, other random numbers: errors over seeds agree within chance.
+    rng = np.random.default_rng(6)
+    probs_N_K_C = random_probs(rng, 8, 5, 3, concentration=0.7)
+    exact = oracle.joint_entropy(probs_N_K_C, list(range(8)))
+    errors = {True: [], False: []}
+    for seed in range(40):
+        for incremental in (True, False):
+            rng = np.random.default_rng(seed)
+            state = _joint.sample_joint(probs_N_K_C[:4], 200, rng)
+            for n in range(5, 8):
+                state = _joint.next_joint(state, probs_N_K_C, np.arange(n), 200, rng,
+                                          incremental=incremental)
+            estimate = joint_entropy_estimate(state, probs_N_K_C, 7)
+            errors[incremental].append(estimate - exact)
+    rms = {k: np.sqrt(np.mean(np.square(v))) for k, v in errors.items()}
+    assert rms[True] < 1.5 * rms[False], rms
+
+
+def test_pruned_joint_is_certified(backend):
+    # A confident model: most of the 3^6 configurations carry almost no mass.
+    rng = np.random.default_rng(7)
+    probs_N_K_C = random_probs(rng, 7, 4, 3, concentration=0.05)
+    state = _joint.empty_joint(4)
+    for a in range(6):
+        state = _joint.extend_pruned(state, probs_N_K_C[a], a + 1, tol=1e-3)
+    assert state.mode == "pruned" and state.num_configurations < 3 ** 6
+    assert 0 < state.error_bound
+    computed = joint_entropy_estimate(state, probs_N_K_C, 6)
+    exact = oracle.joint_entropy(probs_N_K_C, list(range(7)))
+    assert exact - state.error_bound - 1e-12 <= computed <= exact + 1e-12
 
 
 @pytest.mark.parametrize("make_state", [
@@ -75,6 +137,7 @@ def test_same_random_state_same_result(backend, make_state):
                          return_utilities=True)
     second = bf.batchbald(probs_N_K_C, 6, num_samples=40, random_state=make_state(),
                           return_utilities=True)
+    np.testing.assert_array_equal(first.std_errors, second.std_errors)
     assert not first.exact[-1]
     np.testing.assert_array_equal(first.indices, second.indices)
     np.testing.assert_array_equal(first.scores, second.scores)
@@ -82,3 +145,44 @@ def test_same_random_state_same_result(backend, make_state):
     other = bf.batchbald(probs_N_K_C, 6, num_samples=40, random_state=8,
                          return_utilities=True)
     assert not np.array_equal(first.utilities[-1], other.utilities[-1])
+
+
+def test_pruned_steps_through_the_api(backend):
+    rng = np.random.default_rng(8)
+    probs_N_K_C = random_probs(rng, 9, 4, 3, concentration=0.05)
+    result = bf.batchbald(probs_N_K_C, 6, num_samples=30, tol=1e-3, return_utilities=True)
+    assert "pruned" in result.mode
+    batch = []
+    for t, pick in enumerate(result.indices):
+        bound = result.error_bounds[t]
+        assert bound <= 1e-3 if result.mode[t] == "pruned" else bound == 0
+        for x in np.flatnonzero(~np.isnan(result.utilities[t])):
+            exact = oracle.mutual_information(probs_N_K_C, batch + [int(x)])
+            assert exact - bound - 1e-10 <= result.utilities[t, x] <= exact + 1e-10
+        batch.append(int(pick))
+
+
+def test_standard_error_matches_the_spread_over_seeds(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(9), 7, 5, 3, concentration=0.7)
+    estimates, std_errors = [], []
+    for seed in range(60):
+        state = _joint.sample_joint(probs_N_K_C[:6], 200, np.random.default_rng(seed))
+        g_M, counts_M = _joint.estimator_terms(state, probs_N_K_C[6])
+        M = counts_M.sum()
+        estimate = counts_M @ g_M / M
+        np.testing.assert_allclose(estimate, joint_entropy_estimate(state, probs_N_K_C, 6),
+                                   rtol=1e-12)
+        estimates.append(estimate)
+        std_errors.append(np.sqrt(counts_M @ (g_M - estimate) ** 2 / (M - 1) / M))
+    ratio = np.mean(std_errors) / np.std(estimates)
+    assert 0.7 < ratio < 2.0, ratio  # conservative: ≥ the stratified estimator's spread
+
+
+def test_result_reports_sampling_noise(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(10), 40, 5, 3)
+    result = bf.batchbald(probs_N_K_C, 6, num_samples=50, tol=0, random_state=0)
+    sampled = result.mode == "sampled"
+    assert sampled[4:].all() and not sampled[:4].any()
+    assert (result.std_errors[sampled] > 0).all() and np.isnan(result.std_errors[~sampled]).all()
+    assert np.isnan(result.error_bounds[sampled]).all()
+    assert not result.ambiguous[~sampled].any()
