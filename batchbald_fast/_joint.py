@@ -25,6 +25,12 @@ import numpy as np
 
 MODES = ("exact", "pruned", "sampled")
 
+# Memory the unmerged draws of a sampled joint may take (they are ~M·(K + A) numbers).
+MAX_DRAW_BYTES = 256 * 2**20
+# Draws per member may grow to this many times the budget's share while they merge into
+# fewer distinct rows than the budget; beyond that the counts barely sharpen the estimate.
+MAX_GROWTH = 16
+
 
 @dataclass(frozen=True)
 class Draws:
@@ -36,13 +42,29 @@ class Draws:
         The labels of each draw.
     member_M : ndarray of shape (M,), intp
         The posterior sample each draw came from.
+    rank_M : ndarray of shape (M,), intp
+        The draw's place among its member's draws: keeping ``rank < S`` keeps S draws of
+        every member, as the stratified estimator needs.
     log_joint_M_K : ndarray of shape (M, K)
         ``log J[m, k] = Σ_a log p[a, k, labels[m, a]]``.
     """
 
     labels_M_A: np.ndarray
     member_M: np.ndarray
+    rank_M: np.ndarray
     log_joint_M_K: np.ndarray
+
+    def __len__(self):
+        return len(self.member_M)
+
+    def take(self, rows):
+        return Draws(self.labels_M_A[rows], self.member_M[rows], self.rank_M[rows],
+                     self.log_joint_M_K[rows])
+
+    def concat(self, other):
+        return Draws(*(np.concatenate([a, b]) for a, b in zip(
+            (self.labels_M_A, self.member_M, self.rank_M, self.log_joint_M_K),
+            (other.labels_M_A, other.member_M, other.rank_M, other.log_joint_M_K))))
 
 
 @dataclass(frozen=True)
@@ -163,11 +185,10 @@ def extend_pruned(state, probs_K_C, num_points, tol):
                       dropped_mass=dropped_mass)
 
 
-def start_draws(K, num_samples):
-    """No labels yet: ``max(1, num_samples // K)`` empty draws per member."""
-    S = max(1, num_samples // K)
+def start_draws(K, S, first_rank=0):
+    """No labels yet: S empty draws per member, ranked from ``first_rank``."""
     return Draws(np.empty((S * K, 0), dtype=np.intp), np.repeat(np.arange(K), S),
-                 np.zeros((S * K, K)))
+                 np.tile(np.arange(first_rank, first_rank + S), K), np.zeros((S * K, K)))
 
 
 def extend_draws(draws, probs_K_C, rng):
@@ -188,14 +209,25 @@ def extend_draws(draws, probs_K_C, rng):
     with np.errstate(divide="ignore"):
         log_probs_K_C = np.log(probs_K_C)
     return Draws(np.column_stack([draws.labels_M_A, labels_M]), draws.member_M,
-                 draws.log_joint_M_K + log_probs_K_C[:, labels_M].T)
+                 draws.rank_M, draws.log_joint_M_K + log_probs_K_C[:, labels_M].T)
 
 
-def from_draws(draws):
-    """The sampled state of some draws: duplicates merged, rows scaled."""
+def _unique_rows(labels_M_A, C):
+    """First index and count of each distinct row of labels."""
+    A = labels_M_A.shape[1]
+    if C ** A < 2 ** 63:  # one int64 key per row sorts far faster than rows
+        keys_M = labels_M_A @ (C ** np.arange(A, dtype=np.int64))
+        _, first_U, counts_U = np.unique(keys_M, return_index=True, return_counts=True)
+    else:
+        _, first_U, counts_U = np.unique(labels_M_A, axis=0, return_index=True,
+                                         return_counts=True)
+    return first_U, counts_U
+
+
+def from_draws(draws, C):
+    """The sampled state of some draws of C-class labels: duplicates merged, rows scaled."""
     M, K = draws.log_joint_M_K.shape
-    _, first_U, counts_U = np.unique(draws.labels_M_A, axis=0, return_index=True,
-                                     return_counts=True)
+    first_U, counts_U = _unique_rows(draws.labels_M_A, C)
     log_joint_U_K = draws.log_joint_M_K[first_U]
     # The member that made a draw gives it positive probability: the max is finite.
     log_scale_U = log_joint_U_K.max(axis=1)
@@ -207,8 +239,64 @@ def from_draws(draws):
                       log_scale_M=log_scale_U)
 
 
+def _fresh_draws(probs_A_K_C, S, first_rank, rng):
+    draws = start_draws(probs_A_K_C.shape[1], S, first_rank)
+    for probs_K_C in probs_A_K_C:
+        draws = extend_draws(draws, probs_K_C, rng)
+    return draws
+
+
+def fit_budget(draws, probs_A_K_C, num_samples, rng, max_draw_bytes=MAX_DRAW_BYTES,
+               max_growth=MAX_GROWTH):
+    """The sampled state with as many draws per member as merge into ``num_samples`` rows.
+
+    Scoring costs one row per distinct configuration, so the budget bounds distinct rows,
+    not draws: when draws repeat (confident models), fresh draws are added, as many per
+    member as still fit; when they outgrow it, each member keeps its first draws.
+
+    Parameters
+    ----------
+    draws : Draws
+        Draws of every point of the batch.
+    probs_A_K_C : ndarray of shape (A, K, C)
+        Probabilities of the batch's points, for fresh draws.
+    num_samples : int
+        Budget of distinct rows (each member keeps at least one draw).
+    rng : numpy.random.Generator or numpy.random.RandomState
+    max_draw_bytes : int
+        Memory the draws may take.
+    max_growth : int
+        At most this many times ``num_samples // K`` draws per member.
+    """
+    K, C = probs_A_K_C.shape[1:]
+    state = from_draws(draws, C)
+    S = int(draws.rank_M.max()) + 1
+    if state.num_configurations > num_samples:
+        lo, hi = 1, S - 1  # the largest S' whose draws fit; S' = 1 even if they do not
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if len(_unique_rows(draws.labels_M_A[draws.rank_M < mid], C)[0]) <= num_samples:
+                lo = mid
+            else:
+                hi = mid - 1
+        return from_draws(draws.take(draws.rank_M < lo), C)
+    max_S = max(S, min(max_growth * max(1, num_samples // K),
+                       max_draw_bytes // (K * 8 * (K + probs_A_K_C.shape[0] + 2))))
+    chunk = S
+    while chunk >= 1 and S + chunk <= max_S:
+        more = draws.concat(_fresh_draws(probs_A_K_C, chunk, S, rng))
+        grown = from_draws(more, C)
+        if grown.num_configurations > num_samples:
+            chunk //= 2
+            continue
+        draws, state, S = more, grown, S + chunk
+        chunk *= 2
+    return state
+
+
 def sample_joint(probs_A_K_C, num_samples, rng):
-    """Sampled joint of the batch, drawn from scratch: every label of every draw anew.
+    """Sampled joint of the batch, as batchbald_redux and scikit-activeml draw it: every
+    label anew, ``max(1, num_samples // K)`` draws per member (then merged).
 
     Parameters
     ----------
@@ -219,10 +307,8 @@ def sample_joint(probs_A_K_C, num_samples, rng):
     rng : numpy.random.Generator or numpy.random.RandomState
         Source of every draw (``rng.random`` only).
     """
-    draws = start_draws(probs_A_K_C.shape[1], num_samples)
-    for probs_K_C in probs_A_K_C:
-        draws = extend_draws(draws, probs_K_C, rng)
-    return from_draws(draws)
+    S = max(1, num_samples // probs_A_K_C.shape[1])
+    return from_draws(_fresh_draws(probs_A_K_C, S, 0, rng), probs_A_K_C.shape[2])
 
 
 def next_joint(state, probs_N_K_C, batch, num_samples, rng, *, tol=0.0, incremental=False):
@@ -230,10 +316,11 @@ def next_joint(state, probs_N_K_C, batch, num_samples, rng, *, tol=0.0, incremen
 
     Exact while ``C ** len(batch) <= num_samples``; then, with ``tol > 0``, pruned while the
     configurations kept within the certified error ``tol`` fit ``num_samples``; then
-    sampled — extending the previous step's draws when ``incremental``, else drawing every
-    label anew.
+    sampled. ``incremental``: the previous step's draws get a label for the new point and
+    the draws are fitted to the budget of distinct rows (:func:`fit_budget`); otherwise
+    every label is drawn anew (:func:`sample_joint`).
     """
-    C = probs_N_K_C.shape[2]
+    K, C = probs_N_K_C.shape[1:]
     probs_K_C = probs_N_K_C[batch[-1]]
     if state.mode == "exact" and C ** len(batch) <= num_samples:
         return extend_exact(state, probs_K_C)
@@ -241,9 +328,13 @@ def next_joint(state, probs_N_K_C, batch, num_samples, rng, *, tol=0.0, incremen
         pruned = extend_pruned(state, probs_K_C, len(batch), tol)
         if pruned.num_configurations <= num_samples and pruned.error_bound <= tol:
             return pruned
-    if incremental and state.draws is not None:
-        return from_draws(extend_draws(state.draws, probs_K_C, rng))
-    return sample_joint(probs_N_K_C[batch], num_samples, rng)
+    if not incremental:
+        return sample_joint(probs_N_K_C[batch], num_samples, rng)
+    if state.draws is not None:
+        draws = extend_draws(state.draws, probs_K_C, rng)
+    else:
+        draws = _fresh_draws(probs_N_K_C[batch], max(1, num_samples // K), 0, rng)
+    return fit_budget(draws, probs_N_K_C[batch], num_samples, rng)
 
 
 def estimator_terms(state, probs_K_C):

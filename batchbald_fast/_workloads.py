@@ -51,16 +51,21 @@ def make_probs(N, K, C, seed=0, scale=3.0, noise=1.0):
     return p / p.sum(axis=2, keepdims=True)
 
 
-def run_batchbald_fast(backend):
+# Our algorithm without lazy greedy, pruning and incremental sampling (merging stays: it
+# changes nothing but M): what the compiled core alone gives.
+PLAIN = {"lazy": False, "tol": 0.0, "incremental": False}
+
+
+def run_batchbald_fast(backend, **options):
     """A runner on one of our backends: ``run(probs_N_K_C, batch_size, num_samples,
-    num_threads) -> indices``."""
+    num_threads) -> indices``; ``options`` go to ``batchbald``."""
     def run(probs_N_K_C, batch_size, num_samples, num_threads=None):
         from . import batchbald
         previous = os.environ.get("BATCHBALD_FAST_BACKEND")
         os.environ["BATCHBALD_FAST_BACKEND"] = backend
         try:
             return batchbald(probs_N_K_C, batch_size, num_samples=num_samples,
-                             random_state=0, num_threads=num_threads).indices
+                             random_state=0, num_threads=num_threads, **options).indices
         finally:
             if previous is None:
                 del os.environ["BATCHBALD_FAST_BACKEND"]
@@ -92,12 +97,15 @@ def run_scikit_activeml(probs_N_K_C, batch_size, num_samples, num_threads=None):
 
 
 def available_runners():
-    """Runners installed here, by name: our backends, then the reference implementations."""
+    """Runners installed here, by name: our backends (each also ``-plain``, without lazy
+    greedy, pruning and incremental sampling), then the reference implementations."""
     from ._backend import _kernels_compiled
 
-    runners = {"numpy": run_batchbald_fast("numpy")}
-    if _kernels_compiled is not None:
-        runners["cython"] = run_batchbald_fast("cython")
+    backends = ["numpy"] + (["cython"] if _kernels_compiled is not None else [])
+    runners = {}
+    for backend in backends:
+        runners[backend] = run_batchbald_fast(backend)
+        runners[f"{backend}-plain"] = run_batchbald_fast(backend, **PLAIN)
     if all(importlib.util.find_spec(m) for m in ("torch", "batchbald_redux", "toma")):
         runners["batchbald_redux"] = run_batchbald_redux
     if importlib.util.find_spec("skactiveml"):

@@ -60,13 +60,28 @@ def test_sampled_rows_stay_finite_when_products_underflow(backend):
 
 def test_sampled_steps_follow_the_budget(backend):
     probs_N_K_C = random_probs(np.random.default_rng(2), 30, 4, 3)
-    result = bf.batchbald(probs_N_K_C, 6, num_samples=30, random_state=0, tol=0)
-    np.testing.assert_array_equal(result.exact, [True, True, True, True, False, False])
-    np.testing.assert_array_equal(result.mode[4:], ["sampled", "sampled"])
-    np.testing.assert_array_equal(result.num_configurations[:4], [1, 3, 9, 27])
-    assert (result.num_configurations[4:] <= 28).all()  # 7 draws per member, merged
-    tiny = bf.batchbald(probs_N_K_C, 3, num_samples=1, random_state=0)  # S = max(1, 1 // K)
-    assert tiny.mode[1] == "sampled" and tiny.num_configurations[1] <= 4
+    plain = bf.batchbald(probs_N_K_C, 6, num_samples=30, random_state=0, tol=0,
+                         incremental=False)
+    np.testing.assert_array_equal(plain.exact, [True, True, True, True, False, False])
+    np.testing.assert_array_equal(plain.mode[4:], ["sampled", "sampled"])
+    np.testing.assert_array_equal(plain.num_configurations[:4], [1, 3, 9, 27])
+    assert (plain.num_configurations[4:] <= 28).all()  # 7 draws per member, merged
+    tiny = bf.batchbald(probs_N_K_C, 3, num_samples=1, random_state=0, incremental=False)
+    assert tiny.mode[1] == "sampled" and tiny.num_configurations[1] <= 4  # S = 1
+    default = bf.batchbald(probs_N_K_C, 8, num_samples=30, random_state=0, tol=0)
+    assert (default.num_configurations <= 30).all()
+
+
+@pytest.mark.parametrize("num_samples", [1, 7, 40, 300])
+def test_fit_budget_keeps_members_balanced(backend, num_samples):
+    probs_N_K_C = random_probs(np.random.default_rng(3), 6, 4, 3, concentration=0.3)
+    rng = np.random.default_rng(0)
+    draws = _joint._fresh_draws(probs_N_K_C, max(1, num_samples // 4), 0, rng)
+    state = _joint.fit_budget(draws, probs_N_K_C, num_samples, rng)
+    assert state.num_configurations <= max(num_samples, 4)
+    per_member = np.bincount(state.draws.member_M, minlength=4)
+    assert (per_member == per_member[0]).all() and per_member[0] >= 1
+    assert state.counts_M.sum() == len(state.draws)
 
 
 @pytest.mark.parametrize("incremental", [False, True])
@@ -89,8 +104,12 @@ def test_incremental_draws_extend_the_previous_ones(backend):
     rng = np.random.default_rng(0)
     state = _joint.sample_joint(probs_N_K_C[:3], 40, rng)
     grown = _joint.next_joint(state, probs_N_K_C, np.arange(4), 40, rng, incremental=True)
-    np.testing.assert_array_equal(grown.draws.labels_M_A[:, :3], state.draws.labels_M_A)
-    np.testing.assert_array_equal(grown.draws.member_M, np.repeat(np.arange(4), 10))
+    # Draws are known by (member, rank); those that stayed kept their first three labels.
+    before = {(k, r): tuple(row) for k, r, row in zip(
+        state.draws.member_M, state.draws.rank_M, state.draws.labels_M_A)}
+    kept = [(tuple(row[:3]), before[k, r]) for k, r, row in zip(
+        grown.draws.member_M, grown.draws.rank_M, grown.draws.labels_M_A) if (k, r) in before]
+    assert kept and all(new == old for new, old in kept)
     # Each new label is possible under the member that drew it.
     new_M = grown.draws.labels_M_A[:, 3]
     assert (probs_N_K_C[3, grown.draws.member_M, new_M] > 0).all()
