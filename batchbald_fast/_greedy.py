@@ -82,7 +82,7 @@ def entropy(kernels, probs_N_K_C):
 
 def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
            return_utilities, num_threads, next_joint=_joint.next_joint, lazy=None,
-           lazy_tile=LAZY_TILE):
+           lazy_tile=LAZY_TILE, tie_tolerance=TIE_TOLERANCE):
     """Greedy BatchBALD over validated inputs.
 
     Parameters
@@ -105,6 +105,8 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
         Lazy greedy: None on exact and pruned steps only, True on every step, False never.
     lazy_tile : int
         Candidates scored per kernel call under lazy greedy.
+    tie_tolerance : float
+        Utilities this close to the best are tied; ties go to the lowest index.
 
     Returns
     -------
@@ -113,6 +115,7 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
     N, K, C = probs_N_K_C.shape
     steps = min(batch_size, len(candidates))
     cond_entropy_N = conditional_entropy(kernels, probs_N_K_C)
+    row_sums_N_K = probs_N_K_C.sum(axis=2)
     available = np.zeros(N, dtype=bool)
     available[candidates] = True
     # Upper bound on each candidate's marginal gain: its last computed gain (submodularity).
@@ -137,17 +140,19 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
             joint_entropy = np.empty(len(xs))
             kernels.score_candidates(state.joint_M_K, state.weights_M, probs_N_K_C, xs,
                                      joint_entropy, num_threads)
-            return joint_entropy + state.offset - batch_cond_entropy - cond_entropy_N[xs]
+            offset_n = row_sums_N_K[xs] @ state.offset_K
+            return joint_entropy + offset_n - batch_cond_entropy - cond_entropy_N[xs]
 
         if step_lazy:
             evaluated, utility_n = _lazy_evaluate(
-                utility, pool, batch_score + batch_error + upper_gain_N[pool], lazy_tile)
+                utility, pool, batch_score + batch_error + upper_gain_N[pool], lazy_tile,
+                tie_tolerance)
         else:
             evaluated, utility_n = pool, utility(pool)
         upper_gain_N[evaluated] = utility_n + state.error_bound - batch_score
 
         # evaluated is ascending, so the first near-maximum is the lowest tied index.
-        best = int(np.argmax(utility_n >= utility_n.max() - TIE_TOLERANCE))
+        best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
         pick = int(evaluated[best])
         std_error, ambiguous = np.nan, False
         if state.mode == "sampled":
@@ -168,7 +173,7 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
     return BatchResult(utilities=utilities, **out)
 
 
-def _lazy_evaluate(utility, pool, upper_n, tile):
+def _lazy_evaluate(utility, pool, upper_n, tile, tie_tolerance):
     """Score candidates in decreasing order of their upper bounds until none left can win.
 
     Stops once every remaining bound lies more than the tie tolerance below the best
@@ -189,7 +194,7 @@ def _lazy_evaluate(utility, pool, upper_n, tile):
         parts.append((part, util))
         best = max(best, util.max())
         rest = order[start + tile:start + tile + 1]
-        if not len(rest) or upper_n[rest[0]] < best - TIE_TOLERANCE - ROUNDING_SLACK:
+        if not len(rest) or upper_n[rest[0]] < best - tie_tolerance - ROUNDING_SLACK:
             break
     positions = np.concatenate([p for p, _ in parts])
     utilities = np.concatenate([u for _, u in parts])

@@ -1,8 +1,8 @@
 """The joint state of the batch so far: its label configurations and their weights.
 
-Every state is the triple the kernels score against::
+Every state is what the kernels score against::
 
-    H(y_A, y_x) ≈ Σ_m weights_M[m] Σ_c −P[m, c] log P[m, c] + offset
+    H(y_A, y_x) ≈ Σ_m weights_M[m] Σ_c −P[m, c] log P[m, c] + Σ_k offset_K[k] Σ_c p[x, k, c]
     P[m, c]     = Σ_k joint_M_K[m, k] · p[x, k, c]
 
 - exact: every configuration of y_A, ``joint_M_K = J / K`` (the mixture's 1/K folded in),
@@ -15,7 +15,9 @@ Every state is the triple the kernels score against::
   ``g_m = Σ_c −P log P / q_m`` of the estimator ``(1/M) Σ_m g_m``. Identical draws are merged
   into one row with their count in the weight; every row is scaled by its largest entry so
   that products of many small probabilities cannot underflow, and the scales come back
-  through ``offset``.
+  through ``offset_K``. With row m scaled by e^{s_m}, ``g_m = Σ_c −P̃ log P̃ / q̃_m −
+  s_m Σ_c P̃ / q̃_m``; the last sum is 1 only for rows of p[x] that sum to 1, so the scales
+  enter per member, weighted by x's row sums (which the input may leave off 1 by 1e-3).
 """
 
 import math
@@ -77,8 +79,9 @@ class JointState:
         ``J[m, k] / K``, up to a per-row scale in sampled states.
     weights_M : ndarray of shape (M,)
         Weight of each configuration in the entropy sum.
-    offset : float
-        Added to every weighted sum to give the joint entropy.
+    offset_K : ndarray of shape (K,)
+        ``Σ_k offset_K[k] Σ_c p[x, k, c]`` is added to the weighted sum to give the joint
+        entropy with x (zeros unless rows are scaled).
     exact : bool
         True when the rows enumerate every configuration.
     mode : {"exact", "pruned", "sampled"}, default: from ``exact``
@@ -97,7 +100,7 @@ class JointState:
 
     joint_M_K: np.ndarray
     weights_M: np.ndarray
-    offset: float
+    offset_K: np.ndarray
     exact: bool
     mode: str = None
     error_bound: float = 0.0
@@ -117,7 +120,7 @@ class JointState:
 
 def empty_joint(K):
     """The joint of the empty batch: one configuration of probability 1 under every member."""
-    return JointState(np.full((1, K), 1.0 / K), np.ones(1), 0.0, True)
+    return JointState(np.full((1, K), 1.0 / K), np.ones(1), np.zeros(K), True)
 
 
 def _expand(joint_M_K, probs_K_C):
@@ -130,7 +133,7 @@ def _expand(joint_M_K, probs_K_C):
 def extend_exact(state, probs_K_C):
     """Exact joint of the batch with one more point: M grows by a factor of C."""
     joint_M_K = _expand(state.joint_M_K, probs_K_C)
-    return JointState(joint_M_K, np.ones(len(joint_M_K)), 0.0, True)
+    return JointState(joint_M_K, np.ones(len(joint_M_K)), np.zeros(joint_M_K.shape[1]), True)
 
 
 def mass_error_bound(mass, num_atoms):
@@ -176,11 +179,12 @@ def extend_pruned(state, probs_K_C, num_points, tol):
         bounds = np.where(dropped_mass_j > 0, dropped_mass_j * (
             math.log(num_atoms) - np.log(dropped_mass_j)), 0.0)
     num_dropped = int(np.searchsorted(bounds > tol, True))  # the bound grows with r
+    offset_K = np.zeros(joint_M_K.shape[1])
     if num_dropped == 0 and carried == 0:
-        return JointState(joint_M_K, np.ones(len(joint_M_K)), 0.0, True)
+        return JointState(joint_M_K, np.ones(len(joint_M_K)), offset_K, True)
     keep = np.sort(order[num_dropped:])
     dropped_mass = float(dropped_mass_j[num_dropped - 1]) if num_dropped else carried
-    return JointState(joint_M_K[keep], np.ones(len(keep)), 0.0, False, mode="pruned",
+    return JointState(joint_M_K[keep], np.ones(len(keep)), offset_K, False, mode="pruned",
                       error_bound=mass_error_bound(dropped_mass, num_atoms),
                       dropped_mass=dropped_mass)
 
@@ -197,15 +201,19 @@ def extend_draws(draws, probs_K_C, rng):
     A draw from p(y_A | ω_k) extended by one from p(y_x | ω_k) is a draw from
     p(y_A, y_x | ω_k). One ``rng.random(M)`` call per point.
     """
-    M = len(draws.member_M)
     C = probs_K_C.shape[1]
     cdf_M_C = np.cumsum(probs_K_C, axis=1)[draws.member_M]
     # u is scaled by the row total so that rows off 1 by rounding draw exactly their own
     # distribution; a zero-probability class is never drawn.
-    u_M = rng.random(M) * cdf_M_C[:, -1]
+    u_M = rng.random(len(draws)) * cdf_M_C[:, -1]
     labels_M = (cdf_M_C <= u_M[:, None]).sum(axis=1)
     last_nonzero_K = C - 1 - np.argmax(probs_K_C[:, ::-1] > 0, axis=1)
-    labels_M = np.minimum(labels_M, last_nonzero_K[draws.member_M])
+    return append_labels(draws, probs_K_C,
+                         np.minimum(labels_M, last_nonzero_K[draws.member_M]))
+
+
+def append_labels(draws, probs_K_C, labels_M):
+    """The draws with one more point's labels given (drawn by the caller)."""
     with np.errstate(divide="ignore"):
         log_probs_K_C = np.log(probs_K_C)
     return Draws(np.column_stack([draws.labels_M_A, labels_M]), draws.member_M,
@@ -234,7 +242,8 @@ def from_draws(draws, C):
     joint_U_K = np.exp(log_joint_U_K - log_scale_U[:, None])
     joint_U_K /= K
     weights_U = counts_U / (M * joint_U_K.sum(axis=1))
-    return JointState(joint_U_K, weights_U, -float(counts_U @ log_scale_U) / M, False,
+    offset_K = -(weights_U * log_scale_U) @ joint_U_K
+    return JointState(joint_U_K, weights_U, offset_K, False,
                       draws=draws, counts_M=counts_U.astype(np.float64),
                       log_scale_M=log_scale_U)
 
@@ -344,5 +353,6 @@ def estimator_terms(state, probs_K_C):
     """
     P_M_C = state.joint_M_K @ probs_K_C
     plogp_M_C = P_M_C * np.log(np.maximum(P_M_C, np.finfo(np.float64).tiny))
-    g_M = -plogp_M_C.sum(axis=1) / state.joint_M_K.sum(axis=1) - state.log_scale_M
+    g_M = (-plogp_M_C.sum(axis=1) - state.log_scale_M * P_M_C.sum(axis=1)) / \
+        state.joint_M_K.sum(axis=1)
     return g_M, state.counts_M

@@ -22,7 +22,7 @@ def joint_entropy(state, probs_N_K_C, x):
     out = np.empty(1)
     _backend.get_kernels().score_candidates(state.joint_M_K, state.weights_M, probs_N_K_C,
                                             np.array([x], dtype=np.intp), out, None)
-    return out[0] + state.offset
+    return out[0] + probs_N_K_C[x].sum(axis=1) @ state.offset_K
 
 
 def main():
