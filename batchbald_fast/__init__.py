@@ -3,7 +3,8 @@
 from ._api import bald, batchbald, conditional_entropy, entropy
 from ._backend import backend_info
 from ._greedy import BatchResult
+from .sklearn import ensemble_probas
 
 __all__ = ["BatchResult", "backend_info", "bald", "batchbald", "conditional_entropy",
-           "entropy"]
+           "ensemble_probas", "entropy"]
 __version__ = "0.1.0"

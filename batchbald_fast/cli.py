@@ -1,0 +1,231 @@
+"""The ``batchbald-fast`` command: ``select``, ``bench`` and ``demo``."""
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+# Anchors left out of ``bench`` where WORKLOADS.md measured them failing or taking minutes.
+ANCHOR_SKIPS = {
+    "scikit-activeml": dict.fromkeys(["W2", "W2c", "W4", "W6"], "out of memory"),
+    "batchbald_redux": {"W4": "~7 min, 16 GiB", "W6": "hours"},
+}
+ANCHOR_MODULES = {"batchbald_redux": "batchbald_redux.batchbald",
+                  "scikit-activeml": "skactiveml.pool"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, not argparse's usage block: the message says what to fix.
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Progress:
+    """Elapsed time on stderr for runs past a second; only on a terminal, never with --quiet."""
+
+    def __init__(self, label, enabled):
+        self.label = label
+        self._enabled = enabled and sys.stderr.isatty()
+        self._done = threading.Event()
+        self._shown = False
+
+    def __enter__(self):
+        if self._enabled:
+            self._start = time.perf_counter()
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._done.wait(0.5):
+            elapsed = time.perf_counter() - self._start
+            if elapsed > 1:
+                self._shown = True
+                sys.stderr.write(f"\r{self.label} {elapsed:.0f} s ")
+                sys.stderr.flush()
+
+    def __exit__(self, *exc):
+        if self._enabled:
+            self._done.set()
+            self._thread.join()
+            if self._shown:
+                sys.stderr.write("\r\033[K")
+                sys.stderr.flush()
+
+
+def _build_parser():
+    parser = _Parser(prog="batchbald-fast",
+                     description="Fast, exact-where-possible BatchBALD acquisition.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    select = commands.add_parser("select", help="pick a batch from a .npy of probabilities")
+    select.add_argument("probs", metavar="PROBS.npy",
+                        help="array of shape (N, K, C) (see --layout)")
+    select.add_argument("--batch-size", type=int, required=True)
+    select.add_argument("--num-samples", type=int, default=10_000,
+                        help="configuration budget M (default 10000)")
+    select.add_argument("--log-probs", action="store_true",
+                        help="the file holds natural logs of probabilities")
+    select.add_argument("--layout", choices=["NKC", "KNC"], default="NKC",
+                        help="NKC (batchbald_redux) or KNC (scikit-activeml); default NKC")
+    select.add_argument("--seed", type=int, default=None,
+                        help="seed of the draws in sampled steps")
+    select.add_argument("--threads", type=int, default=None)
+    select.add_argument("--json", action="store_true", help="print JSON")
+    select.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    bench = commands.add_parser("bench", help="time the standard workloads (WORKLOADS.md)")
+    bench.add_argument("--all", action="store_true", help="every workload, not a subset")
+    bench.add_argument("--workloads", help="comma-separated names, e.g. W1,W5")
+    bench.add_argument("--runners", help="comma-separated: numpy, cython, batchbald_redux, "
+                                         "scikit-activeml (default: all installed)")
+    bench.add_argument("--repeat", type=int, default=1, help="best of this many runs")
+    bench.add_argument("--threads", type=int, default=None)
+    bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    demo = commands.add_parser("demo", help="scikit-activeml's BatchBALD example: GIF + PNG")
+    demo.add_argument("--out", default="batchbald_fast_demo", metavar="DIR",
+                      help="output directory (default ./batchbald_fast_demo)")
+    demo.add_argument("--cycles", type=int, default=5)
+    return parser
+
+
+def _select(args):
+    from ._api import batchbald
+    from ._backend import backend_info
+
+    try:
+        probs = np.load(args.probs, mmap_mode="r", allow_pickle=False)
+    except OSError as exc:
+        raise _UsageError(f"cannot read {args.probs}: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # numpy's reasons read oddly here (e.g. "pickled data")
+        raise _UsageError(f"{args.probs} is not a .npy file of numbers") from exc
+    if args.layout == "KNC":
+        if probs.ndim != 3:
+            raise _UsageError(f"{args.probs} must have 3 dimensions, got shape {probs.shape}")
+        probs = probs.transpose(1, 0, 2)
+    with _Progress("batchbald-fast select", not args.quiet):
+        try:
+            result = batchbald(probs, args.batch_size, num_samples=args.num_samples,
+                               log_probs=args.log_probs, random_state=args.seed,
+                               num_threads=args.threads)
+        except ValueError as exc:
+            if args.log_probs or "negative probability" not in str(exc):
+                raise
+            raise _UsageError(f"{exc}; if the file holds log-probabilities, pass "
+                              "--log-probs") from exc
+    if args.json:
+        print(json.dumps({"indices": result.indices.tolist(), "scores": result.scores.tolist(),
+                          "exact": result.exact.tolist(),
+                          "num_configurations": result.num_configurations.tolist(),
+                          "backend": backend_info()["backend"]}))
+        return
+    print(f"{'step':>4}  {'index':>8}  {'score':>10}  {'joint':>7}  configurations")
+    for t, (index, score, exact, M) in enumerate(zip(
+            result.indices, result.scores, result.exact, result.num_configurations)):
+        print(f"{t:>4}  {index:>8}  {score:>10.6f}  {'exact' if exact else 'sampled':>7}  {M}")
+
+
+def _bench(args):
+    from . import _workloads
+
+    if args.workloads:
+        names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+        unknown = [n for n in names if n not in _workloads.WORKLOADS]
+        if unknown:
+            raise _UsageError(f"unknown workload {unknown[0]}; choose from "
+                              f"{', '.join(_workloads.WORKLOADS)}")
+    else:
+        names = list(_workloads.WORKLOADS) if args.all else list(_workloads.DEFAULT)
+    runners = _workloads.available_runners()
+    if args.runners:
+        wanted = [r.strip() for r in args.runners.split(",") if r.strip()]
+        missing = [r for r in wanted if r not in runners]
+        if missing:
+            raise _UsageError(f"runner {missing[0]} is not available here; installed: "
+                              f"{', '.join(runners)}")
+        runners = {r: runners[r] for r in wanted}
+    if args.repeat < 1:
+        raise _UsageError(f"--repeat must be ≥ 1, got {args.repeat}")
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # batchbald_redux's own progress bars
+    # The runners import their library at each call: import once so no timing includes it.
+    for runner_name, module in ANCHOR_MODULES.items():
+        if runner_name in runners:
+            importlib.import_module(module)
+    widths = {name: max(len(name), 9) for name in runners}
+    header = f"{'workload':<8} {'N':>6} {'K':>4} {'C':>4} {'b':>3} {'M':>6}"
+    print(header + "".join(f" {name:>{widths[name]}}" for name in runners)
+          + "  same exact picks", flush=True)
+    total = len(names) * len(runners)
+    done = 0
+    notes = []
+    for name in names:
+        w = _workloads.WORKLOADS[name]
+        probs = w.probs()
+        # Steps whose joint is exact: there every correct implementation picks the same.
+        exact_steps = sum(w.C ** t <= w.num_samples for t in range(w.batch_size))
+        cells, picks = [], {}
+        for runner_name, run in runners.items():
+            done += 1
+            skip = ANCHOR_SKIPS.get(runner_name, {}).get(name)
+            if skip:
+                cells.append("skipped")
+                notes.append(f"{runner_name} skipped on {name}: {skip} (WORKLOADS.md)")
+                continue
+            best = np.inf
+            with _Progress(f"[{done}/{total}] {name} {runner_name}", not args.quiet):
+                try:
+                    for _ in range(args.repeat):
+                        start = time.perf_counter()
+                        indices = run(probs, w.batch_size, w.num_samples, args.threads)
+                        best = min(best, time.perf_counter() - start)
+                except (Exception, MemoryError) as exc:  # one runner failing ends no table
+                    print(f"{name} {runner_name}: {type(exc).__name__}: {exc}",
+                          file=sys.stderr)
+                    cells.append("failed")
+                    continue
+            picks[runner_name] = np.asarray(indices)[:exact_steps].tolist()
+            cells.append(f"{best:.3f} s")
+        same = len({tuple(p) for p in picks.values()}) <= 1
+        print(f"{name:<8} {w.N:>6} {w.K:>4} {w.C:>4} {w.batch_size:>3} {w.num_samples:>6}"
+              + "".join(f" {cell:>{widths[r]}}" for r, cell in zip(runners, cells))
+              + f"  {'yes' if same else 'NO'} ({exact_steps} steps)", flush=True)
+    for note in notes:
+        print(note)
+
+
+def _demo(args):
+    from . import demo
+
+    if args.cycles < 1:
+        raise _UsageError(f"--cycles must be ≥ 1, got {args.cycles}")
+    # No progress line: the demo reports every cycle as it goes.
+    demo.run(args.out, n_cycles=args.cycles, log=lambda line: print(line, flush=True))
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status (2 for bad files or arguments)."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        {"select": _select, "bench": _bench, "demo": _demo}[args.command](args)
+    except _UsageError as exc:
+        print(f"batchbald-fast: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as exc:  # the checks of _validation: the input is wrong
+        print(f"batchbald-fast: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # an optional dependency the command needs
+        print(f"batchbald-fast: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,272 @@
+"""scikit-activeml-compatible surface: change the import, keep the answers.
+
+``from batchbald_fast.skactiveml import BatchBALD`` in place of
+``from skactiveml.pool import BatchBALD`` gives the same query indices and utilities as
+scikit-activeml 1.0.1 for the same ``random_state``, in exact and in sampled steps: the
+probabilities are clipped to ``[eps, 1]`` as there (on a copy), sampled configurations are
+drawn from the same random numbers in the same order, and ties are broken by the same
+random numbers.
+"""
+
+import numpy as np
+
+try:
+    from skactiveml.pool import BatchBALD as _SkBatchBALD
+    from skactiveml.pool import GreedyBALD as _SkGreedyBALD
+    from skactiveml.pool._query_by_committee import _check_ensemble
+    from skactiveml.base import SkactivemlClassifier
+    from skactiveml.utils import check_scalar, check_type, rand_argmax, simple_batch
+except ImportError as exc:  # an optional extra
+    raise ImportError("batchbald_fast.skactiveml needs scikit-activeml: "
+                      'pip install "batchbald_fast[skactiveml]"') from exc
+
+from . import _backend, _greedy, _joint, _validation
+
+__all__ = ["BatchBALD", "GreedyBALD", "batch_bald"]
+
+
+def batch_bald(probas, batch_size, n_MC_samples=None, random_state=None, eps=1e-7):
+    """BatchBALD utilities in scikit-activeml's layout and conventions.
+
+    A drop-in for ``skactiveml.pool.batch_bald`` (1.0.1): same arguments, same return
+    value, same random numbers drawn. Unlike it, the caller's ``probas`` is not written to.
+
+    Parameters
+    ----------
+    probas : array-like of shape (n_estimators, n_samples, n_classes)
+        Probabilities of every ensemble member (K), sample (N) and class (C).
+    batch_size : int
+        Samples to select (at most N).
+    n_MC_samples : int, default=None
+        Configuration budget M of the joint; None means n_estimators. Where scikit-activeml
+        fails with ``n_MC_samples < n_estimators``, one configuration per member is drawn.
+    random_state : None, int or numpy.random.RandomState, default=None
+        Source of the configurations drawn in sampled steps (when ``C ** t > M``).
+    eps : float in (0, 0.1], default=1e-7
+        Probabilities are clipped to ``[eps, 1]`` before any logarithm, as scikit-activeml
+        does (without renormalising).
+
+    Returns
+    -------
+    utilities : ndarray of shape (batch_size, n_samples)
+        ``utilities[t, n]`` is the batch score of adding sample n at step t; nan at the
+        samples picked before step t.
+    """
+    check_scalar(eps, "eps", target_type=(float, int), min_val=0, max_val=0.1,
+                 min_inclusive=False)
+    # Checked in the caller's layout, so that error messages index the caller's array.
+    probs_K_N_C = _validation.check_probs(probas, name="probas")
+    K, N, _ = probs_K_N_C.shape
+    batch_size = _validation.check_count(batch_size, "batch_size", minimum=1)
+    num_samples = _validation.check_count(K if n_MC_samples is None else n_MC_samples,
+                                          "n_MC_samples", minimum=1)
+    rng = _validation.check_random_state(random_state)
+
+    # scikit-activeml breaks ties towards the highest of RandomState(0).random(N); ordering
+    # the pool by that makes the engine's lowest-index rule the same rule.
+    order_N = np.argsort(-np.random.RandomState(0).random(N), kind="stable")
+    clipped_N_K_C = np.ascontiguousarray(
+        np.clip(probs_K_N_C[:, order_N].transpose(1, 0, 2), eps, 1))
+    result = _greedy.select(_distinct_rows_kernels(clipped_N_K_C), clipped_N_K_C, batch_size,
+                            np.arange(N), num_samples=num_samples, rng=rng,
+                            return_utilities=True,
+                            num_threads=_backend.effective_num_threads(None),
+                            next_joint=_next_joint, tie_tolerance=0.0)
+    utilities = np.empty_like(result.utilities)
+    utilities[:, order_N] = result.utilities
+    return utilities
+
+
+def _distinct_rows_kernels(probs_N_K_C):
+    """The backend's kernels, made to score identical pool points identically.
+
+    scikit-activeml gives identical points bitwise-identical utilities and lets its random
+    numbers break the tie; BLAS may round identical points differently depending on where
+    they sit in a tile. Scoring each distinct point once keeps the tie (and saves work).
+    """
+    kernels = _backend.get_kernels()
+    N = probs_N_K_C.shape[0]
+    _, row_id_N = np.unique(probs_N_K_C.reshape(N, -1), axis=0, return_inverse=True)
+    row_id_N = row_id_N.reshape(N)
+    if row_id_N.max() == N - 1:  # all distinct
+        return kernels
+    return _DistinctRowsKernels(kernels, row_id_N)
+
+
+class _DistinctRowsKernels:
+    def __init__(self, kernels, row_id_N):
+        self._kernels = kernels
+        self._row_id_N = row_id_N
+        self.entropy_rows = kernels.entropy_rows
+
+    def score_candidates(self, joint_M_K, weights_M, probs_N_K_C, candidates, out,
+                         *args, **kwargs):
+        _, first_U, inverse_n = np.unique(self._row_id_N[candidates], return_index=True,
+                                          return_inverse=True)
+        # Score the first candidate of each distinct row, in pool order.
+        order_U = np.argsort(first_U)
+        scores_U = np.empty(len(first_U))
+        self._kernels.score_candidates(joint_M_K, weights_M, probs_N_K_C,
+                                       candidates[first_U[order_U]], scores_U, *args,
+                                       **kwargs)
+        rank_U = np.empty_like(order_U)
+        rank_U[order_U] = np.arange(len(order_U))
+        out[:] = scores_U[rank_U[inverse_n]]
+        return out
+
+
+def _next_joint(state, probs_N_K_C, batch, num_samples, rng):
+    """scikit-activeml's joint: exact while ``C ** |A| <= M``, else drawn anew each step."""
+    C = probs_N_K_C.shape[2]
+    if C ** len(batch) <= num_samples:
+        return _joint.extend_exact(state, probs_N_K_C[batch[-1]])
+    probs_A_K_C = probs_N_K_C[batch]
+    return _joint_from_labels(probs_A_K_C, _draw_labels(probs_A_K_C, num_samples, rng))
+
+
+def _draw_labels(probs_A_K_C, num_samples, rng):
+    """``max(1, M // K)`` configurations per member, drawn as scikit-activeml draws them.
+
+    It calls ``RandomState.choice(C, size=S, p=p / p.sum())`` for each point a of the batch
+    and member k in turn, which is one ``random_sample`` of S doubles and an inverse-CDF
+    lookup on the normalised cumulative sum; one draw of (A, K, S) doubles gives the same
+    numbers. Configuration ``k * S + s`` is member k's s-th draw.
+
+    Returns
+    -------
+    labels_M_A : ndarray of shape (K * S, A), intp
+    """
+    A, K, C = probs_A_K_C.shape
+    S = max(1, num_samples // K)
+    # scikit-activeml samples from exp(log(p)) of the clipped p: the same bits here.
+    p_A_K_C = np.exp(np.log(probs_A_K_C))
+    p_A_K_C /= p_A_K_C.sum(axis=2, keepdims=True)
+    cdf_A_K_C = np.cumsum(p_A_K_C, axis=2)
+    cdf_A_K_C /= cdf_A_K_C[:, :, -1:]
+    u_A_K_S = rng.random((A, K, S))
+    labels_M_A = np.empty((K * S, A), dtype=np.intp)
+    for a in range(A):  # one point at a time keeps the comparison at M·C
+        # searchsorted(cdf, u, side="right") is the count of cdf entries <= u.
+        below_K_S_C = cdf_A_K_C[a][:, None, :] <= u_A_K_S[a][:, :, None]
+        labels_M_A[:, a] = below_K_S_C.sum(axis=2).reshape(K * S)
+    return labels_M_A
+
+
+def _joint_from_labels(probs_A_K_C, labels_M_A):
+    """Sampled joint state of the configurations ``labels_M_A`` (member k's s-th draw in
+    row ``k * S + s``)."""
+    A, K, C = probs_A_K_C.shape
+    draws = _joint.start_draws(K, len(labels_M_A) // K)
+    for a in range(A):
+        draws = _joint.append_labels(draws, probs_A_K_C[a], labels_M_A[:, a])
+    return _joint.from_draws(draws, C)
+
+
+class _FastQuery:
+    """``query`` of scikit-activeml's ``_GeneralBALD``, scoring with ``batch_bald`` above."""
+
+    def query(self, X, y, ensemble, fit_ensemble=True, sample_weight=None,
+              candidates=None, batch_size=1, return_utilities=False):
+        """Determine for which candidate samples labels are to be queried.
+
+        Parameters and return values are those of scikit-activeml's
+        ``BatchBALD.query`` / ``GreedyBALD.query``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, labelled and unlabelled.
+        y : array-like of shape (n_samples,)
+            Labels, ``missing_label`` for the unlabelled samples.
+        ensemble : SkactivemlClassifier or list of SkactivemlClassifier
+            The committee: an ensemble with ``n_estimators`` and ``estimators_`` after
+            fitting, a list of members, or a classifier with the method named by
+            ``sample_predictions_method_name``.
+        fit_ensemble : bool, default=True
+            Whether to fit ``ensemble`` on ``X``, ``y`` and ``sample_weight`` first.
+        sample_weight : array-like of shape (n_samples,), default=None
+        candidates : None, array-like of shape (n_candidates,) of int, or array-like of \
+                shape (n_candidates, n_features), default=None
+            None: the unlabelled samples of ``X``; indices into ``X``; or samples.
+        batch_size : int, default=1
+        return_utilities : bool, default=False
+
+        Returns
+        -------
+        query_indices : ndarray of shape (batch_size,)
+            Indices into ``X`` (or into ``candidates`` when samples were given).
+        utilities : ndarray of shape (batch_size, n_samples) or (batch_size, n_candidates)
+            Only when ``return_utilities``; nan at labelled and already picked samples.
+        """
+        X, y, candidates, batch_size, return_utilities = self._validate_data(
+            X, y, candidates, batch_size, return_utilities, reset=True)
+        check_scalar(self.greedy_selection, "greedy_selection", target_type=bool)
+        X_cand, mapping = self._transform_candidates(candidates, X, y)
+        check_type(fit_ensemble, "fit_ensemble", bool)
+        ensemble, est_arr, _, sample_func, sample_dict = _check_ensemble(
+            ensemble=ensemble, X=X, y=y, sample_weight=sample_weight,
+            fit_ensemble=fit_ensemble, missing_label=self.missing_label_,
+            estimator_types=[SkactivemlClassifier],
+            sample_predictions_method_name=self.sample_predictions_method_name,
+            sample_predictions_dict=self.sample_predictions_dict)
+        if sample_func is None:
+            probas = self._aggregate_predict_probas(X_cand, ensemble, est_arr)
+        else:
+            probas = sample_func(X_cand, **sample_dict)
+
+        # GreedyBALD ranks by the first step's utilities (BALD).
+        steps = 1 if self.greedy_selection else batch_size
+        utilities_cand = batch_bald(probas, steps, n_MC_samples=self.n_MC_samples,
+                                    random_state=self.random_state_, eps=self.eps)
+        if mapping is None:
+            utilities = utilities_cand
+        else:
+            utilities = np.full((steps, len(X)), np.nan)
+            utilities[:, mapping] = utilities_cand
+
+        # The same draws from random_state_, in the same order, as scikit-activeml.
+        if self.greedy_selection:
+            return simple_batch(utilities[0], self.random_state_, batch_size=batch_size,
+                                return_utilities=return_utilities)
+        query_indices = rand_argmax(utilities, axis=1, random_state=self.random_state_)
+        return (query_indices, utilities) if return_utilities else query_indices
+
+
+class BatchBALD(_FastQuery, _SkBatchBALD):
+    """Batch Bayesian Active Learning by Disagreement, computed by batchbald_fast.
+
+    A drop-in for ``skactiveml.pool.BatchBALD`` (and an instance of it): the same
+    constructor arguments and ``query``, the same query indices and utilities for the same
+    ``random_state``.
+
+    Parameters
+    ----------
+    n_MC_samples : int > 0, default=None
+        Configuration budget of the joint; None means the ensemble's size.
+    eps : float > 0, default=1e-7
+        Probabilities are clipped to ``[eps, 1]`` before any logarithm.
+    sample_predictions_method_name : str, default=None
+        Name of the ensemble's method that samples member predictions, if any.
+    sample_predictions_dict : dict, default=None
+        Keyword arguments of that method.
+    missing_label : scalar or str or np.nan or None, default=np.nan
+        Value of an unlabelled sample in ``y``.
+    random_state : int or None or numpy.random.RandomState, default=None
+    """
+
+
+class GreedyBALD(_FastQuery, _SkGreedyBALD):
+    """Top-k BALD, computed by batchbald_fast.
+
+    A drop-in for ``skactiveml.pool.GreedyBALD`` (and an instance of it): the same
+    constructor arguments and ``query``, the same query indices and utilities.
+
+    Parameters
+    ----------
+    n_MC_samples : int > 0, default=None
+    eps : float > 0, default=1e-7
+    sample_predictions_method_name : str, default=None
+    sample_predictions_dict : dict, default=None
+    missing_label : scalar or str or np.nan or None, default=np.nan
+    random_state : int or None or numpy.random.RandomState, default=None
+    """
