@@ -124,15 +124,25 @@ def _select(args):
             raise _UsageError(f"{exc}; if the file holds log-probabilities, pass "
                               "--log-probs") from exc
     if args.json:
+        def finite_or_none(values):  # JSON has no nan
+            return [float(v) if np.isfinite(v) else None for v in values]
+
         print(json.dumps({"indices": result.indices.tolist(), "scores": result.scores.tolist(),
-                          "exact": result.exact.tolist(),
+                          "exact": result.exact.tolist(), "mode": result.mode.tolist(),
                           "num_configurations": result.num_configurations.tolist(),
+                          "error_bounds": finite_or_none(result.error_bounds),
+                          "std_errors": finite_or_none(result.std_errors),
+                          "ambiguous": result.ambiguous.tolist(),
                           "backend": backend_info()["backend"]}))
         return
-    print(f"{'step':>4}  {'index':>8}  {'score':>10}  {'joint':>7}  configurations")
-    for t, (index, score, exact, M) in enumerate(zip(
-            result.indices, result.scores, result.exact, result.num_configurations)):
-        print(f"{t:>4}  {index:>8}  {score:>10.6f}  {'exact' if exact else 'sampled':>7}  {M}")
+    print(f"{'step':>4}  {'index':>8}  {'score':>10}  {'joint':>7}  {'configurations':>14}  "
+          "std error")
+    for t in range(len(result.indices)):
+        std_error = result.std_errors[t]
+        noise = "" if np.isnan(std_error) else f"{std_error:.2g}" + (
+            "  (pick within noise)" if result.ambiguous[t] else "")
+        print(f"{t:>4}  {result.indices[t]:>8}  {result.scores[t]:>10.6f}  "
+              f"{result.mode[t]:>7}  {result.num_configurations[t]:>14}  {noise}")
 
 
 def _bench(args):
