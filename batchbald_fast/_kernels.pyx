@@ -1,0 +1,299 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled kernels: the twin of ``_kernels_numpy`` (same names, signatures and maths).
+
+``score_candidates`` follows scikit-learn's pairwise-distances-reduction shape: candidates
+are cut into tiles, OpenMP threads take tiles, and each tile's probabilities, gathered
+as K × (tile·C), are multiplied by the joint and reduced to ``Σ_m w_m Σ_c −P log P``
+while P is still in registers (float64: a fused micro-kernel in ``_xlogx.h``) or in
+cache (float32: ``sgemm`` on blocks of joint rows, then the log loop).
+
+Every candidate is scored by one tile, summing over m in ascending order, so results do
+not depend on thread count, schedule or tile shape beyond the rounding of the product.
+That also lets the schedule be dynamic: on a shared machine a static schedule waits for
+whichever thread was preempted (measured: 2 threads no faster than 1 with one busy
+core; dynamic recovers most of the second core).
+"""
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from numpy cimport intp_t
+from scipy.linalg.cython_blas cimport sgemm
+
+cdef extern from "_xlogx.h" nogil:
+    void bbf_xlogx_accumulate_f(const float *P_M_J, const double *w_M,
+                                Py_ssize_t M, Py_ssize_t J, double *acc_J)
+    void bbf_fused_tile_d(const double *A_K_J, const double *B_R_K, const double *w_R,
+                          Py_ssize_t R, Py_ssize_t K, Py_ssize_t J, double *acc_J)
+    void bbf_xlogx_d(const double *x, Py_ssize_t n, double *out)
+    void bbf_xlogx_f(const float *x, Py_ssize_t n, double *out)
+    const char *BBF_DISPATCH_NAME
+    int BBF_NB
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define BBF_OPENMP 1
+    #define bbf_max_threads() omp_get_max_threads()
+    #else
+    #define BBF_OPENMP 0
+    #define bbf_max_threads() 1
+    #endif
+    """
+    bint BBF_OPENMP
+    int bbf_max_threads() nogil
+
+OPENMP_ENABLED = bool(BBF_OPENMP)
+LOG_DISPATCH = BBF_DISPATCH_NAME.decode()
+
+# float64 (fused kernel): the tile's probabilities (K × cols·C) stay in L1 while every
+# joint row streams past. float32 (sgemm, then the log): P (rows × cols·C) stays in L2.
+WORKING_SET_BYTES = 32 * 2**10
+_GEMM_TILE_BYTES = 256 * 2**10
+
+# Columns of P per sgemm tile: wide enough for full-width vectors and few BLAS calls,
+# narrow enough that P keeps many rows.
+_TARGET_COLUMNS = 160
+
+
+def max_threads():
+    """``omp_get_max_threads()``: the threads a parallel region starts (1 without OpenMP)."""
+    return bbf_max_threads()
+
+
+cdef object _blas_controller = None
+
+
+def _blas_single_thread():
+    """A context in which BLAS runs single-threaded (its calls come from our threads)."""
+    global _blas_controller
+    if _blas_controller is None:  # finding the libraries costs ~ms: do it once
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
+
+
+def _num_threads(num_threads):
+    if not BBF_OPENMP:
+        return 1
+    if num_threads is None:
+        return max(1, bbf_max_threads())
+    return max(1, int(num_threads))
+
+
+def _tile_shape(M, K, C, n, num_threads, itemsize, tile_bytes):
+    """Joint rows and candidates per tile.
+
+    float64: the gathered probabilities (K × cols·C) fit ``tile_bytes``;
+    float32: P (rows × cols·C) fits ``tile_bytes``.
+    """
+    if itemsize == 8:
+        rows = M
+        cols = max(1, tile_bytes // (itemsize * K * C))
+    else:
+        cols = max(1, _TARGET_COLUMNS // C)
+        rows = max(1, min(M, tile_bytes // (itemsize * cols * C)))
+        if rows == M:  # small joints: widen the tile instead
+            cols = max(cols, tile_bytes // (itemsize * M * C))
+    # Enough tiles for every thread.
+    cols = max(1, min(cols, -(-n // num_threads)))
+    return rows, cols
+
+
+cdef inline void _sgemm(float *A_K_J, float *B_R_K, float *P_R_J,
+                        int R, int K, int J) noexcept nogil:
+    """``P_R_J = B_R_K @ A_K_J`` for row-major arrays (column-major BLAS: P^T = A^T B^T)."""
+    cdef char trans = b"N"
+    cdef float one = 1.0, zero = 0.0
+    sgemm(&trans, &trans, &J, &R, &K, &one, A_K_J, &J, B_R_K, &K, &zero, P_R_J, &J)
+
+
+cdef void score_candidates_nogil(
+    const floating[:, ::1] joint_M_K,
+    const double[::1] weights_M,
+    const floating[:, :, ::1] probs_N_K_C,
+    const intp_t[::1] candidates,
+    double[::1] out,
+    Py_ssize_t rows,
+    Py_ssize_t cols,
+    int num_threads,
+    floating[:, ::1] work,
+    double[:, ::1] acc,
+) noexcept nogil:
+    """Tiled product + fused entropy reduction; see ``score_candidates``.
+
+    ``work`` and ``acc`` have one row per thread, of at least the sizes ``_work_size``
+    gives; ``rows`` and ``cols`` come from ``_tile_shape``.
+    """
+    cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
+    cdef Py_ssize_t C = probs_N_K_C.shape[2], n = candidates.shape[0]
+    cdef Py_ssize_t num_tiles = (n + cols - 1) // cols
+    cdef Py_ssize_t tile, start, width, J, i, k, c, m0, R, tid
+    cdef floating *A_K_J
+    cdef floating *P_R_J
+    cdef double *acc_J
+    cdef const floating *src
+    cdef double total
+
+    for tile in prange(num_tiles, schedule="dynamic", num_threads=num_threads, nogil=True):
+        tid = threadid()
+        A_K_J = &work[tid, 0]
+        acc_J = &acc[tid, 0]
+        start = tile * cols
+        width = min(cols, n - start)
+        J = width * C
+        if floating is double:  # the fused kernel wants whole register blocks
+            J = (J + BBF_NB - 1) // BBF_NB * BBF_NB
+        # Gather the tile's probabilities as K × (width·C): one product covers them all.
+        for i in range(width):
+            src = &probs_N_K_C[candidates[start + i], 0, 0]
+            for k in range(K):
+                for c in range(C):
+                    A_K_J[k * J + i * C + c] = src[k * C + c]
+        for k in range(K):
+            for i in range(width * C, J):  # padding columns: P = 0 adds exactly 0
+                A_K_J[k * J + i] = 0.0
+        for i in range(J):
+            acc_J[i] = 0.0
+        if floating is double:
+            bbf_fused_tile_d(A_K_J, &joint_M_K[0, 0], &weights_M[0], M, K, J, acc_J)
+        else:
+            P_R_J = A_K_J + K * J
+            m0 = 0
+            while m0 < M:
+                R = min(rows, M - m0)
+                _sgemm(<float *> A_K_J, <float *> &joint_M_K[m0, 0], <float *> P_R_J,
+                       <int> R, <int> K, <int> J)
+                bbf_xlogx_accumulate_f(<float *> P_R_J, &weights_M[m0], R, J, acc_J)
+                m0 = m0 + R
+        for i in range(width):
+            total = 0.0
+            for c in range(C):
+                total = total + acc_J[i * C + c]
+            out[start + i] = -total
+
+
+def _work_size(K, C, rows, cols, itemsize):
+    """Per-thread entries of ``work`` and ``acc`` for ``score_candidates_nogil``."""
+    J = -(-cols * C // BBF_NB) * BBF_NB
+    if itemsize == 8:
+        return K * J, J
+    return (K + rows) * cols * C, cols * C
+
+
+def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
+                     const floating[:, :, ::1] probs_N_K_C, const intp_t[::1] candidates,
+                     double[::1] out, num_threads=None, tile_bytes=None):
+    """Weighted joint entropy of the joint state with each candidate.
+
+    ``out[i] = Σ_m weights_M[m] Σ_c −P log P`` with
+    ``P[m, c] = Σ_k joint_M_K[m, k] · probs_N_K_C[candidates[i], k, c]``
+    (the 1/K of the mixture is folded into ``joint_M_K`` by the caller); 0·log 0 = 0.
+
+    Parameters
+    ----------
+    joint_M_K : ndarray of shape (M, K), float64 (or float32), C-contiguous
+    weights_M : ndarray of shape (M,), float64
+    probs_N_K_C : ndarray of shape (N, K, C), same dtype as ``joint_M_K``, C-contiguous
+        With float32 inputs the GEMM and the log run in float32 and the sums over
+        configurations and classes in float64.
+    candidates : ndarray of shape (n,), intp
+        Indices into the first axis of ``probs_N_K_C``, any order.
+    out : ndarray of shape (n,), float64
+        Written in place.
+    num_threads : int or None
+        OpenMP threads; None uses ``omp_get_max_threads()``. The float32 path calls
+        BLAS from every thread, limited to one BLAS thread each (threadpoolctl).
+    tile_bytes : int or None
+        Per-thread working set of one tile: in float64 the gathered probabilities
+        (K × tile·C, default 32 KiB: L1), in float32 P (rows × tile·C, default 256 KiB).
+
+    Returns
+    -------
+    out : ndarray of shape (n,)
+    """
+    cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
+    cdef Py_ssize_t C = probs_N_K_C.shape[2], n = candidates.shape[0]
+    if probs_N_K_C.shape[1] != K or weights_M.shape[0] != M or out.shape[0] != n:
+        raise ValueError("score_candidates: inconsistent shapes")
+    if n == 0:
+        return out.base
+    if M == 0:
+        out[:] = 0.0
+        return out.base
+    cdef intp_t i, N = probs_N_K_C.shape[0]
+    for i in range(n):  # an out-of-range index would read wild memory without the GIL
+        if candidates[i] < 0 or candidates[i] >= N:
+            raise IndexError(f"candidate {candidates[i]} out of range for N={N}")
+
+    dtype = np.float64 if floating is double else np.float32
+    cdef int nt = _num_threads(num_threads)
+    cdef Py_ssize_t rows, cols
+    if tile_bytes is None:
+        tile_bytes = WORKING_SET_BYTES if floating is double else _GEMM_TILE_BYTES
+    rows, cols = _tile_shape(M, K, C, n, nt, np.dtype(dtype).itemsize, tile_bytes)
+    nt = min(nt, -(-n // cols))
+    work_size, acc_size = _work_size(K, C, rows, cols, np.dtype(dtype).itemsize)
+    cdef floating[:, ::1] work = np.empty((nt, work_size), dtype=dtype)
+    cdef double[:, ::1] acc = np.empty((nt, acc_size))
+    if floating is double:  # no BLAS involved
+        with nogil:
+            score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates, out,
+                                   rows, cols, nt, work, acc)
+    else:
+        with _blas_single_thread():
+            with nogil:
+                score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates,
+                                       out, rows, cols, nt, work, acc)
+    return out.base
+
+
+def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=None,
+                 tile_bytes=WORKING_SET_BYTES):
+    """``out[r] = Σ_c −p log p`` for each row of ``probs_R_C`` (0·log 0 = 0).
+
+    Parameters
+    ----------
+    probs_R_C : ndarray of shape (R, C), float64 (or float32), C-contiguous
+    out : ndarray of shape (R,), float64
+        Written in place.
+    num_threads : int or None
+        OpenMP threads; None uses ``omp_get_max_threads()``.
+    tile_bytes : int
+        Per-thread budget for one tile of p·log p.
+
+    Returns
+    -------
+    out : ndarray of shape (R,)
+    """
+    cdef Py_ssize_t R = probs_R_C.shape[0], C = probs_R_C.shape[1]
+    if out.shape[0] != R:
+        raise ValueError("entropy_rows: inconsistent shapes")
+    if R == 0:
+        return out.base
+    if C == 0:
+        out[:] = 0.0
+        return out.base
+    cdef Py_ssize_t rows = max(1, min(R, tile_bytes // (8 * C)))
+    cdef Py_ssize_t num_tiles = (R + rows - 1) // rows
+    cdef int nt = min(_num_threads(num_threads), num_tiles)
+    cdef double[:, ::1] work = np.empty((nt, rows * C))
+    cdef Py_ssize_t tile, r0, width, r, c
+    cdef double *buf
+    cdef double total
+    for tile in prange(num_tiles, schedule="dynamic", num_threads=nt, nogil=True):
+        buf = &work[threadid(), 0]
+        r0 = tile * rows
+        width = min(rows, R - r0)
+        if floating is double:
+            bbf_xlogx_d(&probs_R_C[r0, 0], width * C, buf)
+        else:
+            bbf_xlogx_f(&probs_R_C[r0, 0], width * C, buf)
+        for r in range(width):
+            total = 0.0
+            for c in range(C):
+                total = total + buf[r * C + c]
+            out[r0 + r] = -total
+    return out.base

@@ -1,0 +1,136 @@
+"""Roofline of this machine for BatchBALD, and how close the compiled backend gets.
+
+A greedy step scoring n candidates against M configurations costs n·M·K·C multiply-adds
+(a GEMM) and n·M·C logs, so a run cannot beat
+
+    Σ_steps 2·n·M·K·C / (GEMM flop rate) + n·M·C / (log rate)
+
+with M = C^t while C^t ≤ num_samples, else (num_samples // K)·K, and n = N − t. The rates
+are measured here on ``--threads`` threads: float64 GEMM through NumPy's BLAS; logs at the
+faster of NumPy's (single-threaded, times the threads) and the compiled kernels' own
+vectorised log (``entropy_rows``). Lazy greedy, pruning and merged duplicate
+configurations skip work the bound counts, and the fused kernel overlaps multiplies with
+logs (the sum is then not a strict bound), so a fraction above 1 is possible; the last
+columns recount the bound with the M each step of the run really had.
+
+    python benchmarks/roofline.py [--measure [--plain]] [--threads 2] [W1 W2 ...]
+
+Quote ratios from one quiet run: check ``uptime`` first. The machine may set
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which pick a slower GEMM kernel; unset them in the
+command (``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python ...``) for the real peak.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # checkout
+from batchbald_fast._workloads import WORKLOADS  # noqa: E402
+
+
+def best_time(fn, repeat=5):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def gemm_rate(threads):
+    """float64 flop/s of NumPy's matmul: a square product (peak) and the kernel's shape."""
+    rates = {}
+    for name, (m, k, n) in {"square 3000": (3000, 3000, 3000),
+                            "K=20 (10000x20)@(20x2000)": (10000, 20, 2000)}.items():
+        a, b = np.random.rand(m, k), np.random.rand(k, n)
+        with threadpool_limits(threads, user_api="blas"):
+            a @ b
+            rates[name] = 2 * m * k * n / best_time(lambda: a @ b)
+    return rates
+
+
+def log_rates(threads):
+    """Logs/s: NumPy's (one thread) and the compiled kernels' (``threads`` threads)."""
+    x = np.random.default_rng(0).random((2**18, 8))
+    out = np.empty_like(x)
+    rates = {"numpy log (1 thread)": x.size / best_time(lambda: np.log(x, out=out), 20)}
+    try:
+        from batchbald_fast import _kernels
+    except ImportError:
+        return rates
+    rows = np.empty(len(x))
+    rates[f"kernel x·log x ({threads} threads)"] = x.size / best_time(
+        lambda: _kernels.entropy_rows(x, rows, threads), 20)
+    return rates
+
+
+def bound(w, flops, logs, configurations=None):
+    """Lower bound on the time of one run of workload ``w``, in seconds (M per step from
+    the formula, or the ``configurations`` a run actually used)."""
+    total = 0.0
+    for t in range(w.batch_size):
+        M = w.C ** t if w.C ** t <= w.num_samples else (w.num_samples // w.K) * w.K
+        if configurations is not None:
+            M = configurations[t]
+        n = w.N - t
+        total += 2 * n * M * w.K * w.C / flops + n * M * w.C / logs
+    return total
+
+
+def measure(w, threads, plain):
+    import batchbald_fast
+    from batchbald_fast._workloads import PLAIN
+
+    os.environ["BATCHBALD_FAST_BACKEND"] = "cython"
+    probs = w.probs()
+    start = time.perf_counter()
+    result = batchbald_fast.batchbald(probs, w.batch_size, num_samples=w.num_samples,
+                                      random_state=0, num_threads=threads,
+                                      **(PLAIN if plain else {}))
+    return time.perf_counter() - start, result.num_configurations
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workloads", nargs="*", default=list(WORKLOADS))
+    parser.add_argument("--measure", action="store_true", help="time the compiled backend")
+    parser.add_argument("--plain", action="store_true",
+                        help="measure without lazy greedy, pruning and incremental sampling "
+                             "(the work the bound counts)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    print(f"load average {os.getloadavg()[0]:.2f}; OPENBLAS_CORETYPE="
+          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    logs = log_rates(args.threads)  # first: BLAS threads spin a while after a GEMM
+    gemm = gemm_rate(args.threads)
+    for name, rate in gemm.items():
+        print(f"GEMM {name}: {rate / 1e9:.1f} GFLOP/s on {args.threads} threads")
+    for name, rate in logs.items():
+        print(f"{name}: {rate / 1e9:.2f}e9 logs/s")
+    flops = gemm["square 3000"]
+    log_rate = max(logs["numpy log (1 thread)"] * args.threads,
+                   *[r for k, r in logs.items() if k.startswith("kernel")])
+    print(f"bound uses {flops / 1e9:.1f} GFLOP/s and {log_rate / 1e9:.2f}e9 logs/s\n")
+    # Sampled steps merge duplicate configurations, so a run's M can be below the
+    # formula's: "bound at run's M" recounts with the M each step really had.
+    print(f"{'workload':8} {'bound s':>9}" + (
+        f" {'measured s':>11} {'fraction':>9} {'bound at run M':>15} {'fraction':>9}"
+        if args.measure else ""))
+    for name in args.workloads:
+        w = WORKLOADS[name]
+        b = bound(w, flops, log_rate)
+        line = f"{name:8} {b:9.3f}"
+        if args.measure:
+            seconds, configurations = measure(w, args.threads, args.plain)
+            b_run = bound(w, flops, log_rate, configurations)
+            line += f" {seconds:11.3f} {b / seconds:9.2f} {b_run:15.3f} {b_run / seconds:9.2f}"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

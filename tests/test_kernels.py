@@ -1,0 +1,166 @@
+"""The compiled kernels against a brute-force computation and the NumPy kernels."""
+
+import numpy as np
+import pytest
+
+from batchbald_fast import _kernels_numpy
+
+kernels = pytest.importorskip("batchbald_fast._kernels")
+
+RTOL = 1e-12
+
+
+def brute_score(joint_M_K, weights_M, probs_N_K_C, candidates):
+    """``Σ_m w_m Σ_c −P log P`` by plain loops over m and c."""
+    out = np.zeros(len(candidates))
+    for i, x in enumerate(candidates):
+        for m in range(joint_M_K.shape[0]):
+            row = 0.0
+            for c in range(probs_N_K_C.shape[2]):
+                P = float(np.dot(joint_M_K[m], probs_N_K_C[x, :, c]))
+                if P > 0:
+                    row -= P * np.log(P)
+            out[i] += weights_M[m] * row
+    return out
+
+
+def brute_entropy(probs_R_C):
+    out = np.zeros(probs_R_C.shape[0])
+    for r, row in enumerate(probs_R_C):
+        for p in row:
+            if p > 0:
+                out[r] -= p * np.log(p)
+    return out
+
+
+def make_case(rng, N, M, K, C, zeros=True):
+    """Normalised probabilities and a joint with exact zeros and ones in both."""
+    probs_N_K_C = rng.random((N, K, C)) ** 3
+    if zeros:
+        probs_N_K_C[rng.random((N, K, C)) < 0.2] = 0.0
+        probs_N_K_C[0] = 0.0
+        probs_N_K_C[0, :, -1] = 1.0  # a certain point: all its mass on one class
+    probs_N_K_C[probs_N_K_C.sum(axis=2) == 0, 0] = 1.0
+    probs_N_K_C /= probs_N_K_C.sum(axis=2, keepdims=True)
+    joint_M_K = rng.random((M, K)) / K
+    if zeros:
+        joint_M_K[rng.random((M, K)) < 0.2] = 0.0
+        if M >= 3:
+            joint_M_K[-1] = 0.0  # a configuration with P = 0 everywhere
+            joint_M_K[1] = 1.0 / K
+    weights_M = rng.random(M) + 0.5
+    return joint_M_K, weights_M, probs_N_K_C
+
+
+def assert_close(actual, desired):
+    np.testing.assert_allclose(actual, desired, rtol=RTOL, atol=1e-300)
+
+
+SHAPES = [  # N, M, K, C
+    (7, 1, 1, 1), (9, 1, 5, 3), (11, 6, 1, 4), (13, 5, 3, 1), (20, 17, 4, 2),
+    (30, 33, 5, 10), (25, 40, 20, 7), (6, 9, 3, 100),
+]
+
+
+@pytest.mark.parametrize("N, M, K, C", SHAPES)
+def test_score_candidates_matches_brute_force_and_numpy(N, M, K, C):
+    rng = np.random.default_rng(N * 1000 + M * 10 + C)
+    joint_M_K, weights_M, probs_N_K_C = make_case(rng, N, M, K, C)
+    candidates = rng.permutation(N)[: max(1, N - 2)].astype(np.intp)
+    expected = brute_score(joint_M_K, weights_M, probs_N_K_C, candidates)
+    reference = _kernels_numpy.score_candidates(joint_M_K, weights_M, probs_N_K_C,
+                                                candidates, np.empty(len(candidates)))
+    assert_close(reference, expected)
+    for num_threads in (1, 2):
+        for tile_bytes in (1, 8, 100, 1000, 5000, 2**15, 2**20):
+            out = np.full(len(candidates), np.nan)
+            returned = kernels.score_candidates(joint_M_K, weights_M, probs_N_K_C,
+                                                candidates, out, num_threads, tile_bytes)
+            assert returned is out
+            assert np.all(np.isfinite(out))
+            assert_close(out, expected)
+            assert_close(out, reference)
+
+
+def test_score_candidates_default_threads_and_repeats():
+    rng = np.random.default_rng(1)
+    joint_M_K, weights_M, probs_N_K_C = make_case(rng, 40, 50, 6, 5)
+    candidates = np.array([5, 3, 5, 39, 0, 0, 17], dtype=np.intp)  # repeats, any order
+    out = kernels.score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates,
+                                   np.empty(len(candidates)))
+    assert_close(out, brute_score(joint_M_K, weights_M, probs_N_K_C, candidates))
+    assert out[0] == out[2] and out[4] == out[5]
+
+
+def test_score_candidates_independent_of_tiling_and_threads():
+    """Same sum order over m whatever the tiles: agreement far below the tolerance."""
+    rng = np.random.default_rng(2)
+    joint_M_K, weights_M, probs_N_K_C = make_case(rng, 300, 257, 20, 10, zeros=False)
+    candidates = rng.permutation(300).astype(np.intp)
+    runs = [kernels.score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates,
+                                     np.empty(300), t, b)
+            for t in (1, 2) for b in (1, 3000, 2**15, 2**22)]
+    for out in runs[1:]:
+        np.testing.assert_allclose(out, runs[0], rtol=1e-14)
+
+
+def test_score_candidates_empty_and_bad_index():
+    rng = np.random.default_rng(3)
+    joint_M_K, weights_M, probs_N_K_C = make_case(rng, 5, 3, 2, 2)
+    out = np.empty(0)
+    kernels.score_candidates(joint_M_K, weights_M, probs_N_K_C, np.empty(0, np.intp), out)
+    with pytest.raises(IndexError):
+        kernels.score_candidates(joint_M_K, weights_M, probs_N_K_C,
+                                 np.array([5], dtype=np.intp), np.empty(1))
+
+
+def test_score_candidates_float32():
+    rng = np.random.default_rng(4)
+    joint_M_K, weights_M, probs_N_K_C = make_case(rng, 50, 64, 8, 6)
+    candidates = np.arange(50, dtype=np.intp)
+    expected = brute_score(joint_M_K, weights_M, probs_N_K_C, candidates)
+    for num_threads in (1, 2):
+        for tile_bytes in (1, 500, None):
+            out = kernels.score_candidates(joint_M_K.astype(np.float32), weights_M,
+                                           probs_N_K_C.astype(np.float32), candidates,
+                                           np.empty(50), num_threads, tile_bytes)
+            assert np.all(np.isfinite(out))
+            np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("R, C", [(1, 1), (7, 1), (50, 2), (1000, 10), (33, 100)])
+def test_entropy_rows(R, C):
+    rng = np.random.default_rng(R + C)
+    probs_R_C = rng.random((R, C)) ** 3
+    probs_R_C[rng.random((R, C)) < 0.2] = 0.0
+    probs_R_C[0] = 0.0
+    probs_R_C[0, 0] = 1.0
+    expected = brute_entropy(probs_R_C)
+    reference = _kernels_numpy.entropy_rows(probs_R_C, np.empty(R))
+    assert_close(reference, expected)
+    for num_threads in (1, 2):
+        for tile_bytes in (1, 100, 2**20):
+            out = kernels.entropy_rows(probs_R_C, np.empty(R), num_threads, tile_bytes)
+            assert_close(out, expected)
+    assert kernels.entropy_rows(probs_R_C[:1], np.empty(1))[0] == 0.0  # exactly
+
+
+def test_log_matches_libm_over_the_range():
+    """The vectorised log, through entropy_rows, against NumPy's across all magnitudes."""
+    x = np.geomspace(np.finfo(np.float64).tiny, 1e300, 100_001).reshape(-1, 1)
+    out = kernels.entropy_rows(x, np.empty(len(x)))
+    np.testing.assert_allclose(out, -x[:, 0] * np.log(x[:, 0]), rtol=1e-15, atol=0)
+
+
+def test_module_attributes():
+    assert isinstance(kernels.OPENMP_ENABLED, bool)
+    assert kernels.max_threads() >= 1
+
+
+@pytest.mark.skipif(not kernels.OPENMP_ENABLED, reason="built without OpenMP")
+def test_threadpoolctl_limits_openmp():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        assert kernels.max_threads() == 1
+    with threadpoolctl.threadpool_limits(2, user_api="openmp"):
+        assert kernels.max_threads() == 2
