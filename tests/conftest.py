@@ -1,7 +1,15 @@
+import os
+
 import numpy as np
 import pytest
 
 from batchbald_fast import _backend
+
+# CI sets this so that a failed build cannot pass as a run of the NumPy backend alone.
+if os.environ.get("BATCHBALD_FAST_REQUIRE_COMPILED") == "1" and (
+        _backend._kernels_compiled is None or not _backend._kernels_compiled.OPENMP_ENABLED):
+    raise RuntimeError("BATCHBALD_FAST_REQUIRE_COMPILED=1 but batchbald_fast._kernels is "
+                       "not built with OpenMP")
 
 BACKENDS = ["numpy", pytest.param("cython", marks=pytest.mark.skipif(
     _backend._kernels_compiled is None, reason="compiled extension not built"))]
