@@ -82,7 +82,7 @@ def entropy(kernels, probs_N_K_C):
 
 def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
            return_utilities, num_threads, next_joint=_joint.next_joint, lazy=None,
-           lazy_tile=LAZY_TILE, tie_tolerance=TIE_TOLERANCE):
+           lazy_tile=LAZY_TILE, tie_tolerance=TIE_TOLERANCE, dtype=np.float64):
     """Greedy BatchBALD over validated inputs.
 
     Parameters
@@ -107,6 +107,8 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
         Candidates scored per kernel call under lazy greedy.
     tie_tolerance : float
         Utilities this close to the best are tied; ties go to the lowest index.
+    dtype : numpy.float64 or numpy.float32
+        Precision of the products and logs in the kernels (sums are float64 either way).
 
     Returns
     -------
@@ -116,6 +118,7 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
     steps = min(batch_size, len(candidates))
     cond_entropy_N = conditional_entropy(kernels, probs_N_K_C)
     row_sums_N_K = probs_N_K_C.sum(axis=2)
+    probs_compute_N_K_C = probs_N_K_C.astype(dtype, copy=False)
     available = np.zeros(N, dtype=bool)
     available[candidates] = True
     # Upper bound on each candidate's marginal gain: its last computed gain (submodularity).
@@ -136,9 +139,11 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
         step_lazy = not return_utilities and (
             lazy if lazy is not None else state.mode != "sampled")
 
+        joint_M_K = state.joint_M_K.astype(dtype, copy=False)
+
         def utility(xs):
             joint_entropy = np.empty(len(xs))
-            kernels.score_candidates(state.joint_M_K, state.weights_M, probs_N_K_C, xs,
+            kernels.score_candidates(joint_M_K, state.weights_M, probs_compute_N_K_C, xs,
                                      joint_entropy, num_threads)
             offset_n = row_sums_N_K[xs] @ state.offset_K
             return joint_entropy + offset_n - batch_cond_entropy - cond_entropy_N[xs]

@@ -12,9 +12,6 @@ WORKING_SET_BYTES = 64 * 2**20
 # Built once: a fresh threadpool_limits scans the loaded libraries on every call (~0.5 ms).
 _threadpools = None
 
-# Clamping at the smallest normal float before the log makes 0·log 0 exactly 0
-# without touching any positive P.
-_TINY = np.finfo(np.float64).tiny
 
 
 def _tile_shape(M, C, tile_bytes):
@@ -35,9 +32,10 @@ def score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
 
     Parameters
     ----------
-    joint_M_K : ndarray of shape (M, K), float64, C-contiguous
+    joint_M_K : ndarray of shape (M, K), float64 (or float32), C-contiguous
     weights_M : ndarray of shape (M,), float64
-    probs_N_K_C : ndarray of shape (N, K, C), float64, C-contiguous
+    probs_N_K_C : ndarray of shape (N, K, C), same dtype as ``joint_M_K``, C-contiguous
+        With float32 the product and the log run in float32, the sums in float64.
     candidates : ndarray of shape (n,), intp
     out : ndarray of shape (n,), float64
         Written in place.
@@ -60,10 +58,7 @@ def score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
             acc_TC = np.zeros(probs_K_TC.shape[1])
             for m0 in range(0, M, rows):
                 P = joint_M_K[m0:m0 + rows] @ probs_K_TC
-                plogp = np.maximum(P, _TINY)
-                np.log(plogp, out=plogp)
-                plogp *= P
-                acc_TC -= weights_M[m0:m0 + rows] @ plogp
+                acc_TC -= weights_M[m0:m0 + rows] @ _xlogx(P)
             out[start:start + len(tile)] = acc_TC.reshape(len(tile), C).sum(axis=1)
     return out
 
@@ -82,9 +77,18 @@ def entropy_rows(probs_R_C, out, tile_bytes=WORKING_SET_BYTES):
     R, C = probs_R_C.shape
     rows = max(1, tile_bytes // (np.dtype(np.float64).itemsize * C))
     for r0 in range(0, R, rows):
-        p = probs_R_C[r0:r0 + rows]
-        plogp = np.maximum(p, _TINY)
-        np.log(plogp, out=plogp)
-        plogp *= p
-        np.negative(plogp.sum(axis=1), out=out[r0:r0 + rows])
+        np.negative(_xlogx(probs_R_C[r0:r0 + rows]).sum(axis=1, dtype=np.float64),
+                    out=out[r0:r0 + rows])
     return out
+
+
+def _xlogx(x):
+    """``x · log x`` elementwise in x's dtype, 0 at x = 0.
+
+    Clamping at the smallest normal number before the log makes 0·log 0 exactly 0
+    without touching any positive x.
+    """
+    xlogx = np.maximum(x, np.finfo(x.dtype).tiny)
+    np.log(xlogx, out=xlogx)
+    xlogx *= x
+    return xlogx

@@ -156,3 +156,14 @@ def check_tol(tol):
     if not 0 <= tol < np.inf:
         raise ValueError(f"tol must be finite and ≥ 0, got {tol}")
     return float(tol)
+
+
+def check_compute_dtype(dtype):
+    """numpy.float64 or numpy.float32."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}") from exc
+    if dtype not in (np.float64, np.float32):
+        raise TypeError(f"dtype must be numpy.float64 or numpy.float32, got {dtype}")
+    return dtype.type

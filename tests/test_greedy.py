@@ -188,3 +188,24 @@ def test_return_utilities_scores_every_candidate(backend):
     result = bf.batchbald(probs_N_K_C, 4, return_utilities=True)
     np.testing.assert_array_equal(result.num_evaluations, [600, 599, 598, 597])
     assert (~np.isnan(result.utilities[3])).sum() == 597
+
+
+@pytest.mark.parametrize("N, K, C, b, seed, zeros", CASES[::3])
+def test_float32_compute_close_to_oracle(backend, N, K, C, b, seed, zeros):
+    probs_N_K_C = random_probs(np.random.default_rng(seed), N, K, C, zeros=zeros)
+    result = bf.batchbald(probs_N_K_C, b, num_samples=C ** b, return_utilities=True,
+                          dtype=np.float32)
+    batch = []
+    for t, pick in enumerate(result.indices):
+        for x in np.flatnonzero(~np.isnan(result.utilities[t])):
+            exact = oracle.mutual_information(probs_N_K_C, batch + [int(x)])
+            assert abs(result.utilities[t, x] - exact) < 2e-5
+        batch.append(int(pick))
+
+
+def test_float32_compute_same_picks_when_well_separated(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(14), 200, 8, 4, concentration=0.5)
+    r64 = bf.batchbald(probs_N_K_C, 6, return_utilities=True)
+    r32 = bf.batchbald(probs_N_K_C, 6, return_utilities=True, dtype=np.float32)
+    np.testing.assert_allclose(r32.utilities, r64.utilities, atol=2e-5)
+    np.testing.assert_array_equal(r32.indices, r64.indices)

@@ -75,6 +75,10 @@ def test_rows_within_tolerance_are_accepted(backend, probs_N_K_C):
     ({"candidates": [[0, 1]]}, ValueError, "1-D"),
     ({"random_state": "seed"}, TypeError, "random_state"),
     ({"num_threads": 0}, ValueError, "num_threads must be ≥ 1"),
+    ({"dtype": np.float16}, TypeError, "dtype must be numpy.float64 or numpy.float32"),
+    ({"dtype": "int"}, TypeError, "dtype must be numpy.float64 or numpy.float32"),
+    ({"tol": -1e-3}, ValueError, "tol must be finite and ≥ 0"),
+    ({"tol": "small"}, TypeError, "tol must be a real number"),
 ])
 def test_bad_arguments(backend, probs_N_K_C, kwargs, error, match):
     kwargs = {"batch_size": 2, **kwargs}
