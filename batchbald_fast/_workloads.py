@@ -40,6 +40,12 @@ WORKLOADS = {w.name: w for w in [
 # Run by default: seconds each on the NumPy backend.
 DEFAULT = ("W1", "W3", "W5")
 
+# Where the reference implementations are not run by default, and why (WORKLOADS.md).
+ANCHOR_SKIPS = {
+    "scikit-activeml": dict.fromkeys(["W2", "W2c", "W4", "W6"], "out of memory"),
+    "batchbald_redux": {"W4": "~7 min, 16 GiB", "W6": "hours"},
+}
+
 
 def make_probs(N, K, C, seed=0, scale=3.0, noise=1.0):
     """MC-dropout-like posterior samples: a per-point mean logit plus per-member noise."""

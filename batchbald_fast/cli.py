@@ -11,10 +11,6 @@ import time
 import numpy as np
 
 # Anchors left out of ``bench`` where WORKLOADS.md measured them failing or taking minutes.
-ANCHOR_SKIPS = {
-    "scikit-activeml": dict.fromkeys(["W2", "W2c", "W4", "W6"], "out of memory"),
-    "batchbald_redux": {"W4": "~7 min, 16 GiB", "W6": "hours"},
-}
 ANCHOR_MODULES = {"batchbald_redux": "batchbald_redux.batchbald",
                   "scikit-activeml": "skactiveml.pool"}
 
@@ -187,7 +183,7 @@ def _bench(args):
         cells, picks = [], {}
         for runner_name, run in runners.items():
             done += 1
-            skip = ANCHOR_SKIPS.get(runner_name, {}).get(name)
+            skip = _workloads.ANCHOR_SKIPS.get(runner_name, {}).get(name)
             if skip:
                 cells.append("skipped")
                 notes.append(f"{runner_name} skipped on {name}: {skip} (WORKLOADS.md)")

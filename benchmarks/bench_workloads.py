@@ -14,13 +14,16 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from batchbald_fast._workloads import available_runners
+from batchbald_fast._workloads import ANCHOR_SKIPS, available_runners
 
 
 def test_workload(benchmark, request, workload, runner_name):
     runners = available_runners()
     if runner_name not in runners:
         pytest.skip(f"{runner_name} is not installed")
+    reason = ANCHOR_SKIPS.get(runner_name, {}).get(workload.name)
+    if reason:
+        pytest.skip(f"{runner_name} on {workload.name}: {reason}")
     run = runners[runner_name]
     probs_N_K_C = workload.probs()
 
