@@ -124,7 +124,7 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
     # Upper bound on each candidate's marginal gain: its last computed gain (submodularity).
     upper_gain_N = np.full(N, np.inf)
 
-    out = {name: np.empty(steps, dtype=dtype) for name, dtype in [
+    out = {name: np.empty(steps, dtype=kind) for name, kind in [
         ("indices", np.int64), ("scores", np.float64), ("num_configurations", np.int64),
         ("exact", bool), ("mode", "<U7"), ("error_bounds", np.float64),
         ("std_errors", np.float64), ("ambiguous", bool), ("num_evaluations", np.int64)]}
