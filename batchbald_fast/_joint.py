@@ -221,21 +221,22 @@ def append_labels(draws, probs_K_C, labels_M):
 
 
 def _unique_rows(labels_M_A, C):
-    """First index and count of each distinct row of labels."""
+    """First index, id (0..U-1, per row) and count of each distinct row of labels."""
     A = labels_M_A.shape[1]
     if C ** A < 2 ** 63:  # one int64 key per row sorts far faster than rows
-        keys_M = labels_M_A @ (C ** np.arange(A, dtype=np.int64))
-        _, first_U, counts_U = np.unique(keys_M, return_index=True, return_counts=True)
+        rows = labels_M_A @ (C ** np.arange(A, dtype=np.int64))
+        axis = None
     else:
-        _, first_U, counts_U = np.unique(labels_M_A, axis=0, return_index=True,
-                                         return_counts=True)
-    return first_U, counts_U
+        rows, axis = labels_M_A, 0
+    _, first_U, ids_M, counts_U = np.unique(rows, axis=axis, return_index=True,
+                                            return_inverse=True, return_counts=True)
+    return first_U, ids_M.reshape(-1), counts_U
 
 
 def from_draws(draws, C):
     """The sampled state of some draws of C-class labels: duplicates merged, rows scaled."""
     M, K = draws.log_joint_M_K.shape
-    first_U, counts_U = _unique_rows(draws.labels_M_A, C)
+    first_U, _, counts_U = _unique_rows(draws.labels_M_A, C)
     log_joint_U_K = draws.log_joint_M_K[first_U]
     # The member that made a draw gives it positive probability: the max is finite.
     log_scale_U = log_joint_U_K.max(axis=1)
@@ -278,29 +279,32 @@ def fit_budget(draws, probs_A_K_C, num_samples, rng, max_draw_bytes=MAX_DRAW_BYT
         At most this many times ``num_samples // K`` draws per member.
     """
     K, C = probs_A_K_C.shape[1:]
-    state = from_draws(draws, C)
     S = int(draws.rank_M.max()) + 1
-    if state.num_configurations > num_samples:
-        lo, hi = 1, S - 1  # the largest S' whose draws fit; S' = 1 even if they do not
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if len(_unique_rows(draws.labels_M_A[draws.rank_M < mid], C)[0]) <= num_samples:
-                lo = mid
-            else:
-                hi = mid - 1
-        return from_draws(draws.take(draws.rank_M < lo), C)
     max_S = max(S, min(max_growth * max(1, num_samples // K),
                        max_draw_bytes // (K * 8 * (K + probs_A_K_C.shape[0] + 2))))
-    chunk = S
-    while chunk >= 1 and S + chunk <= max_S:
-        more = draws.concat(_fresh_draws(probs_A_K_C, chunk, S, rng))
-        grown = from_draws(more, C)
-        if grown.num_configurations > num_samples:
-            chunk //= 2
-            continue
-        draws, state, S = more, grown, S + chunk
-        chunk *= 2
-    return state
+    while True:
+        fit_S = _draws_per_member_that_fit(draws, C, num_samples)
+        if fit_S < S:
+            draws = draws.take(draws.rank_M < fit_S)
+            break
+        if S >= max_S:
+            break
+        more = min(S, max_S - S)  # doubling: a handful of rounds whatever the growth
+        draws = draws.concat(_fresh_draws(probs_A_K_C, more, S, rng))
+        S += more
+    return from_draws(draws, C)
+
+
+def _draws_per_member_that_fit(draws, C, num_samples):
+    """The largest S' ≥ 1 whose draws of rank < S' hold at most ``num_samples`` distinct
+    configurations (the number of draws per member when all fit)."""
+    _, ids_M, counts_U = _unique_rows(draws.labels_M_A, C)
+    if len(counts_U) <= num_samples:
+        return int(draws.rank_M.max()) + 1
+    # A configuration is among the draws of rank < S' iff its lowest rank is < S'.
+    first_rank_U = np.full(len(counts_U), np.iinfo(np.intp).max)
+    np.minimum.at(first_rank_U, ids_M, draws.rank_M)
+    return max(1, int(np.partition(first_rank_U, num_samples)[num_samples]))
 
 
 def sample_joint(probs_A_K_C, num_samples, rng):
