@@ -11,7 +11,8 @@ faster of NumPy's (single-threaded, times the threads) and the compiled kernels'
 vectorised log (``entropy_rows``). Lazy greedy, pruning and merged duplicate
 configurations skip work the bound counts, and the fused kernel overlaps multiplies with
 logs (the sum is then not a strict bound), so a fraction above 1 is possible; the last
-columns recount the bound with the M each step of the run really had.
+columns recount the bound with the M and the candidates each step of the run really
+scored (fraction = bound / measured: 1 is the roofline, 0.67 is 1.5x slower).
 
     python benchmarks/roofline.py [--measure [--plain]] [--threads 2] [W1 W2 ...]
 
@@ -22,14 +23,12 @@ command (``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python ...``) for the re
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # checkout
-from batchbald_fast._workloads import WORKLOADS  # noqa: E402
+from batchbald_fast._workloads import PLAIN, WORKLOADS
 
 
 def best_time(fn, repeat=5):
@@ -68,22 +67,22 @@ def log_rates(threads):
     return rates
 
 
-def bound(w, flops, logs, configurations=None):
-    """Lower bound on the time of one run of workload ``w``, in seconds (M per step from
-    the formula, or the ``configurations`` a run actually used)."""
+def bound(w, flops, logs, result=None):
+    """Lower bound on the time of one run of workload ``w``, in seconds: every candidate
+    against M = C^t or the sampled budget per step, or — given a run's ``result`` — the
+    configurations and candidates that run really scored."""
     total = 0.0
     for t in range(w.batch_size):
         M = w.C ** t if w.C ** t <= w.num_samples else (w.num_samples // w.K) * w.K
-        if configurations is not None:
-            M = configurations[t]
         n = w.N - t
+        if result is not None:
+            M, n = result.num_configurations[t], result.num_evaluations[t]
         total += 2 * n * M * w.K * w.C / flops + n * M * w.C / logs
     return total
 
 
 def measure(w, threads, plain):
     import batchbald_fast
-    from batchbald_fast._workloads import PLAIN
 
     os.environ["BATCHBALD_FAST_BACKEND"] = "cython"
     probs = w.probs()
@@ -91,7 +90,7 @@ def measure(w, threads, plain):
     result = batchbald_fast.batchbald(probs, w.batch_size, num_samples=w.num_samples,
                                       random_state=0, num_threads=threads,
                                       **(PLAIN if plain else {}))
-    return time.perf_counter() - start, result.num_configurations
+    return time.perf_counter() - start, result
 
 
 def main():
@@ -116,19 +115,19 @@ def main():
     log_rate = max(logs["numpy log (1 thread)"] * args.threads,
                    *[r for k, r in logs.items() if k.startswith("kernel")])
     print(f"bound uses {flops / 1e9:.1f} GFLOP/s and {log_rate / 1e9:.2f}e9 logs/s\n")
-    # Sampled steps merge duplicate configurations, so a run's M can be below the
-    # formula's: "bound at run's M" recounts with the M each step really had.
+    # Lazy greedy, pruning and merging skip work the formula counts: "bound of run"
+    # recounts with the configurations and candidates each step really scored.
     print(f"{'workload':8} {'bound s':>9}" + (
-        f" {'measured s':>11} {'fraction':>9} {'bound at run M':>15} {'fraction':>9}"
+        f" {'measured s':>11} {'fraction':>9} {'bound of run':>13} {'fraction':>9}"
         if args.measure else ""))
     for name in args.workloads:
         w = WORKLOADS[name]
         b = bound(w, flops, log_rate)
         line = f"{name:8} {b:9.3f}"
         if args.measure:
-            seconds, configurations = measure(w, args.threads, args.plain)
-            b_run = bound(w, flops, log_rate, configurations)
-            line += f" {seconds:11.3f} {b / seconds:9.2f} {b_run:15.3f} {b_run / seconds:9.2f}"
+            seconds, result = measure(w, args.threads, args.plain)
+            b_run = bound(w, flops, log_rate, result)
+            line += f" {seconds:11.3f} {b / seconds:9.2f} {b_run:13.3f} {b_run / seconds:9.2f}"
         print(line, flush=True)
 
 
