@@ -65,8 +65,9 @@ def backend_info():
     -------
     info : dict
         ``backend`` ("cython" or "numpy"), ``compiled_available`` (bool), ``openmp``
-        (whether the compiled kernels were built with OpenMP), ``num_threads`` (threads a
-        call with ``num_threads=None`` uses).
+        (whether the compiled kernels were built with OpenMP), ``simd`` (the instruction
+        sets the compiled log loops were built for and pick from at run time, or None),
+        ``num_threads`` (threads a call with ``num_threads=None`` uses).
     """
     kernels = get_kernels()
     compiled = kernels is _kernels_compiled
@@ -74,5 +75,6 @@ def backend_info():
         "backend": "cython" if compiled else "numpy",
         "compiled_available": _kernels_compiled is not None,
         "openmp": bool(_kernels_compiled is not None and _kernels_compiled.OPENMP_ENABLED),
+        "simd": None if _kernels_compiled is None else _kernels_compiled.LOG_DISPATCH,
         "num_threads": effective_num_threads(None),
     }

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODES = ("exact", "pruned", "sampled")
-
 # Memory the unmerged draws of a sampled joint may take (they are ~M·(K + A) numbers).
 MAX_DRAW_BYTES = 256 * 2**20
 # Draws per member may grow to this many times the budget's share while they merge into
