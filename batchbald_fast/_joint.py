@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._kernels_numpy import _xlogx
+
 # Memory the unmerged draws of a sampled joint may take (they are ~M·(K + A) numbers).
 MAX_DRAW_BYTES = 256 * 2**20
 # Draws per member may grow to this many times the budget's share while they merge into
@@ -80,9 +82,7 @@ class JointState:
     offset_K : ndarray of shape (K,)
         ``Σ_k offset_K[k] Σ_c p[x, k, c]`` is added to the weighted sum to give the joint
         entropy with x (zeros unless rows are scaled).
-    exact : bool
-        True when the rows enumerate every configuration.
-    mode : {"exact", "pruned", "sampled"}, default: from ``exact``
+    mode : {"exact", "pruned", "sampled"}
     error_bound : float, default=0.0
         Pruned states: the certified bound on how far any H(y_A, y_x) computed from the
         state lies below the exact value.
@@ -99,17 +99,17 @@ class JointState:
     joint_M_K: np.ndarray
     weights_M: np.ndarray
     offset_K: np.ndarray
-    exact: bool
-    mode: str = None
+    mode: str
     error_bound: float = 0.0
     dropped_mass: float = 0.0
     draws: Draws = None
     counts_M: np.ndarray = None
     log_scale_M: np.ndarray = None
 
-    def __post_init__(self):
-        if self.mode is None:
-            object.__setattr__(self, "mode", "exact" if self.exact else "sampled")
+    @property
+    def exact(self):
+        """True when the rows enumerate every configuration."""
+        return self.mode == "exact"
 
     @property
     def num_configurations(self):
@@ -118,7 +118,7 @@ class JointState:
 
 def empty_joint(K):
     """The joint of the empty batch: one configuration of probability 1 under every member."""
-    return JointState(np.full((1, K), 1.0 / K), np.ones(1), np.zeros(K), True)
+    return JointState(np.full((1, K), 1.0 / K), np.ones(1), np.zeros(K), "exact")
 
 
 def _expand(joint_M_K, probs_K_C):
@@ -131,7 +131,8 @@ def _expand(joint_M_K, probs_K_C):
 def extend_exact(state, probs_K_C):
     """Exact joint of the batch with one more point: M grows by a factor of C."""
     joint_M_K = _expand(state.joint_M_K, probs_K_C)
-    return JointState(joint_M_K, np.ones(len(joint_M_K)), np.zeros(joint_M_K.shape[1]), True)
+    return JointState(joint_M_K, np.ones(len(joint_M_K)), np.zeros(joint_M_K.shape[1]),
+                      "exact")
 
 
 def mass_error_bound(mass, num_atoms):
@@ -179,10 +180,10 @@ def extend_pruned(state, probs_K_C, num_points, tol):
     num_dropped = int(np.searchsorted(bounds > tol, True))  # the bound grows with r
     offset_K = np.zeros(joint_M_K.shape[1])
     if num_dropped == 0 and carried == 0:
-        return JointState(joint_M_K, np.ones(len(joint_M_K)), offset_K, True)
+        return JointState(joint_M_K, np.ones(len(joint_M_K)), offset_K, "exact")
     keep = np.sort(order[num_dropped:])
     dropped_mass = float(dropped_mass_j[num_dropped - 1]) if num_dropped else carried
-    return JointState(joint_M_K[keep], np.ones(len(keep)), offset_K, False, mode="pruned",
+    return JointState(joint_M_K[keep], np.ones(len(keep)), offset_K, "pruned",
                       error_bound=mass_error_bound(dropped_mass, num_atoms),
                       dropped_mass=dropped_mass)
 
@@ -242,7 +243,7 @@ def from_draws(draws, C):
     joint_U_K /= K
     weights_U = counts_U / (M * joint_U_K.sum(axis=1))
     offset_K = -(weights_U * log_scale_U) @ joint_U_K
-    return JointState(joint_U_K, weights_U, offset_K, False,
+    return JointState(joint_U_K, weights_U, offset_K, "sampled",
                       draws=draws, counts_M=counts_U.astype(np.float64),
                       log_scale_M=log_scale_U)
 
@@ -354,7 +355,6 @@ def estimator_terms(state, probs_K_C):
     The estimate is ``counts_M @ g_M / counts_M.sum()``; used for standard errors.
     """
     P_M_C = state.joint_M_K @ probs_K_C
-    plogp_M_C = P_M_C * np.log(np.maximum(P_M_C, np.finfo(np.float64).tiny))
-    g_M = (-plogp_M_C.sum(axis=1) - state.log_scale_M * P_M_C.sum(axis=1)) / \
+    g_M = (-_xlogx(P_M_C).sum(axis=1) - state.log_scale_M * P_M_C.sum(axis=1)) / \
         state.joint_M_K.sum(axis=1)
     return g_M, state.counts_M
