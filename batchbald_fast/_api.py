@@ -48,11 +48,14 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         Threads for the kernels. None honours ``OMP_NUM_THREADS`` and ``threadpoolctl``
         limits, else uses the usable cores.
     lazy : bool or None, default=None
-        Lazy greedy: each candidate's last marginal gain bounds its next one (the objective
-        is submodular), so candidates are scored best-bound first until no remaining bound
-        can win; the picks are those of full evaluation. None: on exact and pruned steps;
-        True: on sampled steps too, where the bounds hold only up to sampling noise;
-        False: score every candidate. ``return_utilities=True`` scores every candidate.
+        Score only the candidates that upper bounds cannot rule out, best bound first,
+        until no remaining bound can win. None: certified bounds only, so picks, scores
+        and noise flags are those of scoring every candidate; they come from a coarse
+        joint on every step (groups of configurations merged into one row: entropy is
+        concave, so this can only raise a score) and, on exact and pruned steps, from each
+        candidate's last gain (the objective is submodular). True: last gains on sampled
+        steps too, where they hold only up to sampling noise. False: score every
+        candidate. ``return_utilities=True`` scores every candidate.
     tol : float, default=1e-4
         Certified error, in nats, allowed in a pruned joint; 0 samples as soon as the
         exact joint outgrows ``num_samples``.
@@ -70,8 +73,8 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     result : BatchResult
         ``indices`` in pick order, ``scores`` (the batch's mutual information after each
         pick), ``utilities`` (when asked), and per step ``num_configurations``, ``exact``,
-        ``mode``, ``error_bounds``, ``std_errors``, ``ambiguous`` and
-        ``num_evaluations``.
+        ``mode``, ``error_bounds``, ``std_errors``, ``ambiguous``, ``num_evaluations``,
+        ``bound_rows`` and ``num_bounded``.
 
     Notes
     -----

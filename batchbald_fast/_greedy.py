@@ -13,10 +13,12 @@ from . import _joint
 # points, points certain under every member) differ by rounding, and rounding must not
 # decide between them.
 TIE_TOLERANCE = 1e-10
-# Rounding in one computed utility; lazy bounds carry it so that they stay upper bounds.
+# Rounding in one computed utility, beyond the relative rounding of the terms it sums;
+# bounds carry it so that they stay upper bounds of computed utilities.
 ROUNDING_SLACK = 1e-12
-# Candidates per kernel call under lazy greedy: enough to keep every thread busy.
-LAZY_TILE = 256
+# Candidates of the first kernel call that scores candidates by bound (later calls double):
+# enough to keep every thread busy.
+LAZY_TILE = 64
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,13 @@ class BatchResult:
         Sampled steps whose top-two utilities lie within two standard errors of their
         difference: the pick there is decided by sampling noise.
     num_evaluations : ndarray of shape (b,), int64
-        Candidates whose utility the step computed (fewer than the pool under lazy greedy).
+        Candidates whose utility the step computed (fewer than the pool when bounds
+        showed the others cannot be picked).
+    bound_rows : ndarray of shape (b,), int64
+        Rows G of the coarse joint that bounded candidates' utilities (0 when none did).
+    num_bounded : ndarray of shape (b,), int64
+        Candidates bounded with it. A step scored ``num_bounded·G + num_evaluations·M``
+        configuration rows in all.
     """
 
     indices: np.ndarray
@@ -63,6 +71,8 @@ class BatchResult:
     std_errors: np.ndarray
     ambiguous: np.ndarray
     num_evaluations: np.ndarray
+    bound_rows: np.ndarray
+    num_bounded: np.ndarray
 
 
 def conditional_entropy(kernels, probs_N_K_C):
@@ -102,9 +112,11 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
         ``next_joint(state, probs_N_K_C, batch, num_samples, rng)``: the joint state once
         ``batch`` has grown by one pick.
     lazy : bool or None
-        Lazy greedy: None on exact and pruned steps only, True on every step, False never.
+        None: skip candidates that certified bounds rule out (the coarse joint on every
+        step, last gains on exact and pruned steps). True: also last gains on sampled
+        steps, which noise may break. False: score every candidate.
     lazy_tile : int
-        Candidates scored per kernel call under lazy greedy.
+        Candidates of the first kernel call that scores by bound.
     tie_tolerance : float
         Utilities this close to the best are tied; ties go to the lowest index.
     dtype : numpy.float64 or numpy.float32
@@ -118,7 +130,10 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
     steps = min(batch_size, len(candidates))
     cond_entropy_N = conditional_entropy(kernels, probs_N_K_C)
     row_sums_N_K = probs_N_K_C.sum(axis=2)
+    row_sum_range = (row_sums_N_K.min(), row_sums_N_K.max())
     probs_compute_N_K_C = probs_N_K_C.astype(dtype, copy=False)
+    # Rounding of one computed score, relative to the terms it sums: bounds carry it.
+    rounding = 4 * (K + C) * np.finfo(dtype).eps
     available = np.zeros(N, dtype=bool)
     available[candidates] = True
     # Upper bound on each candidate's marginal gain: its last computed gain (submodularity).
@@ -127,7 +142,8 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
     out = {name: np.empty(steps, dtype=kind) for name, kind in [
         ("indices", np.int64), ("scores", np.float64), ("num_configurations", np.int64),
         ("exact", bool), ("mode", "<U7"), ("error_bounds", np.float64),
-        ("std_errors", np.float64), ("ambiguous", bool), ("num_evaluations", np.int64)]}
+        ("std_errors", np.float64), ("ambiguous", bool), ("num_evaluations", np.int64),
+        ("bound_rows", np.int64), ("num_bounded", np.int64)]}
     utilities = np.full((steps, N), np.nan) if return_utilities else None
 
     state = _joint.empty_joint(K)
@@ -136,26 +152,42 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
         if t > 0:
             state = next_joint(state, probs_N_K_C, out["indices"][:t], num_samples, rng)
         pool = np.flatnonzero(available)
-        step_lazy = not return_utilities and (
-            lazy if lazy is not None else state.mode != "sampled")
+        sampled = state.mode == "sampled"
 
-        joint_M_K = state.joint_M_K.astype(dtype, copy=False)
+        def scorer(joint_M_K, weights_M, correction=0.0):
+            """Utilities of candidates against a joint, and the rounding they may carry."""
+            joint_M_K = joint_M_K.astype(dtype, copy=False)
 
-        def utility(xs):
-            joint_entropy = np.empty(len(xs))
-            kernels.score_candidates(joint_M_K, state.weights_M, probs_compute_N_K_C, xs,
-                                     joint_entropy, num_threads)
-            offset_n = row_sums_N_K[xs] @ state.offset_K
-            return joint_entropy + offset_n - batch_cond_entropy - cond_entropy_N[xs]
+            def score(xs):
+                joint_entropy = np.empty(len(xs))
+                kernels.score_candidates(joint_M_K, weights_M, probs_compute_N_K_C, xs,
+                                         joint_entropy, num_threads)
+                offset_n = row_sums_N_K[xs] @ state.offset_K
+                slack = ROUNDING_SLACK + rounding * (
+                    np.abs(joint_entropy) + np.abs(offset_n) + abs(correction))
+                return (joint_entropy + correction + offset_n - batch_cond_entropy
+                        - cond_entropy_N[xs]), slack
+            return score
 
-        if step_lazy:
-            evaluated, utility_n = _lazy_evaluate(
-                utility, pool, batch_score + batch_error + upper_gain_N[pool], lazy_tile,
-                tie_tolerance)
+        utility = scorer(state.joint_M_K, state.weights_M)
+        stale = not return_utilities and (lazy if lazy is not None else not sampled)
+        joint_G_K, correction = (None, 0.0) if return_utilities or lazy is False else \
+            _joint.coarsen(state, row_sum_range)
+        bounds = []
+        if joint_G_K is not None:
+            # A bound costs G rows where a score costs M: bound that many more per call.
+            bounds.append((scorer(joint_G_K, np.ones(len(joint_G_K)), correction),
+                           lazy_tile * state.num_configurations // len(joint_G_K)))
+        if stale or bounds:
+            upper_n = batch_score + batch_error + upper_gain_N[pool] if stale else \
+                np.full(len(pool), np.inf)
+            # Sampled steps report the runner-up's distance too, so it must be the true one.
+            evaluated, utility_n, slack_n, num_bounded = _bounded_evaluate(
+                bounds, utility, pool, upper_n, lazy_tile, tie_tolerance,
+                top=2 if sampled else 1)
         else:
-            evaluated, utility_n = pool, utility(pool)
-        upper_gain_N[evaluated] = utility_n + state.error_bound - batch_score
-
+            evaluated, (utility_n, slack_n), num_bounded = pool, utility(pool), 0
+        upper_gain_N[evaluated] = utility_n + 2 * slack_n + state.error_bound - batch_score
         # evaluated is ascending, so the first near-maximum is the lowest tied index.
         best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
         pick = int(evaluated[best])
@@ -168,7 +200,9 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
                             ("error_bounds", np.nan if state.mode == "sampled"
                              else state.error_bound),
                             ("std_errors", std_error), ("ambiguous", ambiguous),
-                            ("num_evaluations", len(evaluated))]:
+                            ("num_evaluations", len(evaluated)),
+                            ("bound_rows", 0 if joint_G_K is None else len(joint_G_K)),
+                            ("num_bounded", num_bounded)]:
             out[name][t] = value
         if return_utilities:
             utilities[t, evaluated] = utility_n
@@ -178,33 +212,65 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
     return BatchResult(utilities=utilities, **out)
 
 
-def _lazy_evaluate(utility, pool, upper_n, tile, tie_tolerance):
-    """Score candidates in decreasing order of their upper bounds until none left can win.
+def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1):
+    """Score candidates best bound first until no unscored one can be among the ``top``.
 
-    Stops once every remaining bound lies more than the tie tolerance below the best
-    utility found, so the pick (and its tie-break) is the one full evaluation gives.
+    Branch and bound over refinements of increasing cost: each candidate starts at its
+    bound ``upper_n`` (inf when unknown), each function in ``bounds`` gives a tighter one,
+    ``utility`` the value. The open candidate with the highest bound decides what runs
+    next: its refinement, on the open candidates at its level, highest bounds first, a tile
+    that doubles at each call of that level. Stops once every candidate not scored has a
+    bound more than ``tie_tolerance`` below the ``top``-th best utility, so those top
+    candidates (and their tie-breaks) are the ones full evaluation gives.
+
+    Parameters
+    ----------
+    bounds : list of (callable, int)
+        ``f(xs) -> (bound_n, slack_n)`` and the candidates of its first call.
+    utility : callable
+        ``utility(xs) -> (utility_n, slack_n)``.
+    pool : ndarray of intp, ascending
+    upper_n : ndarray of float
+        Starting bounds, including their rounding.
+    tile : int
+        Candidates of the first ``utility`` call.
+    tie_tolerance : float
+    top : int
 
     Returns
     -------
     evaluated : ndarray, ascending
-    utility_n : ndarray
-        Their utilities.
+    utility_n, slack_n : ndarray
+        Their utilities and rounding.
+    num_bounded : int
+        Candidates whose bound was refined by ``bounds``.
     """
-    order = np.argsort(-upper_n, kind="stable")  # ties in bound: lowest index first
-    best = -np.inf
-    parts = []
-    for start in range(0, len(order), tile):
-        part = np.sort(order[start:start + tile])
-        util = utility(pool[part])
-        parts.append((part, util))
-        best = max(best, util.max())
-        rest = order[start + tile:start + tile + 1]
-        if not len(rest) or upper_n[rest[0]] < best - tie_tolerance - ROUNDING_SLACK:
+    refine = [f for f, _ in bounds] + [utility]
+    tiles = [t for _, t in bounds] + [tile]
+    level_n = np.zeros(len(pool), dtype=np.intp)  # refinements done; len(refine): scored
+    bound_n = np.array(upper_n, dtype=np.float64)  # the utility once scored
+    slack_n = np.zeros(len(pool))
+    while True:
+        scored = level_n == len(refine)
+        threshold = -np.inf
+        if scored.sum() >= top:
+            threshold = np.partition(bound_n[scored], -top)[-top] - tie_tolerance
+        open_ = np.flatnonzero(~scored & (bound_n >= threshold))
+        if not len(open_):
             break
-    positions = np.concatenate([p for p, _ in parts])
-    utilities = np.concatenate([u for _, u in parts])
-    ascending = np.argsort(positions)
-    return pool[positions[ascending]], utilities[ascending]
+        open_ = open_[np.argsort(-bound_n[open_], kind="stable")]  # ties: lowest index first
+        level = level_n[open_[0]]
+        chosen = np.sort(open_[level_n[open_] == level][:tiles[level]])
+        tiles[level] *= 2
+        value_n, slack = refine[level](pool[chosen])
+        if level == len(refine) - 1:
+            bound_n[chosen], slack_n[chosen] = value_n, slack
+        else:  # the bound's rounding, and the rounding of the utility it bounds
+            bound_n[chosen] = np.minimum(bound_n[chosen], value_n + 2 * slack)
+        level_n[chosen] = level + 1
+    scored = np.flatnonzero(level_n == len(refine))
+    num_bounded = int(np.count_nonzero(level_n > 0)) if bounds else 0
+    return pool[scored], bound_n[scored], slack_n[scored], num_bounded
 
 
 def _sampling_noise(state, probs_N_K_C, evaluated, utility_n):

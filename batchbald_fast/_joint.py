@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 
 from ._kernels_numpy import _xlogx
 
@@ -32,6 +33,14 @@ MAX_DRAW_BYTES = 256 * 2**20
 # Draws per member may grow to this many times the budget's share while they merge into
 # fewer distinct rows than the budget; beyond that the counts barely sharpen the estimate.
 MAX_GROWTH = 16
+# Rows of the coarse joint that bounds a step's scores (W2, M = 10000: 128 groups leave
+# 30-80 of 10000 candidates to score), and at most this fraction of the joint's rows, so that
+# bounding a candidate costs far less than scoring it.
+COARSE_ROWS = 128
+COARSE_FRACTION = 1 / 8
+# Lloyd iterations grouping the rows: the bound is valid after any number, only its
+# tightness improves.
+COARSE_ITERATIONS = 8
 
 
 @dataclass(frozen=True)
@@ -347,6 +356,89 @@ def next_joint(state, probs_N_K_C, batch, num_samples, rng, *, tol=0.0, incremen
     else:
         draws = _fresh_draws(probs_N_K_C[batch], max(1, num_samples // K), 0, rng)
     return fit_budget(draws, probs_N_K_C[batch], num_samples, rng)
+
+
+def coarsen(state, row_sum_range=(1.0, 1.0), num_groups=COARSE_ROWS,
+            fraction=COARSE_FRACTION, iterations=COARSE_ITERATIONS):
+    """Few rows whose score bounds the state's score from above, for every candidate.
+
+    Write the state's sum as ``Σ_m w_m f(P_m)`` with ``f(P) = Σ_c −P_c log P_c`` and
+    ``P_m = J_m p_x``. With ``S_m = Σ_c P_m[c]``, ``f(P) = S·H(P / S) + S log(1/S)``, and
+    the entropy H is concave, so merging a group g of rows into the one row
+    ``J_g = Σ_{m∈g} w_m J_m`` can only raise the sum::
+
+        Σ_{m∈g} w_m f(P_m) ≤ f(P_g) + Σ_{m∈g} w_m S_m log(T_g / S_m),   T_g = Σ_{m∈g} w_m S_m
+
+    (P_g = J_g p_x). For rows of p that sum to 1, ``S_m = Σ_k J[m, k]`` whatever x, so the
+    last sum is a constant; rows off 1 (within ``row_sum_range``) move it by at most the
+    ratio of the range, which the constant covers. The bound is tight where the rows of a
+    group have alike posteriors over the members ``π_m = J_m / S_m``: its looseness is at
+    most ``Σ_{m∈g} w_m S_m KL(π_m ‖ π_g)`` for every x, which the grouping minimises
+    (Bregman k-means, :func:`_group_rows`).
+
+    Parameters
+    ----------
+    state : JointState
+    row_sum_range : (float, float)
+        Least and largest ``Σ_c p[x, k, c]`` over candidates and members.
+    num_groups : int
+        Rows of the coarse joint, at most.
+    fraction : float
+        At most this fraction of the state's rows.
+    iterations : int
+        Lloyd iterations of the grouping.
+
+    Returns
+    -------
+    joint_G_K : ndarray of shape (G, K) or None
+        Score it with unit weights. None when the state has too few rows to be worth it.
+    correction : float
+        Added to that score (with the state's ``offset_K`` term) bounds the state's score.
+    """
+    joint_M_K, weights_M = state.joint_M_K, state.weights_M
+    sums_M = joint_M_K.sum(axis=1)
+    G = min(num_groups, int(len(joint_M_K) * fraction), np.count_nonzero(sums_M))
+    if G < 2:
+        return None, 0.0
+    mass_M = weights_M * sums_M
+    group_M = _group_rows(joint_M_K, sums_M, mass_M, G, iterations)
+    joint_G_K = _group_sums(group_M, G, weights_M) @ joint_M_K
+    live = sums_M > 0  # rows of zero probability add nothing either way
+    group_mass_M = np.bincount(group_M, weights=mass_M, minlength=G)[group_M[live]]
+    lo, hi = row_sum_range
+    log_ratio_M = np.log(group_mass_M) - np.log(sums_M[live]) + math.log(hi / lo)
+    # S_m lies within [lo, hi] times its value for unit row sums: take the end that is larger.
+    scale_M = np.where(log_ratio_M >= 0, hi, lo)
+    correction = float((weights_M[live] * sums_M[live] * scale_M) @ log_ratio_M)
+    return joint_G_K, correction
+
+
+def _group_rows(joint_M_K, sums_M, mass_M, G, iterations):
+    """Rows grouped by their posterior over members, minimising ``Σ mass_m KL(π_m ‖ π_g)``.
+
+    KL is a Bregman divergence, so the best ``π_g`` of a group is its mass-weighted mean and
+    the assignment step is a product with ``log π_g`` (Lloyd's algorithm in that geometry).
+    The first centres are rows drawn by mass from a fixed seed: the grouping only decides
+    how tight the bound is, never a result, so it must not consume the caller's draws.
+    """
+    posterior_M_K = joint_M_K / np.where(sums_M > 0, sums_M, 1.0)[:, None]
+    first = np.random.default_rng(0).choice(len(mass_M), G, replace=False,
+                                            p=mass_M / mass_M.sum())
+    centre_G_K = posterior_M_K[first]
+    tiny = np.finfo(np.float64).tiny
+    for _ in range(iterations):
+        group_M = (posterior_M_K @ np.log(np.maximum(centre_G_K, tiny)).T).argmax(axis=1)
+        group_mass_G = np.bincount(group_M, weights=mass_M, minlength=G)
+        filled = group_mass_G > 0
+        sums_G_K = _group_sums(group_M, G, mass_M) @ posterior_M_K
+        centre_G_K[filled] = sums_G_K[filled] / group_mass_G[filled, None]
+    return group_M
+
+
+def _group_sums(group_M, G, weights_M):
+    """The G × M matrix that sums weighted rows by group (sparse: one entry per row)."""
+    return scipy.sparse.csr_matrix((weights_M, (group_M, np.arange(len(group_M)))),
+                                   shape=(G, len(group_M)))
 
 
 def estimator_terms(state, probs_K_C):

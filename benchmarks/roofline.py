@@ -8,11 +8,12 @@ A greedy step scoring n candidates against M configurations costs n·M·K·C mul
 with M = C^t while C^t ≤ num_samples, else (num_samples // K)·K, and n = N − t. The rates
 are measured here on ``--threads`` threads: float64 GEMM through NumPy's BLAS; logs at the
 faster of NumPy's (single-threaded, times the threads) and the compiled kernels' own
-vectorised log (``entropy_rows``). Lazy greedy, pruning and merged duplicate
-configurations skip work the bound counts, and the fused kernel overlaps multiplies with
-logs (the sum is then not a strict bound), so a fraction above 1 is possible; the last
-columns recount the bound with the M and the candidates each step of the run really
-scored (fraction = bound / measured: 1 is the roofline, 0.67 is 1.5x slower).
+vectorised log (``entropy_rows``). Bounds that rule candidates out, pruning and merged
+duplicate configurations skip work the formula counts, and the fused kernel overlaps
+multiplies with logs (the sum is then not a strict bound), so a fraction above 1 is
+possible; the last columns recount the bound with the rows each step of the run really
+scored, ``num_evaluations·M + num_bounded·G`` (fraction = bound / measured: 1 is the
+roofline, 0.67 is 1.5x slower).
 
     python benchmarks/roofline.py [--measure [--plain]] [--threads 2] [W1 W2 ...]
 
@@ -74,10 +75,11 @@ def bound(w, flops, logs, result=None):
     total = 0.0
     for t in range(w.batch_size):
         M = w.C ** t if w.C ** t <= w.num_samples else (w.num_samples // w.K) * w.K
-        n = w.N - t
+        rows = (w.N - t) * M
         if result is not None:
-            M, n = result.num_configurations[t], result.num_evaluations[t]
-        total += 2 * n * M * w.K * w.C / flops + n * M * w.C / logs
+            rows = (result.num_evaluations[t] * result.num_configurations[t]
+                    + result.num_bounded[t] * result.bound_rows[t])
+        total += 2 * rows * w.K * w.C / flops + rows * w.C / logs
     return total
 
 
@@ -98,7 +100,7 @@ def main():
     parser.add_argument("workloads", nargs="*", default=list(WORKLOADS))
     parser.add_argument("--measure", action="store_true", help="time the compiled backend")
     parser.add_argument("--plain", action="store_true",
-                        help="measure without lazy greedy, pruning and incremental sampling "
+                        help="measure without bounds, pruning and incremental sampling "
                              "(the work the bound counts)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -115,8 +117,8 @@ def main():
     log_rate = max(logs["numpy log (1 thread)"] * args.threads,
                    *[r for k, r in logs.items() if k.startswith("kernel")])
     print(f"bound uses {flops / 1e9:.1f} GFLOP/s and {log_rate / 1e9:.2f}e9 logs/s\n")
-    # Lazy greedy, pruning and merging skip work the formula counts: "bound of run"
-    # recounts with the configurations and candidates each step really scored.
+    # Bounds, pruning and merging skip work the formula counts: "bound of run" recounts
+    # with the rows each step really scored.
     print(f"{'workload':8} {'bound s':>9}" + (
         f" {'measured s':>11} {'fraction':>9} {'bound of run':>13} {'fraction':>9}"
         if args.measure else ""))

@@ -1,10 +1,12 @@
 """Greedy BatchBALD against the brute-force oracle, on both backends."""
 
+import functools
+
 import numpy as np
 import pytest
 
 import batchbald_fast as bf
-from batchbald_fast import _backend, _greedy
+from batchbald_fast import _backend, _greedy, _joint
 import oracle
 from conftest import random_probs
 
@@ -183,6 +185,38 @@ def test_lazy_greedy_matches_full_evaluation(backend, seed, lazy_tile):
     assert lazy.num_evaluations[1:].sum() < full.num_evaluations[1:].sum()
 
 
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("lazy_tile", [1, 8, 64])
+def test_bounded_selection_matches_full_evaluation(backend, seed, lazy_tile):
+    # Exact, pruned and sampled steps with joints big enough to be coarsened: skipping what
+    # the bounds rule out changes nothing a full evaluation reports, noise flags included.
+    rng = np.random.default_rng(200 + seed)
+    probs_N_K_C = random_probs(rng, 240, 6, 4, zeros=seed % 4 == 1,
+                               concentration=rng.choice([0.3, 1.0, 3.0]))
+    if seed % 4 == 2:
+        probs_N_K_C = probs_N_K_C[rng.integers(0, 80, size=240)]  # many exact ties
+    if seed % 4 == 3:
+        probs_N_K_C = probs_N_K_C * rng.uniform(1 - 9e-4, 1 + 9e-4, size=(240, 6, 1))
+    next_joint = functools.partial(_joint.next_joint, tol=1e-3, incremental=True)
+    full, bounded = [_greedy.select(
+        _backend.get_kernels(), probs_N_K_C, 7, np.arange(240), num_samples=600,
+        rng=np.random.default_rng(seed), return_utilities=False, num_threads=1,
+        next_joint=next_joint, lazy=lazy, lazy_tile=lazy_tile) for lazy in (False, None)]
+    np.testing.assert_array_equal(bounded.indices, full.indices)
+    np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(bounded.mode, full.mode)
+    np.testing.assert_allclose(bounded.std_errors, full.std_errors, rtol=1e-9)
+    np.testing.assert_array_equal(bounded.ambiguous, full.ambiguous)
+    assert (full.bound_rows == 0).all() and (full.num_bounded == 0).all()
+    assert (bounded.num_evaluations <= full.num_evaluations).all()
+    sampled = full.mode == "sampled"
+    assert (bounded.bound_rows[sampled] > 0).all()
+    skipped = bounded.num_evaluations < full.num_evaluations
+    assert skipped[bounded.bound_rows > 0].any()
+    if seed % 4 != 1:  # exact zeros leave too few rows (M ~ 150) for tight bounds
+        assert skipped[sampled].all()
+
+
 def test_return_utilities_scores_every_candidate(backend):
     probs_N_K_C = random_probs(np.random.default_rng(13), 600, 4, 2)
     result = bf.batchbald(probs_N_K_C, 4, return_utilities=True)
@@ -209,3 +243,12 @@ def test_float32_compute_same_picks_when_well_separated(backend):
     r32 = bf.batchbald(probs_N_K_C, 6, return_utilities=True, dtype=np.float32)
     np.testing.assert_allclose(r32.utilities, r64.utilities, atol=2e-5)
     np.testing.assert_array_equal(r32.indices, r64.indices)
+
+
+def test_bounded_selection_matches_full_evaluation_in_float32(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(15), 300, 6, 4, concentration=0.5)
+    full, bounded = [bf.batchbald(probs_N_K_C, 7, num_samples=600, random_state=0,
+                                  dtype=np.float32, lazy=lazy) for lazy in (False, None)]
+    np.testing.assert_array_equal(bounded.indices, full.indices)
+    np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
+    assert (bounded.num_evaluations[1:] < full.num_evaluations[1:]).all()

@@ -204,3 +204,63 @@ def test_result_reports_sampling_noise(backend):
     assert (result.std_errors[sampled] > 0).all() and np.isnan(result.std_errors[~sampled]).all()
     assert np.isnan(result.error_bounds[sampled]).all()
     assert not result.ambiguous[~sampled].any()
+
+
+def coarse_joint_entropy(state, probs_N_K_C, xs, row_sum_range, **kwargs):
+    joint_G_K, correction = _joint.coarsen(state, row_sum_range, **kwargs)
+    out = np.empty(len(xs))
+    _backend.get_kernels().score_candidates(joint_G_K, np.ones(len(joint_G_K)), probs_N_K_C,
+                                            xs, out, 1)
+    return out + correction + probs_N_K_C[xs].sum(axis=2) @ state.offset_K
+
+
+def states_of_every_mode(probs_N_K_C, batch):
+    exact = _joint.empty_joint(probs_N_K_C.shape[1])
+    pruned = exact
+    for a, x in enumerate(batch):
+        exact = _joint.extend_exact(exact, probs_N_K_C[x])
+        pruned = _joint.extend_pruned(pruned, probs_N_K_C[x], a + 1, tol=1e-2)
+    sampled = _joint.sample_joint(probs_N_K_C[batch], 300, np.random.default_rng(0))
+    return {"exact": exact, "pruned": pruned, "sampled": sampled}
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("row_sum", [1.0, "off"])
+def test_coarse_joint_bounds_every_candidate(backend, seed, row_sum):
+    # Merged rows may only raise the score, for every candidate and every kind of state,
+    # also for rows of p off 1 within the accepted tolerance.
+    rng = np.random.default_rng(seed)
+    probs_N_K_C = random_probs(rng, 40, 6, 3, zeros=seed % 2 == 1,
+                               concentration=rng.choice([0.1, 1.0]))
+    if row_sum == "off":
+        probs_N_K_C = probs_N_K_C * rng.uniform(1 - 9e-4, 1 + 9e-4, size=(40, 6, 1))
+    row_sums = probs_N_K_C.sum(axis=2)
+    batch, xs = list(range(5)), np.arange(5, 40)
+    for mode, state in states_of_every_mode(probs_N_K_C, batch).items():
+        assert state.mode == mode
+        full = np.array([joint_entropy_estimate(state, probs_N_K_C, x) for x in xs])
+        for num_groups in (2, 7, 30):
+            coarse = coarse_joint_entropy(state, probs_N_K_C, xs,
+                                          (row_sums.min(), row_sums.max()),
+                                          num_groups=num_groups, fraction=1.0)
+            assert (coarse >= full - 1e-12).all(), (mode, num_groups, (coarse - full).min())
+        # One group per row: nothing merged, the bound is the score.
+        if row_sum == 1.0:
+            exact_bound = coarse_joint_entropy(state, probs_N_K_C, xs, (1.0, 1.0),
+                                               num_groups=state.num_configurations,
+                                               fraction=1.0)
+            np.testing.assert_allclose(exact_bound, full, atol=1e-12)
+
+
+def test_coarse_joint_is_tighter_with_more_groups(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(11), 60, 8, 4, concentration=0.3)
+    state = _joint.sample_joint(probs_N_K_C[:6], 2000, np.random.default_rng(0))
+    xs = np.arange(6, 60)
+    full = np.array([joint_entropy_estimate(state, probs_N_K_C, x) for x in xs])
+    looseness = [np.mean(coarse_joint_entropy(state, probs_N_K_C, xs, (1.0, 1.0),
+                                              num_groups=G, fraction=1.0) - full)
+                 for G in (2, 16, 128)]
+    assert looseness[0] > looseness[1] > looseness[2] > 0, looseness
+    assert _joint.coarsen(state, num_groups=128, fraction=1 / 8)[0].shape == (
+        state.num_configurations // 8, 8)
+    assert _joint.coarsen(_joint.empty_joint(8))[0] is None  # too few rows to merge
