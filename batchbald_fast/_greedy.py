@@ -16,6 +16,9 @@ TIE_TOLERANCE = 1e-10
 # Rounding in one computed utility, beyond the relative rounding of the terms it sums;
 # bounds carry it so that they stay upper bounds of computed utilities.
 ROUNDING_SLACK = 1e-12
+# Candidate × configuration rows a step must score in full before a coarse joint pays for
+# grouping its rows (~1 ms): W1's steps (≤ 2.6e5) are cheaper without.
+COARSE_MIN_WORK = 2**22
 # Candidates of the first kernel call that scores candidates by bound (later calls double):
 # enough to keep every thread busy.
 LAZY_TILE = 64
@@ -92,7 +95,8 @@ def entropy(kernels, probs_N_K_C):
 
 def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
            return_utilities, num_threads, next_joint=_joint.next_joint, lazy=None,
-           lazy_tile=LAZY_TILE, tie_tolerance=TIE_TOLERANCE, dtype=np.float64):
+           lazy_tile=LAZY_TILE, coarse_min_work=COARSE_MIN_WORK, tie_tolerance=TIE_TOLERANCE,
+           dtype=np.float64):
     """Greedy BatchBALD over validated inputs.
 
     Parameters
@@ -117,6 +121,9 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
         steps, which noise may break. False: score every candidate.
     lazy_tile : int
         Candidates of the first kernel call that scores by bound.
+    coarse_min_work : int
+        Steps scoring fewer candidate × configuration rows than this in full get no
+        coarse joint.
     tie_tolerance : float
         Utilities this close to the best are tied; ties go to the lowest index.
     dtype : numpy.float64 or numpy.float32
@@ -171,8 +178,10 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
 
         utility = scorer(state.joint_M_K, state.weights_M)
         stale = not return_utilities and (lazy if lazy is not None else not sampled)
-        joint_G_K, correction = (None, 0.0) if return_utilities or lazy is False else \
-            _joint.coarsen(state, row_sum_range)
+        joint_G_K, correction = (None, 0.0)
+        if not return_utilities and lazy is not False and \
+                len(pool) * state.num_configurations >= coarse_min_work:
+            joint_G_K, correction = _joint.coarsen(state, row_sum_range)
         bounds = []
         if joint_G_K is not None:
             # A bound costs G rows where a score costs M: bound that many more per call.

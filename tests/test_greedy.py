@@ -201,7 +201,8 @@ def test_bounded_selection_matches_full_evaluation(backend, seed, lazy_tile):
     full, bounded = [_greedy.select(
         _backend.get_kernels(), probs_N_K_C, 7, np.arange(240), num_samples=600,
         rng=np.random.default_rng(seed), return_utilities=False, num_threads=1,
-        next_joint=next_joint, lazy=lazy, lazy_tile=lazy_tile) for lazy in (False, None)]
+        next_joint=next_joint, lazy=lazy, lazy_tile=lazy_tile, coarse_min_work=0)
+        for lazy in (False, None)]
     np.testing.assert_array_equal(bounded.indices, full.indices)
     np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(bounded.mode, full.mode)
@@ -247,8 +248,27 @@ def test_float32_compute_same_picks_when_well_separated(backend):
 
 def test_bounded_selection_matches_full_evaluation_in_float32(backend):
     probs_N_K_C = random_probs(np.random.default_rng(15), 300, 6, 4, concentration=0.5)
-    full, bounded = [bf.batchbald(probs_N_K_C, 7, num_samples=600, random_state=0,
-                                  dtype=np.float32, lazy=lazy) for lazy in (False, None)]
+    next_joint = functools.partial(_joint.next_joint, tol=1e-4, incremental=True)
+    full, bounded = [_greedy.select(
+        _backend.get_kernels(), probs_N_K_C, 7, np.arange(300), num_samples=600,
+        rng=np.random.default_rng(0), return_utilities=False, num_threads=1,
+        next_joint=next_joint, lazy=lazy, coarse_min_work=0, dtype=np.float32)
+        for lazy in (False, None)]
     np.testing.assert_array_equal(bounded.indices, full.indices)
     np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
     assert (bounded.num_evaluations[1:] < full.num_evaluations[1:]).all()
+    assert (bounded.bound_rows[4:] > 0).all()
+
+
+def test_default_bounds_big_steps_through_the_api(backend):
+    # Steps of ≥ 2^22 candidate × configuration rows get a coarse joint by default.
+    probs_N_K_C = random_probs(np.random.default_rng(16), 2000, 8, 4, concentration=0.5)
+    full, bounded = [bf.batchbald(probs_N_K_C, 8, num_samples=5000, random_state=1, lazy=lazy)
+                     for lazy in (False, None)]
+    np.testing.assert_array_equal(bounded.indices, full.indices)
+    np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(bounded.ambiguous, full.ambiguous)
+    big = full.num_evaluations * full.num_configurations >= 2**22
+    assert big.any() and (bounded.bound_rows[big] > 0).all()
+    assert (bounded.bound_rows[~big] == 0).all()
+    assert (bounded.num_evaluations[big] < full.num_evaluations[big] / 4).all()
