@@ -57,8 +57,8 @@ def make_probs(N, K, C, seed=0, scale=3.0, noise=1.0):
     return p / p.sum(axis=2, keepdims=True)
 
 
-# Our algorithm without lazy greedy, pruning and incremental sampling (merging stays: it
-# changes nothing but M): what the compiled core alone gives.
+# Our algorithm scoring every candidate, without pruning and incremental sampling (merging
+# stays: it changes nothing but M): what the compiled core alone gives.
 PLAIN = {"lazy": False, "tol": 0.0, "incremental": False}
 
 
@@ -103,8 +103,8 @@ def run_scikit_activeml(probs_N_K_C, batch_size, num_samples, num_threads=None):
 
 
 def available_runners():
-    """Runners installed here, by name: our backends (each also ``-plain``, without lazy
-    greedy, pruning and incremental sampling), then the reference implementations."""
+    """Runners installed here, by name: our backends (each also ``-plain``, scoring every
+    candidate, without pruning and incremental sampling), then the reference implementations."""
     from ._backend import _kernels_compiled
 
     backends = ["numpy"] + (["cython"] if _kernels_compiled is not None else [])
