@@ -78,8 +78,8 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
 
     Notes
     -----
-    Utilities within 1e-10 nats of the best are ties; ties go to the lowest pool index. ``0 · log 0`` is taken as 0; probabilities are used
-    as given, never clipped.
+    Utilities within 1e-10 nats of the best are ties; ties go to the lowest pool index.
+    ``0 · log 0`` is taken as 0; probabilities are used as given, never clipped.
 
     Examples
     --------

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _joint
+from ._threads import blas_limit
 
 # Utilities this close to the best count as tied: mathematically equal utilities (duplicate
 # points, points certain under every member) differ by rounding, and rounding must not
@@ -153,72 +154,75 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
         ("bound_rows", np.int64), ("num_bounded", np.int64)]}
     utilities = np.full((steps, N), np.nan) if return_utilities else None
 
-    state = _joint.empty_joint(K)
-    batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
-    for t in range(steps):
-        if t > 0:
-            state = next_joint(state, probs_N_K_C, out["indices"][:t], num_samples, rng)
-        pool = np.flatnonzero(available)
-        sampled = state.mode == "sampled"
+    # The driver's own products are small: BLAS threads left spinning after them would take
+    # the cores from the kernels' threads (W2: twice the kernel time).
+    with blas_limit(1):
+        state = _joint.empty_joint(K)
+        batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
+        for t in range(steps):
+            if t > 0:
+                state = next_joint(state, probs_N_K_C, out["indices"][:t], num_samples, rng)
+            pool = np.flatnonzero(available)
+            sampled = state.mode == "sampled"
 
-        def scorer(joint_M_K, weights_M, correction=0.0):
-            """Utilities of candidates against a joint, and the rounding they may carry."""
-            joint_M_K = joint_M_K.astype(dtype, copy=False)
+            def scorer(joint_M_K, weights_M, correction=0.0):
+                """Utilities of candidates against a joint, and the rounding they may carry."""
+                joint_M_K = joint_M_K.astype(dtype, copy=False)
 
-            def score(xs):
-                joint_entropy = np.empty(len(xs))
-                kernels.score_candidates(joint_M_K, weights_M, probs_compute_N_K_C, xs,
-                                         joint_entropy, num_threads)
-                offset_n = row_sums_N_K[xs] @ state.offset_K
-                slack = ROUNDING_SLACK + rounding * (
-                    np.abs(joint_entropy) + np.abs(offset_n) + abs(correction))
-                return (joint_entropy + correction + offset_n - batch_cond_entropy
-                        - cond_entropy_N[xs]), slack
-            return score
+                def score(xs):
+                    joint_entropy = np.empty(len(xs))
+                    kernels.score_candidates(joint_M_K, weights_M, probs_compute_N_K_C, xs,
+                                             joint_entropy, num_threads)
+                    offset_n = row_sums_N_K[xs] @ state.offset_K
+                    slack = ROUNDING_SLACK + rounding * (
+                        np.abs(joint_entropy) + np.abs(offset_n) + abs(correction))
+                    return (joint_entropy + correction + offset_n - batch_cond_entropy
+                            - cond_entropy_N[xs]), slack
+                return score
 
-        utility = scorer(state.joint_M_K, state.weights_M)
-        stale = not return_utilities and (lazy if lazy is not None else not sampled)
-        joint_G_K, correction = (None, 0.0)
-        if not return_utilities and lazy is not False and \
-                len(pool) * state.num_configurations >= coarse_min_work:
-            joint_G_K, correction = _joint.coarsen(state, row_sum_range)
-        bounds = []
-        if joint_G_K is not None:
-            # A bound costs G rows where a score costs M: bound that many more per call.
-            bounds.append((scorer(joint_G_K, np.ones(len(joint_G_K)), correction),
-                           lazy_tile * state.num_configurations // len(joint_G_K)))
-        if stale or bounds:
-            upper_n = batch_score + batch_error + upper_gain_N[pool] if stale else \
-                np.full(len(pool), np.inf)
-            # Sampled steps report the runner-up's distance too, so it must be the true one.
-            evaluated, utility_n, slack_n, num_bounded = _bounded_evaluate(
-                bounds, utility, pool, upper_n, lazy_tile, tie_tolerance,
-                top=2 if sampled else 1)
-        else:
-            evaluated, (utility_n, slack_n), num_bounded = pool, utility(pool), 0
-        upper_gain_N[evaluated] = utility_n + 2 * slack_n + state.error_bound - batch_score
-        # evaluated is ascending, so the first near-maximum is the lowest tied index.
-        best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
-        pick = int(evaluated[best])
-        std_error, ambiguous = np.nan, False
-        if state.mode == "sampled":
-            std_error, ambiguous = _sampling_noise(state, probs_N_K_C, evaluated, utility_n)
-        for name, value in [("indices", pick), ("scores", utility_n[best]),
-                            ("num_configurations", state.num_configurations),
-                            ("exact", state.mode == "exact"), ("mode", state.mode),
-                            ("error_bounds", np.nan if state.mode == "sampled"
-                             else state.error_bound),
-                            ("std_errors", std_error), ("ambiguous", ambiguous),
-                            ("num_evaluations", len(evaluated)),
-                            ("bound_rows", 0 if joint_G_K is None else len(joint_G_K)),
-                            ("num_bounded", num_bounded)]:
-            out[name][t] = value
-        if return_utilities:
-            utilities[t, evaluated] = utility_n
-        available[pick] = False
-        batch_score, batch_error = utility_n[best], state.error_bound
-        batch_cond_entropy += cond_entropy_N[pick]
-    return BatchResult(utilities=utilities, **out)
+            utility = scorer(state.joint_M_K, state.weights_M)
+            stale = not return_utilities and (lazy if lazy is not None else not sampled)
+            joint_G_K, correction = (None, 0.0)
+            if not return_utilities and lazy is not False and \
+                    len(pool) * state.num_configurations >= coarse_min_work:
+                joint_G_K, correction = _joint.coarsen(state, row_sum_range)
+            bounds = []
+            if joint_G_K is not None:
+                # A bound costs G rows where a score costs M: bound that many more per call.
+                bounds.append((scorer(joint_G_K, np.ones(len(joint_G_K)), correction),
+                               lazy_tile * state.num_configurations // len(joint_G_K)))
+            if stale or bounds:
+                upper_n = batch_score + batch_error + upper_gain_N[pool] if stale else \
+                    np.full(len(pool), np.inf)
+                # Sampled steps report the runner-up's distance too, so it must be the true one.
+                evaluated, utility_n, slack_n, num_bounded = _bounded_evaluate(
+                    bounds, utility, pool, upper_n, lazy_tile, tie_tolerance,
+                    top=2 if sampled else 1)
+            else:
+                evaluated, (utility_n, slack_n), num_bounded = pool, utility(pool), 0
+            upper_gain_N[evaluated] = utility_n + 2 * slack_n + state.error_bound - batch_score
+            # evaluated is ascending, so the first near-maximum is the lowest tied index.
+            best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
+            pick = int(evaluated[best])
+            std_error, ambiguous = np.nan, False
+            if state.mode == "sampled":
+                std_error, ambiguous = _sampling_noise(state, probs_N_K_C, evaluated, utility_n)
+            for name, value in [("indices", pick), ("scores", utility_n[best]),
+                                ("num_configurations", state.num_configurations),
+                                ("exact", state.mode == "exact"), ("mode", state.mode),
+                                ("error_bounds", np.nan if state.mode == "sampled"
+                                 else state.error_bound),
+                                ("std_errors", std_error), ("ambiguous", ambiguous),
+                                ("num_evaluations", len(evaluated)),
+                                ("bound_rows", 0 if joint_G_K is None else len(joint_G_K)),
+                                ("num_bounded", num_bounded)]:
+                out[name][t] = value
+            if return_utilities:
+                utilities[t, evaluated] = utility_n
+            available[pick] = False
+            batch_score, batch_error = utility_n[best], state.error_bound
+            batch_cond_entropy += cond_entropy_N[pick]
+        return BatchResult(utilities=utilities, **out)
 
 
 def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1):
@@ -269,8 +273,12 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
             break
         open_ = open_[np.argsort(-bound_n[open_], kind="stable")]  # ties: lowest index first
         level = level_n[open_[0]]
-        chosen = np.sort(open_[level_n[open_] == level][:tiles[level]])
-        tiles[level] *= 2
+        at_level = open_[level_n[open_] == level]
+        if np.isinf(bound_n[open_[0]]):  # no order among unbounded candidates: one call
+            chosen = np.sort(at_level[np.isinf(bound_n[at_level])])
+        else:
+            chosen = np.sort(at_level[:tiles[level]])
+            tiles[level] *= 2
         value_n, slack = refine[level](pool[chosen])
         if level == len(refine) - 1:
             bound_n[chosen], slack_n[chosen] = value_n, slack

@@ -367,7 +367,8 @@ def coarsen(state, row_sum_range=(1.0, 1.0), num_groups=COARSE_ROWS,
     the entropy H is concave, so merging a group g of rows into the one row
     ``J_g = Σ_{m∈g} w_m J_m`` can only raise the sum::
 
-        Σ_{m∈g} w_m f(P_m) ≤ f(P_g) + Σ_{m∈g} w_m S_m log(T_g / S_m),   T_g = Σ_{m∈g} w_m S_m
+        Σ_{m∈g} w_m f(P_m) ≤ f(P_g) + Σ_{m∈g} w_m S_m log(T_g / S_m),
+        T_g = Σ_{m∈g} w_m S_m
 
     (P_g = J_g p_x). For rows of p that sum to 1, ``S_m = Σ_k J[m, k]`` whatever x, so the
     last sum is a constant; rows off 1 (within ``row_sum_range``) move it by at most the

@@ -15,7 +15,8 @@ core; dynamic recovers most of the second core).
 """
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
+
+from ._threads import blas_limit
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -62,17 +63,6 @@ _TARGET_COLUMNS = 160
 def max_threads():
     """``omp_get_max_threads()``: the threads a parallel region starts (1 without OpenMP)."""
     return bbf_max_threads()
-
-
-cdef object _blas_controller = None
-
-
-def _blas_single_thread():
-    """A context in which BLAS runs single-threaded (its calls come from our threads)."""
-    global _blas_controller
-    if _blas_controller is None:  # finding the libraries costs ~ms: do it once
-        _blas_controller = ThreadpoolController()
-    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 def _num_threads(num_threads):
@@ -243,7 +233,7 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
             score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates, out,
                                    rows, cols, nt, work, acc)
     else:
-        with _blas_single_thread():
+        with blas_limit(1):  # BLAS is called from each of our threads
             with nogil:
                 score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates,
                                        out, rows, cols, nt, work, acc)

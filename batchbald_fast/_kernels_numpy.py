@@ -4,14 +4,11 @@ Every kernel here has a twin of the same name and signature in ``_kernels.pyx``.
 """
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
+
+from ._threads import blas_limit
 
 # P and P·log P for one tile must fit in this many bytes, whatever N, M and C.
 WORKING_SET_BYTES = 64 * 2**20
-
-# Built once: a fresh threadpool_limits scans the loaded libraries on every call (~0.5 ms).
-_threadpools = None
-
 
 
 def _tile_shape(M, C, tile_bytes):
@@ -44,13 +41,10 @@ def score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
     tile_bytes : int
         Working-set budget of one tile (P and P·log P).
     """
-    global _threadpools
-    if _threadpools is None:
-        _threadpools = ThreadpoolController()
     M, K = joint_M_K.shape
     C = probs_N_K_C.shape[2]
     rows, cols = _tile_shape(M, C, tile_bytes)
-    with _threadpools.limit(limits=num_threads, user_api="blas"):
+    with blas_limit(num_threads):
         for start in range(0, len(candidates), cols):
             tile = candidates[start:start + cols]
             # K × (tile·C), so that one GEMM scores the whole tile.
