@@ -3,6 +3,7 @@
 It knows nothing about which backend runs: the kernels come in as a module.
 """
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,8 +156,10 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
     utilities = np.full((steps, N), np.nan) if return_utilities else None
 
     # The driver's own products are small: BLAS threads left spinning after them would take
-    # the cores from the kernels' threads (W2: twice the kernel time).
-    with blas_limit(1):
+    # the cores from the kernels' threads (W2: twice the kernel time). Limiting them costs
+    # ~10 ms once (threadpoolctl scans the loaded libraries): runs of small steps skip it.
+    big = len(candidates) * num_samples >= coarse_min_work
+    with blas_limit(1) if big else contextlib.nullcontext():
         state = _joint.empty_joint(K)
         batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
         for t in range(steps):
