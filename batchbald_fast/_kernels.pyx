@@ -12,10 +12,16 @@ not depend on thread count, schedule or tile shape beyond the rounding of the pr
 That also lets the schedule be dynamic: on a shared machine a static schedule waits for
 whichever thread was preempted (measured: 2 threads no faster than 1 with one busy
 core; dynamic recovers most of the second core).
+
+Threads are sized to the call's work (``_threads.threads_for``): small calls run on the
+calling thread alone. A call that started threads releases them before it returns
+(``omp_pause_resource_all``): OpenMP's idle threads otherwise spin for milliseconds
+(libgomp: ``GOMP_SPINCOUNT``, ~8 ms on an EPYC) on cores the caller's next step wants.
 """
 
 import numpy as np
 
+from . import _threads
 from ._threads import blas_limit
 
 from cython cimport floating
@@ -39,15 +45,29 @@ cdef extern from *:
     #include <omp.h>
     #define BBF_OPENMP 1
     #define bbf_max_threads() omp_get_max_threads()
+    #ifdef BBF_HAVE_OMP_PAUSE
+    #define BBF_RELEASES_THREADS 1
+    #define bbf_release_threads() ((void) omp_pause_resource_all(omp_pause_soft))
+    #else
+    #define BBF_RELEASES_THREADS 0
+    #define bbf_release_threads() ((void) 0)
+    #endif
     #else
     #define BBF_OPENMP 0
     #define bbf_max_threads() 1
+    #define BBF_RELEASES_THREADS 0
+    #define bbf_release_threads() ((void) 0)
     #endif
     """
     bint BBF_OPENMP
+    bint BBF_RELEASES_THREADS
     int bbf_max_threads() nogil
+    void bbf_release_threads() nogil
 
 OPENMP_ENABLED = bool(BBF_OPENMP)
+# Whether a call that started threads ends them before it returns (OpenMP 5.0's
+# omp_pause_resource_all was found at build time).
+RELEASES_THREADS = bool(BBF_RELEASES_THREADS)
 LOG_DISPATCH = BBF_DISPATCH_NAME.decode()
 
 # float64 (fused kernel): the tile's probabilities (K × cols·C) stay in L1 while every
@@ -65,12 +85,13 @@ def max_threads():
     return bbf_max_threads()
 
 
-def _num_threads(num_threads):
+def _num_threads(num_threads, work):
+    """Threads for a call of ``work`` units: sized by ``_threads.threads_for``, at most
+    ``num_threads`` (None: ``omp_get_max_threads()``)."""
     if not BBF_OPENMP:
         return 1
-    if num_threads is None:
-        return max(1, bbf_max_threads())
-    return max(1, int(num_threads))
+    limit = bbf_max_threads() if num_threads is None else num_threads
+    return _threads.threads_for(work, max(1, int(limit)))
 
 
 def _tile_shape(M, K, C, n, num_threads, itemsize, tile_bytes):
@@ -194,8 +215,9 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
     out : ndarray of shape (n,), float64
         Written in place.
     num_threads : int or None
-        OpenMP threads; None uses ``omp_get_max_threads()``. The float32 path calls
-        BLAS from every thread, limited to one BLAS thread each (threadpoolctl).
+        Most OpenMP threads; None: ``omp_get_max_threads()``. Fewer when the call is
+        small (``_threads.threads_for``). The float32 path calls BLAS from every
+        thread, limited to one BLAS thread each (threadpoolctl).
     tile_bytes : int or None
         Per-thread working set of one tile: in float64 the gathered probabilities
         (K × tile·C, default 32 KiB: L1), in float32 P (rows × tile·C, default 256 KiB).
@@ -219,7 +241,7 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
             raise IndexError(f"candidate {candidates[i]} out of range for N={N}")
 
     dtype = np.float64 if floating is double else np.float32
-    cdef int nt = _num_threads(num_threads)
+    cdef int nt = _num_threads(num_threads, _threads.score_work(n, M, K, C))
     cdef Py_ssize_t rows, cols
     if tile_bytes is None:
         tile_bytes = WORKING_SET_BYTES if floating is double else _GEMM_TILE_BYTES
@@ -237,6 +259,8 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
             with nogil:
                 score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates,
                                        out, rows, cols, nt, work, acc)
+    if nt > 1:
+        bbf_release_threads()
     return out.base
 
 
@@ -250,7 +274,8 @@ def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=
     out : ndarray of shape (R,), float64
         Written in place.
     num_threads : int or None
-        OpenMP threads; None uses ``omp_get_max_threads()``.
+        Most OpenMP threads; None: ``omp_get_max_threads()``. Fewer when the call is
+        small (``_threads.threads_for``).
     tile_bytes : int
         Per-thread budget for one tile of p·log p.
 
@@ -268,7 +293,7 @@ def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=
         return out.base
     cdef Py_ssize_t rows = max(1, min(R, tile_bytes // (8 * C)))
     cdef Py_ssize_t num_tiles = (R + rows - 1) // rows
-    cdef int nt = min(_num_threads(num_threads), num_tiles)
+    cdef int nt = min(_num_threads(num_threads, _threads.entropy_work(R, C)), num_tiles)
     cdef double[:, ::1] work = np.empty((nt, rows * C))
     cdef Py_ssize_t tile, r0, width, r, c
     cdef double *buf
@@ -286,4 +311,6 @@ def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=
             for c in range(C):
                 total = total + buf[r * C + c]
             out[r0 + r] = -total
+    if nt > 1:
+        bbf_release_threads()
     return out.base
