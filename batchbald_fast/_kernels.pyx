@@ -13,11 +13,14 @@ That also lets the schedule be dynamic: on a shared machine a static schedule wa
 whichever thread was preempted (measured: 2 threads no faster than 1 with one busy
 core; dynamic recovers most of the second core).
 
-Threads are sized to the call's work (``_threads.threads_for``): small calls run on the
-calling thread alone. A call that started threads releases them before it returns
+Threads are sized to the work and to the cores free now (``_threads``): small calls run
+on the calling thread alone, and long ones are cut into chunks of ~8 ms (candidates or
+rows), each deciding again. Each chunk that started threads ends them when done
 (``omp_pause_resource_all``): OpenMP's idle threads otherwise spin for milliseconds
 (libgomp: ``GOMP_SPINCOUNT``, ~8 ms on an EPYC) on cores the caller's next step wants.
 """
+
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -85,13 +88,11 @@ def max_threads():
     return bbf_max_threads()
 
 
-def _num_threads(num_threads, work):
-    """Threads for a call of ``work`` units: sized by ``_threads.threads_for``, at most
-    ``num_threads`` (None: ``omp_get_max_threads()``)."""
+def _limit(num_threads):
+    """Most threads a call may start: ``num_threads`` (None: ``omp_get_max_threads()``)."""
     if not BBF_OPENMP:
         return 1
-    limit = bbf_max_threads() if num_threads is None else num_threads
-    return _threads.threads_for(work, max(1, int(limit)))
+    return max(1, int(bbf_max_threads() if num_threads is None else num_threads))
 
 
 def _tile_shape(M, K, C, n, num_threads, itemsize, tile_bytes):
@@ -241,27 +242,37 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
             raise IndexError(f"candidate {candidates[i]} out of range for N={N}")
 
     dtype = np.float64 if floating is double else np.float32
-    cdef int nt = _num_threads(num_threads, _threads.score_work(n, M, K, C))
-    cdef Py_ssize_t rows, cols
+    itemsize = np.dtype(dtype).itemsize
     if tile_bytes is None:
         tile_bytes = WORKING_SET_BYTES if floating is double else _GEMM_TILE_BYTES
-    rows, cols = _tile_shape(M, K, C, n, nt, np.dtype(dtype).itemsize, tile_bytes)
-    nt = min(nt, -(-n // cols))
-    work_size, acc_size = _work_size(K, C, rows, cols, np.dtype(dtype).itemsize)
-    cdef floating[:, ::1] work = np.empty((nt, work_size), dtype=dtype)
-    cdef double[:, ::1] acc = np.empty((nt, acc_size))
-    if floating is double:  # no BLAS involved
-        with nogil:
-            score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates, out,
-                                   rows, cols, nt, work, acc)
-    else:
-        with blas_limit(1):  # BLAS is called from each of our threads
-            with nogil:
-                score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates,
-                                       out, rows, cols, nt, work, acc)
-    if nt > 1:
-        bbf_release_threads()
+    # float32 calls BLAS from each of our threads: one BLAS thread each.
+    with blas_limit(1) if floating is float else nullcontext():
+        for start, stop, nt in _threads.chunks(n, _threads.score_work(1, M, K, C),
+                                               _limit(num_threads)):
+            _score_chunk(joint_M_K, weights_M, probs_N_K_C, candidates[start:stop],
+                         out[start:stop], nt, itemsize, tile_bytes)
     return out.base
+
+
+def _score_chunk(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
+                 const floating[:, :, ::1] probs_N_K_C, const intp_t[::1] candidates,
+                 double[::1] out, int nt, Py_ssize_t itemsize, Py_ssize_t tile_bytes):
+    """``score_candidates`` on ``nt`` threads at most, which end when it returns."""
+    cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
+    cdef Py_ssize_t C = probs_N_K_C.shape[2], n = candidates.shape[0]
+    cdef Py_ssize_t rows, cols
+    rows, cols = _tile_shape(M, K, C, n, nt, itemsize, tile_bytes)
+    nt = min(nt, -(-n // cols))
+    work_size, acc_size = _work_size(K, C, rows, cols, itemsize)
+    cdef floating[:, ::1] work = np.empty((nt, work_size),
+                                          dtype=np.float64 if floating is double
+                                          else np.float32)
+    cdef double[:, ::1] acc = np.empty((nt, acc_size))
+    with nogil:
+        score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates, out,
+                               rows, cols, nt, work, acc)
+        if nt > 1:
+            bbf_release_threads()
 
 
 def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=None,
@@ -292,13 +303,27 @@ def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=
         out[:] = 0.0
         return out.base
     cdef Py_ssize_t rows = max(1, min(R, tile_bytes // (8 * C)))
+    cdef Py_ssize_t start, stop
+    cdef int nt
+    cdef double[:, ::1] work
+    for start, stop, threads in _threads.chunks(R, _threads.entropy_work(1, C),
+                                                _limit(num_threads)):
+        nt = min(threads, -(-(stop - start) // rows))
+        work = np.empty((nt, rows * C))
+        with nogil:
+            _entropy_chunk(probs_R_C[start:stop], out[start:stop], rows, nt, work)
+    return out.base
+
+
+cdef void _entropy_chunk(const floating[:, ::1] probs_R_C, double[::1] out, Py_ssize_t rows,
+                         int nt, double[:, ::1] work) noexcept nogil:
+    """``entropy_rows`` on ``nt`` threads, which end when it returns."""
+    cdef Py_ssize_t R = probs_R_C.shape[0], C = probs_R_C.shape[1]
     cdef Py_ssize_t num_tiles = (R + rows - 1) // rows
-    cdef int nt = min(_num_threads(num_threads, _threads.entropy_work(R, C)), num_tiles)
-    cdef double[:, ::1] work = np.empty((nt, rows * C))
     cdef Py_ssize_t tile, r0, width, r, c
     cdef double *buf
     cdef double total
-    for tile in prange(num_tiles, schedule="dynamic", num_threads=nt, nogil=True):
+    for tile in prange(num_tiles, schedule="dynamic", num_threads=nt):
         buf = &work[threadid(), 0]
         r0 = tile * rows
         width = min(rows, R - r0)
@@ -313,4 +338,3 @@ def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=
             out[r0 + r] = -total
     if nt > 1:
         bbf_release_threads()
-    return out.base

@@ -46,7 +46,9 @@ def score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
     C = probs_N_K_C.shape[2]
     rows, cols = _tile_shape(M, C, tile_bytes)
     limit = _threads.blas_threads() if num_threads is None else num_threads
-    threads = _threads.threads_for(_threads.score_work(len(candidates), M, K, C), limit)
+    # Threads a caller's product left spinning are most likely BLAS's own, which a BLAS
+    # call takes at no cost: no need to leave their cores to them.
+    threads = _threads.threads_for_work(_threads.score_work(len(candidates), M, K, C), limit)
     with _threads.blas_limit(threads):
         for start in range(0, len(candidates), cols):
             tile = candidates[start:start + cols]

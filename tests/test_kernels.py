@@ -15,6 +15,7 @@ def threads_whatever_the_work(monkeypatch):
     """These cases are small: run them on the threads asked all the same (test_threads.py
     checks the sizing)."""
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_threads, "free_cores", lambda: 64)
 
 
 def brute_score(joint_M_K, weights_M, probs_N_K_C, candidates):

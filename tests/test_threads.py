@@ -21,6 +21,13 @@ needs_openmp = pytest.mark.skipif(
 MIN = _threads.MIN_WORK_PER_THREAD
 
 
+@pytest.fixture
+def every_call_threaded(monkeypatch):
+    """Any call large enough for every thread, on a machine with every core free."""
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_threads, "free_cores", lambda: 64)
+
+
 def test_work_of_a_call_by_hand():
     # n·M·C multiply-add rows of K, plus one log per (candidate, configuration, class).
     assert _threads.score_work(400, 10, 10, 2) == 400 * 10 * 2 * (10 + _threads.LOG_COST)
@@ -32,8 +39,70 @@ def test_work_of_a_call_by_hand():
     (2 * MIN, 8, 2), (3 * MIN + 5, 8, 3), (100 * MIN, 8, 8),      # one per MIN, up to limit
     (100 * MIN, 1, 1), (100 * MIN, 2, 2), (2 * MIN, 1, 1),
 ])
-def test_threads_for(work, limit, expected):
-    assert _threads.threads_for(work, limit) == expected
+def test_threads_for_work(work, limit, expected):
+    assert _threads.threads_for_work(work, limit) == expected
+
+
+@pytest.mark.parametrize("free, expected", [
+    (8, 4),  # a quiet machine: as many as the work and the limit allow
+    (2, 2),
+    (1, 1),  # a BLAS thread still spinning on one of two cores: its core is left to it
+    (0, 1),  # never fewer than one
+])
+def test_threads_for_leaves_cores_to_running_threads(monkeypatch, free, expected):
+    monkeypatch.setattr(_threads, "free_cores", lambda: free)
+    assert _threads.threads_for(100 * MIN, 4) == expected
+
+
+def test_threads_for_looks_at_free_cores_only_when_it_matters(monkeypatch):
+    def fail():
+        raise AssertionError("free_cores called")
+    monkeypatch.setattr(_threads, "free_cores", fail)
+    assert _threads.threads_for(MIN, 8) == 1  # small: one thread anyway
+    assert _threads.threads_for(100 * MIN, 1) == 1  # the limit says one
+
+
+@pytest.mark.parametrize("loadavg, expected", [
+    ("0.52 0.31 0.20 3/250 12345\n", 2),  # 3 runnable, the calling thread among them
+    ("0.00 0.00 0.00 1/90 7\n", 0),
+    ("garbage\n", 0),
+    (None, 0),  # no /proc/loadavg: nothing known to be running
+])
+def test_running_elsewhere_reads_proc_loadavg(monkeypatch, tmp_path, loadavg, expected):
+    path = tmp_path / "loadavg"
+    if loadavg is not None:
+        path.write_text(loadavg)
+    monkeypatch.setattr(_threads, "_LOADAVG", str(path))
+    assert _threads.running_elsewhere() == expected
+
+
+@pytest.mark.parametrize("running, expected", [(0, 4), (1, 3), (9, 0)])
+def test_free_cores(monkeypatch, running, expected):
+    monkeypatch.setattr(_threads.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(_threads, "running_elsewhere", lambda: running)
+    assert _threads.free_cores() == expected
+
+
+@pytest.mark.parametrize("limit, runs", [
+    (1, [(0, 4), (4, 8), (8, 10)]),  # DECISION_WORK units a run
+    (2, [(0, 8), (8, 10)]),          # DECISION_WORK units per thread allowed
+])
+def test_chunks_cut_long_calls(monkeypatch, limit, runs):
+    monkeypatch.setattr(_threads, "threads_for", lambda work, limit: 1)
+    item_work = _threads.DECISION_WORK // 4
+    assert [(a, b) for a, b, _ in _threads.chunks(10, item_work, limit)] == runs
+    assert list(_threads.chunks(3, 0, limit)) == [(0, 3, 1)]
+
+
+def test_chunks_decide_as_each_starts(monkeypatch):
+    """A BLAS thread spins while the first chunk starts, then stops: the second gets both
+    cores."""
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+    free = iter([1, 2])
+    monkeypatch.setattr(_threads, "free_cores", lambda: next(free))
+    runs = _threads.chunks(4, _threads.DECISION_WORK, 2)
+    assert next(runs) == (0, 2, 1)
+    assert next(runs) == (2, 4, 2)
 
 
 @pytest.mark.parametrize("n, M, K, C", [
@@ -41,12 +110,12 @@ def test_threads_for(work, limit, expected):
     (2000, 1, 20, 2), (64, 128, 20, 2),  # W1's first and largest calls
 ])
 def test_small_calls_stay_on_one_thread(n, M, K, C):
-    assert _threads.threads_for(_threads.score_work(n, M, K, C), 64) == 1
+    assert _threads.threads_for_work(_threads.score_work(n, M, K, C), 64) == 1
 
 
 def test_large_calls_use_every_thread_allowed():
     # W2's full scoring of 10000 candidates against 128 bound rows (K = 20, C = 10).
-    assert _threads.threads_for(_threads.score_work(10_000, 128, 20, 10), 4) == 4
+    assert _threads.threads_for_work(_threads.score_work(10_000, 128, 20, 10), 4) == 4
 
 
 @pytest.fixture
@@ -118,36 +187,36 @@ def test_numpy_kernels_size_blas_threads_by_work(blas_limits_asked, monkeypatch,
     _kernels_numpy.score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
                                     num_threads)
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)  # now every call is large
+    monkeypatch.setattr(_threads, "free_cores", lambda: 0)  # BLAS's own: not in the way
     _kernels_numpy.score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
                                     num_threads)
     assert blas_limits_asked == [1, num_threads]
 
 
-def test_numpy_kernels_default_to_the_blas_pool(blas_limits_asked, monkeypatch):
-    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+def test_numpy_kernels_default_to_the_blas_pool(blas_limits_asked, monkeypatch,
+                                                every_call_threaded):
     monkeypatch.setattr(_threads, "blas_threads", lambda: 5)
     _kernels_numpy.score_candidates(*_case())
     assert blas_limits_asked == [5]
 
 
 def _live_threads():
-    return len(os.listdir("/proc/self/task"))
+    return set(os.listdir("/proc/self/task"))
 
 
 @needs_openmp
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
-def test_threaded_calls_leave_no_thread_behind(monkeypatch):
+def test_threaded_calls_leave_no_thread_behind(every_call_threaded):
     if not _kernels_compiled.RELEASES_THREADS:
         pytest.skip("built without omp_pause_resource_all")
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
     joint_M_K, weights_M, probs_N_K_C, candidates, out = _case(N=200)
     before = _live_threads()
     with threadpoolctl.threadpool_limits(3, user_api="openmp"):
         _kernels_compiled.score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates,
                                            out, 3)
         _kernels_compiled.entropy_rows(probs_N_K_C.reshape(-1, 3), np.empty(1000), 3)
-        assert _live_threads() == before
+        assert not _live_threads() - before  # (other libraries' threads may end)
         # Releasing the threads keeps the limit the caller set.
         assert _kernels_compiled.max_threads() == 3
 
@@ -157,6 +226,27 @@ def test_threaded_and_single_thread_runs_agree(backend, monkeypatch):
     probs_N_K_C = random_probs(rng, 60, 6, 3)
     single = bf.batchbald(probs_N_K_C, 5, num_samples=50, random_state=0, num_threads=1)
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_threads, "free_cores", lambda: 64)
     threaded = bf.batchbald(probs_N_K_C, 5, num_samples=50, random_state=0, num_threads=2)
     np.testing.assert_array_equal(threaded.indices, single.indices)
     np.testing.assert_allclose(threaded.scores, single.scores, rtol=1e-12)
+
+
+@needs_openmp
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_chunked_calls_give_the_same_scores(monkeypatch, dtype):
+    """Long calls cut into runs of a few candidates (rows), alternately on 1 and 3 threads."""
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_threads, "DECISION_WORK", _threads.score_work(5, 7, 5, 3))
+    free = iter([3, 1] * 1000)
+    monkeypatch.setattr(_threads, "free_cores", lambda: next(free))
+    joint_M_K, weights_M, probs_N_K_C, candidates, out = _case(N=40)
+    expected = _kernels_numpy.score_candidates(joint_M_K, weights_M, probs_N_K_C,
+                                               candidates, np.empty(40))
+    _kernels_compiled.score_candidates(joint_M_K.astype(dtype), weights_M,
+                                       probs_N_K_C.astype(dtype), candidates, out, 3)
+    np.testing.assert_allclose(out, expected, rtol=1e-12 if dtype == np.float64 else 1e-5)
+    probs_R_C = probs_N_K_C.reshape(-1, 3)
+    entropy_R = _kernels_compiled.entropy_rows(probs_R_C, np.empty(len(probs_R_C)), 3, 16)
+    np.testing.assert_allclose(entropy_R, _kernels_numpy.entropy_rows(
+        probs_R_C, np.empty(len(probs_R_C))), rtol=1e-12)
