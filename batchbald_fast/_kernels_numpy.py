@@ -38,7 +38,7 @@ def score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
         Written in place.
     num_threads : int or None
         Most BLAS threads; None: as many as BLAS has now. Fewer when the call is small
-        (``_threads.threads_for``).
+        (``_threads.threads_for_work``).
     tile_bytes : int
         Working-set budget of one tile (P and P·log P).
     """

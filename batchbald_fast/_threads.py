@@ -118,6 +118,7 @@ def blas_limit(num_threads):
 
 
 def blas_threads():
-    """The threads BLAS uses now (the largest pool of the BLAS libraries loaded; 1 if none)."""
+    """The threads BLAS uses now: the largest pool of the BLAS libraries threadpoolctl
+    finds, or the usable cores when it finds none (BLAS then threads as it sees fit)."""
     controllers = _get_controller().select(user_api="blas").lib_controllers
-    return max([c.num_threads for c in controllers], default=1)
+    return max([c.num_threads for c in controllers], default=cpu_count())

@@ -250,3 +250,10 @@ def test_chunked_calls_give_the_same_scores(monkeypatch, dtype):
     entropy_R = _kernels_compiled.entropy_rows(probs_R_C, np.empty(len(probs_R_C)), 3, 16)
     np.testing.assert_allclose(entropy_R, _kernels_numpy.entropy_rows(
         probs_R_C, np.empty(len(probs_R_C))), rtol=1e-12)
+
+
+def test_numpy_backend_honours_blas_limits(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setenv("BATCHBALD_FAST_BACKEND", "numpy")
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        assert bf.backend_info()["num_threads"] == 1
