@@ -165,7 +165,8 @@ def test_omp_num_threads_is_the_default_limit():
     code = "import batchbald_fast as bf; print(bf.backend_info()['num_threads'])"
     env = dict(os.environ, OMP_NUM_THREADS="1", BATCHBALD_FAST_BACKEND="cython")
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                         capture_output=True, text=True, cwd=os.getcwd())
+                         capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(bf.__file__)))
     assert out.stdout.strip() == "1"
 
 
