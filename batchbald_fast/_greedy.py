@@ -98,7 +98,7 @@ def entropy(kernels, probs_N_K_C):
 def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
            return_utilities, num_threads, next_joint=_joint.next_joint, lazy=None,
            lazy_tile=LAZY_TILE, coarse_min_work=COARSE_MIN_WORK, tie_tolerance=TIE_TOLERANCE,
-           dtype=np.float64):
+           dtype=np.float64, on_step=None):
     """Greedy BatchBALD over validated inputs.
 
     Parameters
@@ -130,6 +130,8 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
         Utilities this close to the best are tied; ties go to the lowest index.
     dtype : numpy.float64 or numpy.float32
         Precision of the products and logs in the kernels (sums are float64 either way).
+    on_step : callable or None
+        Called as ``on_step(done, total)`` after each pick.
 
     Returns
     -------
@@ -225,6 +227,8 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
             available[pick] = False
             batch_score, batch_error = utility_n[best], state.error_bound
             batch_cond_entropy += cond_entropy_N[pick]
+            if on_step is not None:
+                on_step(t + 1, steps)
         return BatchResult(utilities=utilities, **out)
 
 

@@ -4,6 +4,7 @@ Checks run before any heavy work and name the first offending index. Nothing her
 writes to the caller's arrays.
 """
 
+import importlib.util
 import numbers
 
 import numpy as np
@@ -22,7 +23,10 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
     Parameters
     ----------
     probs_N_K_C : array-like of shape (n_points, n_members, n_classes)
-        ``p(y_n = c | x_n, ω_k)``; float32 or float64, any strides, read-only accepted.
+        ``p(y_n = c | x_n, ω_k)``; any strides, read-only accepted. Any real floating type
+        (float16 is upcast exactly) or integer type (0/1: members' hard predictions, one-hot)
+        is converted to float64. bool is refused (NumPy does not count it as a number):
+        a mask passed by mistake must not pass as one-hot predictions.
     log_probs : bool, default=False
         Whether the values are natural logarithms of probabilities.
     name : str
@@ -36,13 +40,15 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
     Raises
     ------
     TypeError
-        If the dtype is not a real floating or integer type.
+        If the dtype is not a real floating or integer type (bool included).
     ValueError
         If the shape, values or row sums are wrong.
     """
     arr = np.asarray(probs_N_K_C)
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating)
-                                     or np.issubdtype(arr.dtype, np.integer)):
+    if arr.dtype == np.bool_:
+        raise TypeError(f"{name} must hold real numbers, got dtype bool; for one-hot "
+                        f"predictions pass {name}.astype(float)")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != 3:
         raise ValueError(f"{name} must have 3 dimensions (N, K, C), got shape {arr.shape}")
@@ -167,3 +173,16 @@ def check_compute_dtype(dtype):
     if dtype not in (np.float64, np.float32):
         raise TypeError(f"dtype must be numpy.float64 or numpy.float32, got {dtype}")
     return dtype.type
+
+
+def check_progress(progress):
+    """False or None (silent), True (a tqdm bar: needs tqdm) or ``progress(done, total)``."""
+    if progress is None or isinstance(progress, (bool, np.bool_)):
+        if progress and importlib.util.find_spec("tqdm") is None:
+            raise ImportError('progress=True shows a tqdm bar, and tqdm is not installed: '
+                              'pip install "batchbald_fast[progress]", or pass a callable')
+        return bool(progress)
+    if callable(progress):
+        return progress
+    raise TypeError(f"progress must be a bool or a callable progress(done, total), "
+                    f"got {progress!r}")
