@@ -103,3 +103,31 @@ def test_backend_info(backend):
     assert info["backend"] == backend
     assert info["num_threads"] >= 1
     assert isinstance(info["openmp"], bool)
+
+
+def test_bool_probabilities_refused_with_a_hint(backend, probs_N_K_C):
+    onehot = probs_N_K_C == probs_N_K_C.max(axis=2, keepdims=True)
+    with pytest.raises(TypeError, match=r"dtype bool; for one-hot predictions pass "
+                                        r"probs_N_K_C.astype\(float\)"):
+        bf.batchbald(onehot, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int64])
+def test_integer_one_hot_probabilities_accepted(backend, dtype):
+    # Hard predictions of a committee: each member says one class with certainty.
+    labels_N_K = np.random.default_rng(1).integers(3, size=(12, 5))
+    onehot_N_K_C = np.eye(3)[labels_N_K]
+    expected = bf.batchbald(onehot_N_K_C, 4)
+    result = bf.batchbald(onehot_N_K_C.astype(dtype), 4)
+    np.testing.assert_array_equal(result.indices, expected.indices)
+    np.testing.assert_array_equal(result.scores, expected.scores)
+
+
+def test_float16_probabilities_upcast(backend):
+    probs16 = random_probs(np.random.default_rng(2), 20, 4, 3).astype(np.float16)
+    # float16 rounding leaves rows within the sum tolerance (relative error ≤ 2^-11).
+    result = bf.batchbald(probs16, 3)
+    expected = bf.batchbald(probs16.astype(np.float64), 3)
+    np.testing.assert_array_equal(result.indices, expected.indices)
+    np.testing.assert_array_equal(result.scores, expected.scores)
+    np.testing.assert_array_equal(bf.bald(probs16), bf.bald(probs16.astype(np.float64)))
