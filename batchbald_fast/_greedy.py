@@ -4,6 +4,7 @@ It knows nothing about which backend runs: the kernels come in as a module.
 """
 
 import contextlib
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +93,52 @@ def entropy(kernels, probs_N_K_C):
     """``H(y_n) = Σ_c −p̄ log p̄`` of the mixture ``p̄ = (1/K) Σ_k p`` per point."""
     out = np.empty(probs_N_K_C.shape[0])
     kernels.entropy_rows(probs_N_K_C.mean(axis=1), out)
+    return out
+
+
+def order_by_score(scores_n, tie_tolerance=TIE_TOLERANCE):
+    """Positions by decreasing score under the greedy tie rule.
+
+    Each position is the lowest one among those left whose score is within
+    ``tie_tolerance`` of the best score left: what greedy picks would be if every score
+    stayed fixed.
+
+    Parameters
+    ----------
+    scores_n : ndarray of shape (n,), finite
+    tie_tolerance : float
+
+    Returns
+    -------
+    order : ndarray of shape (n,), intp
+    """
+    order = np.argsort(-scores_n, kind="stable")  # exact ties already lowest first
+    sorted_n = scores_n[order]
+    # Near-ties only reorder inside runs of neighbours within the tolerance: a score more
+    # than the tolerance below a run's last can never be tied with anything in the run.
+    breaks = np.flatnonzero(sorted_n[1:] < sorted_n[:-1] - tie_tolerance) + 1
+    for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(order)]):
+        if stop - start > 2 or (stop - start == 2 and sorted_n[start] != sorted_n[start + 1]):
+            order[start:stop] = _order_run(order[start:stop], sorted_n[start:stop],
+                                           tie_tolerance)
+    return order
+
+
+def _order_run(positions, sorted_n, tie_tolerance):
+    """``order_by_score`` on one run: ``sorted_n`` decreasing, ``positions`` theirs."""
+    taken = np.zeros(len(positions), dtype=bool)
+    window = []  # (position, i) of every score left within the tolerance of the best left
+    best = pushed = 0
+    out = np.empty_like(positions)
+    for t in range(len(positions)):
+        while taken[best]:
+            best += 1
+        while pushed < len(positions) and \
+                sorted_n[pushed] >= sorted_n[best] - tie_tolerance:
+            heapq.heappush(window, (positions[pushed], pushed))
+            pushed += 1
+        out[t], i = heapq.heappop(window)
+        taken[i] = True
     return out
 
 
