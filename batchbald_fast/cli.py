@@ -1,7 +1,6 @@
 """The ``batchbald-fast`` command: ``select``, ``bench`` and ``demo``."""
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -9,10 +8,6 @@ import threading
 import time
 
 import numpy as np
-
-# Anchors left out of ``bench`` where WORKLOADS.md measured them failing or taking minutes.
-ANCHOR_MODULES = {"batchbald_redux": "batchbald_redux.batchbald",
-                  "scikit-activeml": "skactiveml.pool"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,7 +78,8 @@ def _build_parser():
     bench.add_argument("--all", action="store_true", help="every workload, not a subset")
     bench.add_argument("--workloads", help="comma-separated names, e.g. W1,W5")
     bench.add_argument("--runners", help="comma-separated: numpy, cython, batchbald_redux, "
-                                         "scikit-activeml (default: all installed)")
+                                         "scikit-activeml, baal, batchbald_fast.baal "
+                                         "(default: all installed)")
     bench.add_argument("--repeat", type=int, default=1, help="best of this many runs")
     bench.add_argument("--threads", type=int, default=None)
     bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -165,9 +161,7 @@ def _bench(args):
 
     os.environ.setdefault("TQDM_DISABLE", "1")  # batchbald_redux's own progress bars
     # The runners import their library at each call: import once so no timing includes it.
-    for runner_name, module in ANCHOR_MODULES.items():
-        if runner_name in runners:
-            importlib.import_module(module)
+    _workloads.import_runner_modules(runners)
     widths = {name: max(len(name), 9) for name in runners}
     header = f"{'workload':<8} {'N':>6} {'K':>4} {'C':>4} {'b':>3} {'M':>6}"
     print(header + "".join(f" {name:>{widths[name]}}" for name in runners)
