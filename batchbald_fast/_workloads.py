@@ -35,7 +35,7 @@ WORKLOADS = {w.name: w for w in [
     Workload("W4", 5000, 10, 100, 5, 10000),
     Workload("W5", 200, 10, 2, 4, 10),
     Workload("W6", 59000, 100, 10, 10, 40000),
-    # Large batches, 95 sampled steps each; W7s (W2's input) nears ln K within ~20 picks.
+    # Large batches, 95 steps past the exact ones; W7s (W2's input) nears ln K in ~20 picks.
     Workload("W7", 10000, 100, 10, 100, 10000),
     Workload("W7s", 10000, 20, 10, 100, 10000),
 ]}
