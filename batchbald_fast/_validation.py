@@ -132,14 +132,21 @@ def check_candidates(candidates, N):
 
 
 def check_random_state(random_state):
-    """A ``numpy.random.Generator`` or ``RandomState`` from None, an int or either of them."""
+    """A ``numpy.random.Generator`` or ``RandomState`` from None, an int or either of them.
+
+    Raises
+    ------
+    ValueError
+        For anything else (``np.nan``, a string, a float, a seed outside [0, 2**32)), as
+        scikit-learn's ``check_random_state`` does.
+    """
     if isinstance(random_state, np.random.Generator):
         return random_state
     try:
         return _sklearn_check_random_state(random_state)
     except ValueError as exc:
-        raise TypeError(f"random_state must be None, an int, a RandomState or a Generator, "
-                        f"got {random_state!r}") from exc
+        raise ValueError(f"random_state must be None, an int in [0, 2**32), a RandomState or "
+                         f"a Generator, got {random_state!r}") from exc
 
 
 def check_num_threads(num_threads):

@@ -73,7 +73,12 @@ def test_rows_within_tolerance_are_accepted(backend, probs_N_K_C):
     ({"candidates": [3, 1, 3]}, ValueError, r"candidates\[2\] = 3 repeats candidates\[0\]"),
     ({"candidates": [0.0, 1.0]}, TypeError, "integer indices"),
     ({"candidates": [[0, 1]]}, ValueError, "1-D"),
-    ({"random_state": "seed"}, TypeError, "random_state"),
+    # ValueError, as scikit-learn's check_random_state raises.
+    ({"random_state": "seed"}, ValueError, "random_state must be None, an int"),
+    ({"random_state": np.nan}, ValueError, "random_state must be None, an int"),
+    ({"random_state": 1.5}, ValueError, "random_state must be None, an int"),
+    ({"random_state": -1}, ValueError, "random_state must be None, an int"),
+    ({"random_state": 2**32}, ValueError, "random_state must be None, an int"),
     ({"num_threads": 0}, ValueError, "num_threads must be ≥ 1"),
     ({"dtype": np.float16}, TypeError, "dtype must be numpy.float64 or numpy.float32"),
     ({"dtype": "int"}, TypeError, "dtype must be numpy.float64 or numpy.float32"),
