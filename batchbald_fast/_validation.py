@@ -16,7 +16,7 @@ def _first_index(mask):
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
-def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
+def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C", strict=True):
     """Validate probabilities (or log-probabilities) of shape (N, K, C).
 
     Parameters
@@ -27,6 +27,12 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
         Whether the values are natural logarithms of probabilities.
     name : str
         The argument's name in error messages.
+    strict : bool, default=True
+        Whether the values must be probabilities: ≥ 0, each row summing to 1 within
+        ``SUM_TOLERANCE``. False skips the sign and row-sum checks, for callers that turn
+        any finite values into inputs by their own convention (scikit-activeml clips every
+        value to ``[eps, 1]`` and never renormalises); BatchBALD's guarantees, and the
+        engine's certified bounds, are for probabilities.
 
     Returns
     -------
@@ -47,7 +53,7 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
     if arr.ndim != 3:
         raise ValueError(f"{name} must have 3 dimensions (N, K, C), got shape {arr.shape}")
     if 0 in arr.shape:
-        raise ValueError(f"{name} must have N, K and C all ≥ 1, got shape {arr.shape}")
+        raise ValueError(f"{name} must have no empty axis, got shape {arr.shape}")
 
     nan = np.isnan(arr)
     if nan.any():
@@ -64,11 +70,13 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
         if bad.any():
             raise ValueError(f"{name} holds inf, first at index {_first_index(bad)}")
         bad = arr < 0
-        if bad.any():
+        if strict and bad.any():
             idx = _first_index(bad)
             raise ValueError(f"{name} holds a negative probability ({float(arr[idx])}) "
                              f"at index {idx}")
         probs = np.ascontiguousarray(arr, dtype=np.float64)
+    if not strict:
+        return probs
 
     sums_N_K = probs.sum(axis=2)
     if log_probs:

@@ -21,9 +21,9 @@ def bad(probs, index, value):
 @pytest.mark.parametrize("make, error, match", [
     (lambda p: p[0], ValueError, r"3 dimensions.*\(3, 4\)"),
     (lambda p: p[None], ValueError, "3 dimensions"),
-    (lambda p: p[:0], ValueError, "N, K and C all ≥ 1"),
-    (lambda p: p[:, :0], ValueError, "N, K and C all ≥ 1"),
-    (lambda p: p[:, :, :0], ValueError, "N, K and C all ≥ 1"),
+    (lambda p: p[:0], ValueError, "must have no empty axis"),
+    (lambda p: p[:, :0], ValueError, "must have no empty axis"),
+    (lambda p: p[:, :, :0], ValueError, "must have no empty axis"),
     (lambda p: bad(p, (2, 1, 3), np.nan), ValueError, r"nan, first at index \(2, 1, 3\)"),
     (lambda p: bad(p, (4, 0, 1), np.inf), ValueError, r"inf, first at index \(4, 0, 1\)"),
     (lambda p: bad(p, (1, 2, 0), -np.inf), ValueError, r"inf, first at index \(1, 2, 0\)"),
