@@ -4,6 +4,7 @@ It knows nothing about which backend runs: the kernels come in as a module.
 """
 
 import contextlib
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,6 +94,68 @@ def entropy(kernels, probs_N_K_C):
     out = np.empty(probs_N_K_C.shape[0])
     kernels.entropy_rows(probs_N_K_C.mean(axis=1), out)
     return out
+
+
+def top_k(scores_N, k, tie_tolerance=TIE_TOLERANCE):
+    """The k best points in the order greedy selection with the tie rule picks them.
+
+    Each pick is the lowest index among the remaining scores within ``tie_tolerance`` of the
+    best remaining one: mathematically equal scores that rounding set a few ulps apart keep
+    index order (plain sorting would rank them by their rounding).
+
+    Parameters
+    ----------
+    scores_N : ndarray of shape (N,), float64
+        Static scores (e.g. BALD), none nan.
+    k : int
+        Picks, at most N.
+    tie_tolerance : float
+
+    Returns
+    -------
+    indices : ndarray of shape (min(k, N),), intp
+    """
+    N = len(scores_N)
+    k = min(k, N)
+    if k == 0:
+        return np.empty(0, dtype=np.intp)
+    order_N = np.argsort(-scores_N, kind="stable")
+    sorted_N = scores_N[order_N]
+    # Chains of sorted neighbours within the tolerance. Every score of a chain lies more
+    # than the tolerance above every score of the next, so the picks finish a chain before
+    # starting the next; only the chains the first k picks reach matter.
+    chain_N = np.concatenate([[0], np.cumsum(sorted_N[:-1] - sorted_N[1:] > tie_tolerance)])
+    n = int(np.searchsorted(chain_N, chain_N[k - 1], side="right"))
+    order_n, sorted_n, chain_n = order_N[:n], sorted_N[:n], chain_N[:n]
+    starts = np.flatnonzero(np.diff(chain_n, prepend=-1))
+    ends = np.append(starts[1:], n)
+    # A chain within the tolerance of its best score is one tie: index order.
+    picks_n = order_n[np.lexsort((order_n, chain_n))]
+    for s, e in zip(starts, ends):
+        if sorted_n[s] - sorted_n[e - 1] > tie_tolerance:
+            picks_n[s:e] = _tie_rule_order(sorted_n[s:e], order_n[s:e], tie_tolerance)
+    return picks_n[:k]
+
+
+def _tie_rule_order(sorted_n, index_n, tie_tolerance):
+    """Greedy order of one chain wider than the tolerance (scores sorted descending).
+
+    A heap holds the indices within the tolerance of the best remaining score; that window
+    only grows as the best remaining score falls.
+    """
+    picked = np.zeros(len(sorted_n), dtype=bool)
+    heap, picks = [], []
+    best = window = 0
+    while len(picks) < len(sorted_n):
+        while picked[best]:
+            best += 1
+        while window < len(sorted_n) and sorted_n[window] >= sorted_n[best] - tie_tolerance:
+            heapq.heappush(heap, (index_n[window], window))
+            window += 1
+        index, position = heapq.heappop(heap)
+        picked[position] = True
+        picks.append(index)
+    return picks
 
 
 def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
