@@ -4,7 +4,7 @@ import functools
 
 import numpy as np
 
-from . import _backend, _greedy, _joint, _validation
+from . import _backend, _greedy, _joint, _pool, _validation
 
 # Certified error allowed in a pruned joint (nats): ~100x below the typical error of the
 # sampled estimator it replaces (1e-2), and enough to keep a confident model's joint exact
@@ -100,12 +100,11 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     tol = _validation.check_tol(tol)
     dtype = _validation.check_compute_dtype(dtype)
     next_joint = functools.partial(_joint.next_joint, tol=tol, incremental=bool(incremental))
-    return _greedy.select(_backend.get_kernels(), probs_N_K_C, batch_size, candidates,
-                          num_samples=num_samples, rng=rng,
-                          return_utilities=bool(return_utilities),
-                          num_threads=_backend.effective_num_threads(num_threads),
-                          next_joint=next_joint, lazy=None if lazy is None else bool(lazy),
-                          dtype=dtype)
+    pool = _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C, dtype=dtype,
+                           num_threads=_backend.effective_num_threads(num_threads))
+    return _greedy.select(pool, batch_size, candidates, num_samples=num_samples, rng=rng,
+                          return_utilities=bool(return_utilities), next_joint=next_joint,
+                          lazy=None if lazy is None else bool(lazy))
 
 
 def bald(probs_N_K_C, *, log_probs=False):
@@ -123,8 +122,7 @@ def bald(probs_N_K_C, *, log_probs=False):
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
     kernels = _backend.get_kernels()
-    return _greedy.entropy(kernels, probs_N_K_C) - _greedy.conditional_entropy(kernels,
-                                                                                probs_N_K_C)
+    return _pool.entropy(kernels, probs_N_K_C) - _pool.conditional_entropy(kernels, probs_N_K_C)
 
 
 def entropy(probs_N_K_C, *, log_probs=False):
@@ -140,7 +138,7 @@ def entropy(probs_N_K_C, *, log_probs=False):
     entropy_N : ndarray of shape (n_points,), float64
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
-    return _greedy.entropy(_backend.get_kernels(), probs_N_K_C)
+    return _pool.entropy(_backend.get_kernels(), probs_N_K_C)
 
 
 def conditional_entropy(probs_N_K_C, *, log_probs=False):
@@ -156,4 +154,4 @@ def conditional_entropy(probs_N_K_C, *, log_probs=False):
     conditional_entropy_N : ndarray of shape (n_points,), float64
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
-    return _greedy.conditional_entropy(_backend.get_kernels(), probs_N_K_C)
+    return _pool.conditional_entropy(_backend.get_kernels(), probs_N_K_C)

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-# Anchors left out of ``bench`` where WORKLOADS.md measured them failing or taking minutes.
+# The reference implementations' modules, imported before any timing.
 ANCHOR_MODULES = {"batchbald_redux": "batchbald_redux.batchbald",
                   "scikit-activeml": "skactiveml.pool"}
 
@@ -79,9 +79,17 @@ def _build_parser():
     select.add_argument("--json", action="store_true", help="print JSON")
     select.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
-    bench = commands.add_parser("bench", help="time the standard workloads (WORKLOADS.md)")
+    from ._workloads import DEFAULT, WORKLOADS
+
+    bench = commands.add_parser(
+        "bench", help="time the standard workloads (docs/workloads.md in the repository)",
+        description="Time the standard workloads on each installed runner and check that "
+                    "they pick the same points on the exact steps. The workloads, the "
+                    "runners and the commands behind the README's figures are described "
+                    "in docs/workloads.md of the source repository.")
     bench.add_argument("--all", action="store_true", help="every workload, not a subset")
-    bench.add_argument("--workloads", help="comma-separated names, e.g. W1,W5")
+    bench.add_argument("--workloads", help=f"comma-separated names from {', '.join(WORKLOADS)} "
+                                           f"(default {','.join(DEFAULT)})")
     bench.add_argument("--runners", help="comma-separated: numpy, cython, batchbald_redux, "
                                          "scikit-activeml (default: all installed)")
     bench.add_argument("--repeat", type=int, default=1, help="best of this many runs")
@@ -186,7 +194,7 @@ def _bench(args):
             skip = _workloads.ANCHOR_SKIPS.get(runner_name, {}).get(name)
             if skip:
                 cells.append("skipped")
-                notes.append(f"{runner_name} skipped on {name}: {skip} (WORKLOADS.md)")
+                notes.append(f"{runner_name} skipped on {name}: {skip}")
                 continue
             best = np.inf
             with _Progress(f"[{done}/{total}] {name} {runner_name}", not args.quiet):

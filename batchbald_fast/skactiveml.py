@@ -21,7 +21,7 @@ except ImportError as exc:  # an optional extra
     raise ImportError("batchbald_fast.skactiveml needs scikit-activeml: "
                       'pip install "batchbald_fast[skactiveml]"') from exc
 
-from . import _backend, _greedy, _joint, _validation
+from . import _backend, _greedy, _joint, _pool, _validation
 
 __all__ = ["BatchBALD", "GreedyBALD", "batch_bald"]
 
@@ -100,11 +100,11 @@ def batch_bald(probas, batch_size, n_MC_samples=None, random_state=None, eps=1e-
     # lazy=False and _next_joint (no pruning) keep them off; every utility is returned anyway.
     clipped_N_K_C = np.ascontiguousarray(
         np.clip(probs_K_N_C[:, order_N].transpose(1, 0, 2), eps, 1))
-    result = _greedy.select(_distinct_rows_kernels(clipped_N_K_C), clipped_N_K_C,
-                            batch_size, np.arange(N), num_samples=int(n_MC_samples),
-                            rng=rng, return_utilities=True,
-                            num_threads=_backend.effective_num_threads(None),
-                            next_joint=_next_joint, lazy=False, tie_tolerance=0.0)
+    pool = _pool.ArrayPool(_distinct_rows_kernels(clipped_N_K_C), clipped_N_K_C,
+                           num_threads=_backend.effective_num_threads(None))
+    result = _greedy.select(pool, batch_size, np.arange(N), num_samples=int(n_MC_samples),
+                            rng=rng, return_utilities=True, next_joint=_next_joint,
+                            lazy=False, tie_tolerance=0.0)
     utilities = np.empty_like(result.utilities)
     utilities[:, order_N] = result.utilities
     return utilities
@@ -148,12 +148,11 @@ class _DistinctRowsKernels:
         return out
 
 
-def _next_joint(state, probs_N_K_C, batch, num_samples, rng):
+def _next_joint(state, probs_A_K_C, num_samples, rng):
     """scikit-activeml's joint: exact while ``C ** |A| <= M``, else drawn anew each step."""
-    C = probs_N_K_C.shape[2]
-    if C ** len(batch) <= num_samples:
-        return _joint.extend_exact(state, probs_N_K_C[batch[-1]])
-    probs_A_K_C = probs_N_K_C[batch]
+    A, _, C = probs_A_K_C.shape
+    if C ** A <= num_samples:
+        return _joint.extend_exact(state, probs_A_K_C[-1])
     return _joint_from_labels(probs_A_K_C, _draw_labels(probs_A_K_C, num_samples, rng))
 
 

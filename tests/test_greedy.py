@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import batchbald_fast as bf
-from batchbald_fast import _backend, _greedy, _joint
+from batchbald_fast import _backend, _greedy, _joint, _pool
 import oracle
 from conftest import random_probs
 
@@ -172,11 +172,11 @@ def test_lazy_greedy_matches_full_evaluation(backend, seed, lazy_tile):
     probs_N_K_C = random_probs(rng, 150, 5, 3, concentration=rng.choice([0.1, 1.0]))
     if seed % 3 == 0:
         probs_N_K_C = probs_N_K_C[rng.integers(0, 50, size=150)]  # many exact ties
-    kernels = _backend.get_kernels()
+    pool = _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C)
     candidates = np.arange(150)
-    runs = [_greedy.select(kernels, probs_N_K_C, 5, candidates, num_samples=3 ** 5,
-                           rng=None, return_utilities=False, num_threads=1, lazy=lazy,
-                           lazy_tile=lazy_tile) for lazy in (False, True)]
+    runs = [_greedy.select(pool, 5, candidates, num_samples=3 ** 5, rng=None,
+                           return_utilities=False, lazy=lazy, lazy_tile=lazy_tile)
+            for lazy in (False, True)]
     full, lazy = runs
     np.testing.assert_array_equal(lazy.indices, full.indices)
     np.testing.assert_allclose(lazy.scores, full.scores, rtol=0, atol=1e-12)
@@ -199,8 +199,8 @@ def test_bounded_selection_matches_full_evaluation(backend, seed, lazy_tile):
         probs_N_K_C = probs_N_K_C * rng.uniform(1 - 9e-4, 1 + 9e-4, size=(240, 6, 1))
     next_joint = functools.partial(_joint.next_joint, tol=1e-3, incremental=True)
     full, bounded = [_greedy.select(
-        _backend.get_kernels(), probs_N_K_C, 7, np.arange(240), num_samples=600,
-        rng=np.random.default_rng(seed), return_utilities=False, num_threads=1,
+        _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C), 7, np.arange(240),
+        num_samples=600, rng=np.random.default_rng(seed), return_utilities=False,
         next_joint=next_joint, lazy=lazy, lazy_tile=lazy_tile, coarse_min_work=0)
         for lazy in (False, None)]
     np.testing.assert_array_equal(bounded.indices, full.indices)
@@ -250,9 +250,9 @@ def test_bounded_selection_matches_full_evaluation_in_float32(backend):
     probs_N_K_C = random_probs(np.random.default_rng(15), 300, 6, 4, concentration=0.5)
     next_joint = functools.partial(_joint.next_joint, tol=1e-4, incremental=True)
     full, bounded = [_greedy.select(
-        _backend.get_kernels(), probs_N_K_C, 7, np.arange(300), num_samples=600,
-        rng=np.random.default_rng(0), return_utilities=False, num_threads=1,
-        next_joint=next_joint, lazy=lazy, coarse_min_work=0, dtype=np.float32)
+        _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C, dtype=np.float32), 7,
+        np.arange(300), num_samples=600, rng=np.random.default_rng(0),
+        return_utilities=False, next_joint=next_joint, lazy=lazy, coarse_min_work=0)
         for lazy in (False, None)]
     np.testing.assert_array_equal(bounded.indices, full.indices)
     np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)

@@ -9,7 +9,7 @@ import pytest
 from batchbald_fast._workloads import WORKLOADS
 from batchbald_fast.redux import CandidateBatch, get_bald_batch, get_batchbald_batch
 
-# WORKLOADS.md: the picks both anchors make on W5, and the batch scores.
+# The picks batchbald_redux and scikit-activeml both make on W5, and the batch scores.
 W5_PICKS = [143, 49, 131, 81]
 W5_SCORES = [0.29820, 0.54338, 0.75305, 0.93849]
 
