@@ -1,5 +1,7 @@
-# What _kernels.pyx exports to other Cython modules. Private: code outside batchbald_fast
-# cimports batchbald_fast/cython_api.pxd, which documents the contract and forwards here.
+# What _kernels.pyx exports to other Cython modules. Code outside batchbald_fast cimports
+# batchbald_fast/cython_api.pxd, which re-exports ScorePlan, score_candidates_plan and
+# score_candidates_nogil (as score_candidates) and documents their contract: changing
+# them here changes the public API.
 from cython cimport floating
 from numpy cimport intp_t
 

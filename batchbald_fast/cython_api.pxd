@@ -6,8 +6,8 @@
 # Build with Cython 3 and include_dirs = [the directory that holds the batchbald_fast
 # package, numpy.get_include()]; at run time the extension module batchbald_fast._kernels
 # must be importable (an install with the compiled backend: batchbald_fast.backend_info()
-# says "compiled_available"). Declarations here are stable; everything in _kernels.pxd and
-# _kernels.pyx is private.
+# says "compiled_available"). The names cimported from here are stable; everything else
+# in _kernels.pxd and _kernels.pyx is private.
 #
 # What it computes
 # ----------------
@@ -30,7 +30,7 @@
 #   out (n,), with M, K, C, n ≥ 1; every array C-contiguous (the memoryview types say so).
 # - 0 ≤ candidates[i] < N: an index out of range reads outside probs_N_K_C. Candidates
 #   may repeat and come in any order.
-# - plan = score_candidates_plan(M, K, C, n, num_threads, sizeof(floating)) with the
+# - plan = score_candidates_plan(M, K, C, n, num_threads, sizeof(floating), 0) with the
 #   call's M, K and C and an n at least the call's: one plan serves calls with fewer
 #   candidates.
 # - work has at least plan.num_threads rows of plan.work_size entries, acc at least
@@ -57,35 +57,28 @@
 #   OPENBLAS_NUM_THREADS=1), else each call starts its own BLAS threads on top. float64
 #   uses no BLAS.
 
-from cython cimport floating
-from numpy cimport intp_t
+# The declarations
+# ----------------
+# Re-exported from _kernels.pxd, which must carry them (Cython declares a module's cdef
+# functions in the .pxd of that module's name); cimport them from here, and only these:
+#
+#   ctypedef struct ScorePlan:          (read its fields, never set them)
+#       Py_ssize_t rows, cols           tile shape
+#       int num_threads                 OpenMP threads of the call; rows of work and acc
+#       Py_ssize_t work_size, acc_size  entries per thread of work and acc
+#
+#   ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C, Py_ssize_t n,
+#                                   int num_threads, Py_ssize_t itemsize,
+#                                   Py_ssize_t tile_bytes) noexcept nogil
+#       itemsize = sizeof(floating) of the call (8: double, 4: float); num_threads < 1
+#       means omp_get_max_threads(); tile_bytes < 1 means the tuned default (pass 0).
+#       plan.num_threads never exceeds num_threads or the number of tiles. Plain
+#       arithmetic: no allocation, no Python.
+#
+#   void score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
+#                         const floating[:, :, ::1] probs_N_K_C,
+#                         const intp_t[::1] candidates, double[::1] out, ScorePlan plan,
+#                         floating[:, ::1] work, double[:, ::1] acc) noexcept nogil
 
-from batchbald_fast cimport _kernels
-from batchbald_fast._kernels cimport ScorePlan
-# ScorePlan fields, all read only: rows, cols (tile shape), num_threads, work_size,
-# acc_size (entries per thread of work and acc).
-
-
-cdef inline ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
-                                            Py_ssize_t n, int num_threads,
-                                            Py_ssize_t itemsize) noexcept nogil:
-    """Tile shape, threads and buffer sizes for scoring n candidates.
-
-    itemsize is sizeof(floating) of the call (8: double, 4: float); num_threads < 1 means
-    omp_get_max_threads(). plan.num_threads never exceeds num_threads or the number of
-    tiles. Pure arithmetic: no allocation, no Python.
-    """
-    return _kernels.score_candidates_plan(M, K, C, n, num_threads, itemsize, 0)
-
-
-cdef inline void score_candidates(const floating[:, ::1] joint_M_K,
-                                  const double[::1] weights_M,
-                                  const floating[:, :, ::1] probs_N_K_C,
-                                  const intp_t[::1] candidates,
-                                  double[::1] out,
-                                  ScorePlan plan,
-                                  floating[:, ::1] work,
-                                  double[:, ::1] acc) noexcept nogil:
-    """out[i] = Σ_m weights_M[m] Σ_c −P log P for each candidate (see the contract above)."""
-    _kernels.score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates, out,
-                                    plan, work, acc)
+from batchbald_fast._kernels cimport ScorePlan, score_candidates_plan
+from batchbald_fast._kernels cimport score_candidates_nogil as score_candidates

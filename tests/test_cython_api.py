@@ -37,7 +37,7 @@ EMBEDDER_PYX = textwrap.dedent('''\
         with nogil:  # sizing needs no Python
             plan = score_candidates_plan(joint_M_K.shape[0], joint_M_K.shape[1],
                                          probs_N_K_C.shape[2], n, num_threads,
-                                         sizeof(floating))
+                                         sizeof(floating), 0)
         dtype = np.float64 if floating is double else np.float32
         cdef floating[:, ::1] work = np.empty((plan.num_threads, plan.work_size), dtype)
         cdef double[:, ::1] acc = np.empty((plan.num_threads, plan.acc_size))
