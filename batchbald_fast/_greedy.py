@@ -82,50 +82,66 @@ class BatchResult:
     num_bounded: np.ndarray
 
 
-def order_by_score(scores_n, tie_tolerance=TIE_TOLERANCE):
-    """Positions by decreasing score under the greedy tie rule.
+def top_k(scores_N, k=None, tie_tolerance=TIE_TOLERANCE):
+    """The k best points in the order greedy selection with the tie rule picks them.
 
-    Each position is the lowest one among those left whose score is within
-    ``tie_tolerance`` of the best score left: what greedy picks would be if every score
-    stayed fixed.
+    Each pick is the lowest index among the remaining scores within ``tie_tolerance`` of the
+    best remaining one: mathematically equal scores that rounding set a few ulps apart keep
+    index order (plain sorting would rank them by their rounding).
 
     Parameters
     ----------
-    scores_n : ndarray of shape (n,), finite
+    scores_N : ndarray of shape (N,), float64
+        Static scores (e.g. BALD), none nan.
+    k : int or None
+        Picks, at most N; None ranks every point.
     tie_tolerance : float
 
     Returns
     -------
-    order : ndarray of shape (n,), intp
+    indices : ndarray of shape (min(k, N),), intp
     """
-    order = np.argsort(-scores_n, kind="stable")  # exact ties already lowest first
-    sorted_n = scores_n[order]
-    # Near-ties only reorder inside runs of neighbours within the tolerance: a score more
-    # than the tolerance below a run's last can never be tied with anything in the run.
-    breaks = np.flatnonzero(sorted_n[1:] < sorted_n[:-1] - tie_tolerance) + 1
-    for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(order)]):
-        if stop - start > 2 or (stop - start == 2 and sorted_n[start] != sorted_n[start + 1]):
-            order[start:stop] = _order_run(order[start:stop], sorted_n[start:stop],
-                                           tie_tolerance)
-    return order
+    N = len(scores_N)
+    k = N if k is None else min(k, N)
+    if k == 0:
+        return np.empty(0, dtype=np.intp)
+    order_N = np.argsort(-scores_N, kind="stable")
+    sorted_N = scores_N[order_N]
+    # Chains of sorted neighbours within the tolerance. Every score of a chain lies more
+    # than the tolerance above every score of the next, so the picks finish a chain before
+    # starting the next; only the chains the first k picks reach matter.
+    chain_N = np.concatenate([[0], np.cumsum(sorted_N[:-1] - sorted_N[1:] > tie_tolerance)])
+    n = int(np.searchsorted(chain_N, chain_N[k - 1], side="right"))
+    order_n, sorted_n, chain_n = order_N[:n], sorted_N[:n], chain_N[:n]
+    starts = np.flatnonzero(np.diff(chain_n, prepend=-1))
+    ends = np.append(starts[1:], n)
+    # A chain within the tolerance of its best score is one tie: index order.
+    picks_n = order_n[np.lexsort((order_n, chain_n))]
+    wide = sorted_n[starts] - sorted_n[ends - 1] > tie_tolerance
+    for s, e in zip(starts[wide], ends[wide]):
+        picks_n[s:e] = _tie_rule_order(sorted_n[s:e], order_n[s:e], tie_tolerance)
+    return picks_n[:k]
 
 
-def _order_run(positions, sorted_n, tie_tolerance):
-    """``order_by_score`` on one run: ``sorted_n`` decreasing, ``positions`` theirs."""
-    taken = np.zeros(len(positions), dtype=bool)
-    window = []  # (position, i) of every score left within the tolerance of the best left
-    best = pushed = 0
-    out = np.empty_like(positions)
-    for t in range(len(positions)):
-        while taken[best]:
+def _tie_rule_order(sorted_n, index_n, tie_tolerance):
+    """Greedy order of one chain wider than the tolerance (scores sorted descending).
+
+    A heap holds the indices within the tolerance of the best remaining score; that window
+    only grows as the best remaining score falls.
+    """
+    picked = np.zeros(len(sorted_n), dtype=bool)
+    heap, picks = [], []
+    best = window = 0
+    while len(picks) < len(sorted_n):
+        while picked[best]:
             best += 1
-        while pushed < len(positions) and \
-                sorted_n[pushed] >= sorted_n[best] - tie_tolerance:
-            heapq.heappush(window, (positions[pushed], pushed))
-            pushed += 1
-        out[t], i = heapq.heappop(window)
-        taken[i] = True
-    return out
+        while window < len(sorted_n) and sorted_n[window] >= sorted_n[best] - tie_tolerance:
+            heapq.heappush(heap, (index_n[window], window))
+            window += 1
+        index, position = heapq.heappop(heap)
+        picked[position] = True
+        picks.append(index)
+    return picks
 
 
 def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,

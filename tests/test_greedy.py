@@ -284,5 +284,22 @@ def test_default_bounds_big_steps_through_the_api(backend):
     ([3.0], [0]),
     ([], []),
 ])
-def test_order_by_score_repeats_the_greedy_tie_rule(scores, expected):
-    assert _greedy.order_by_score(np.array(scores, dtype=float)).tolist() == expected
+def test_top_k_repeats_the_greedy_tie_rule(scores, expected):
+    assert _greedy.top_k(np.array(scores, dtype=float)).tolist() == expected
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_top_k_follows_the_tie_rule(seed):
+    rng = np.random.default_rng(seed)
+    # Scores on a grid a fraction of the tolerance apart: exact ties, near-ties, and chains
+    # of near-ties wider than the tolerance (where plain index order would be wrong).
+    step = _greedy.TIE_TOLERANCE * rng.choice([0.3, 0.6, 1.5])
+    scores = 1.0 + step * rng.integers(0, 12, size=40)
+    expected = oracle.tie_rule_order(scores, _greedy.TIE_TOLERANCE)
+    for k in (0, 1, 7, 40, 50):
+        assert _greedy.top_k(scores, k).tolist() == expected[:k]
+
+
+def test_top_k_without_near_ties_is_a_sort():
+    scores = np.random.default_rng(0).random(1000)
+    np.testing.assert_array_equal(_greedy.top_k(scores, 100), np.argsort(-scores)[:100])
