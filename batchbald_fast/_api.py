@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-from . import _backend, _greedy, _joint, _validation
+from . import _backend, _greedy, _joint, _pool, _validation
 
 # Certified error allowed in a pruned joint (nats): ~100x below the typical error of the
 # sampled estimator it replaces (1e-2), and enough to keep a confident model's joint exact
@@ -110,14 +110,12 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     dtype = _validation.check_compute_dtype(dtype)
     progress = _validation.check_progress(progress)
     next_joint = functools.partial(_joint.next_joint, tol=tol, incremental=bool(incremental))
+    pool = _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C, dtype=dtype,
+                           num_threads=_backend.effective_num_threads(num_threads))
     with _step_reporter(progress, min(batch_size, len(candidates))) as on_step:
-        return _greedy.select(_backend.get_kernels(), probs_N_K_C, batch_size, candidates,
-                              num_samples=num_samples, rng=rng,
-                              return_utilities=bool(return_utilities),
-                              num_threads=_backend.effective_num_threads(num_threads),
-                              next_joint=next_joint,
-                              lazy=None if lazy is None else bool(lazy), dtype=dtype,
-                              on_step=on_step)
+        return _greedy.select(pool, batch_size, candidates, num_samples=num_samples, rng=rng,
+                              return_utilities=bool(return_utilities), next_joint=next_joint,
+                              lazy=None if lazy is None else bool(lazy), on_step=on_step)
 
 
 @contextlib.contextmanager
@@ -150,8 +148,7 @@ def bald(probs_N_K_C, *, log_probs=False):
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
     kernels = _backend.get_kernels()
-    return _greedy.entropy(kernels, probs_N_K_C) - _greedy.conditional_entropy(kernels,
-                                                                                probs_N_K_C)
+    return _pool.entropy(kernels, probs_N_K_C) - _pool.conditional_entropy(kernels, probs_N_K_C)
 
 
 def entropy(probs_N_K_C, *, log_probs=False):
@@ -167,7 +164,7 @@ def entropy(probs_N_K_C, *, log_probs=False):
     entropy_N : ndarray of shape (n_points,), float64
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
-    return _greedy.entropy(_backend.get_kernels(), probs_N_K_C)
+    return _pool.entropy(_backend.get_kernels(), probs_N_K_C)
 
 
 def conditional_entropy(probs_N_K_C, *, log_probs=False):
@@ -183,4 +180,4 @@ def conditional_entropy(probs_N_K_C, *, log_probs=False):
     conditional_entropy_N : ndarray of shape (n_points,), float64
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
-    return _greedy.conditional_entropy(_backend.get_kernels(), probs_N_K_C)
+    return _pool.conditional_entropy(_backend.get_kernels(), probs_N_K_C)

@@ -17,7 +17,7 @@ def _first_index(mask):
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
-def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
+def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C", strict=True):
     """Validate probabilities (or log-probabilities) of shape (N, K, C).
 
     Parameters
@@ -31,6 +31,12 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
         Whether the values are natural logarithms of probabilities.
     name : str
         The argument's name in error messages.
+    strict : bool, default=True
+        Whether the values must be probabilities: ≥ 0, each row summing to 1 within
+        ``SUM_TOLERANCE``. False skips the sign and row-sum checks, for callers that turn
+        any finite values into inputs by their own convention (scikit-activeml clips every
+        value to ``[eps, 1]`` and never renormalises); BatchBALD's guarantees, and the
+        engine's certified bounds, are for probabilities.
 
     Returns
     -------
@@ -53,7 +59,7 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
     if arr.ndim != 3:
         raise ValueError(f"{name} must have 3 dimensions (N, K, C), got shape {arr.shape}")
     if 0 in arr.shape:
-        raise ValueError(f"{name} must have N, K and C all ≥ 1, got shape {arr.shape}")
+        raise ValueError(f"{name} must have no empty axis, got shape {arr.shape}")
 
     nan = np.isnan(arr)
     if nan.any():
@@ -70,11 +76,13 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
         if bad.any():
             raise ValueError(f"{name} holds inf, first at index {_first_index(bad)}")
         bad = arr < 0
-        if bad.any():
+        if strict and bad.any():
             idx = _first_index(bad)
             raise ValueError(f"{name} holds a negative probability ({float(arr[idx])}) "
                              f"at index {idx}")
         probs = np.ascontiguousarray(arr, dtype=np.float64)
+    if not strict:
+        return probs
 
     sums_N_K = probs.sum(axis=2)
     if log_probs:
@@ -138,14 +146,21 @@ def check_candidates(candidates, N):
 
 
 def check_random_state(random_state):
-    """A ``numpy.random.Generator`` or ``RandomState`` from None, an int or either of them."""
+    """A ``numpy.random.Generator`` or ``RandomState`` from None, an int or either of them.
+
+    Raises
+    ------
+    ValueError
+        For anything else (``np.nan``, a string, a float, a seed outside [0, 2**32)), as
+        scikit-learn's ``check_random_state`` does.
+    """
     if isinstance(random_state, np.random.Generator):
         return random_state
     try:
         return _sklearn_check_random_state(random_state)
     except ValueError as exc:
-        raise TypeError(f"random_state must be None, an int, a RandomState or a Generator, "
-                        f"got {random_state!r}") from exc
+        raise ValueError(f"random_state must be None, an int in [0, 2**32), a RandomState or "
+                         f"a Generator, got {random_state!r}") from exc
 
 
 def check_num_threads(num_threads):

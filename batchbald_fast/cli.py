@@ -2,7 +2,6 @@
 
 import argparse
 import contextlib
-import importlib
 import importlib.util
 import json
 import os
@@ -13,10 +12,6 @@ import time
 import numpy as np
 
 from . import __version__
-
-# Anchors left out of ``bench`` where WORKLOADS.md measured them failing or taking minutes.
-ANCHOR_MODULES = {"batchbald_redux": "batchbald_redux.batchbald",
-                  "scikit-activeml": "skactiveml.pool"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -129,11 +124,20 @@ def _build_parser():
                         help="no progress on stderr (shown only on a terminal: picks done, "
                              "time left; a tqdm bar when tqdm is installed)")
 
-    bench = commands.add_parser("bench", help="time the standard workloads (WORKLOADS.md)")
+    from ._workloads import DEFAULT, WORKLOADS
+
+    bench = commands.add_parser(
+        "bench", help="time the standard workloads (docs/workloads.md in the repository)",
+        description="Time the standard workloads on each installed runner and check that "
+                    "they pick the same points on the exact steps. The workloads, the "
+                    "runners and the commands behind the README's figures are described "
+                    "in docs/workloads.md of the source repository.")
     bench.add_argument("--all", action="store_true", help="every workload, not a subset")
-    bench.add_argument("--workloads", help="comma-separated names, e.g. W1,W5")
+    bench.add_argument("--workloads", help=f"comma-separated names from {', '.join(WORKLOADS)} "
+                                           f"(default {','.join(DEFAULT)})")
     bench.add_argument("--runners", help="comma-separated: numpy, cython, batchbald_redux, "
-                                         "scikit-activeml (default: all installed)")
+                                         "scikit-activeml, baal, batchbald_fast.baal "
+                                         "(default: all installed)")
     bench.add_argument("--repeat", type=int, default=1, help="best of this many runs")
     bench.add_argument("--threads", type=int, default=None)
     bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -243,9 +247,7 @@ def _bench(args):
 
     os.environ.setdefault("TQDM_DISABLE", "1")  # batchbald_redux's own progress bars
     # The runners import their library at each call: import once so no timing includes it.
-    for runner_name, module in ANCHOR_MODULES.items():
-        if runner_name in runners:
-            importlib.import_module(module)
+    _workloads.import_runner_modules(runners)
     widths = {name: max(len(name), 9) for name in runners}
     header = f"{'workload':<8} {'N':>6} {'K':>4} {'C':>4} {'b':>3} {'M':>6}"
     print(header + "".join(f" {name:>{widths[name]}}" for name in runners)
@@ -264,7 +266,7 @@ def _bench(args):
             skip = _workloads.ANCHOR_SKIPS.get(runner_name, {}).get(name)
             if skip:
                 cells.append("skipped")
-                notes.append(f"{runner_name} skipped on {name}: {skip} (WORKLOADS.md)")
+                notes.append(f"{runner_name} skipped on {name}: {skip}")
                 continue
             best = np.inf
             with _Progress(f"[{done}/{total}] {name} {runner_name}", not args.quiet):
