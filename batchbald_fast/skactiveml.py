@@ -70,7 +70,8 @@ def batch_bald(probas, batch_size, n_MC_samples=None, random_state=None, eps=1e-
     pool = _pool.ArrayPool(_distinct_rows_kernels(clipped_N_K_C), clipped_N_K_C,
                            num_threads=_backend.effective_num_threads(None))
     result = _greedy.select(pool, batch_size, np.arange(N), num_samples=num_samples, rng=rng,
-                            return_utilities=True, next_joint=_next_joint, tie_tolerance=0.0)
+                            return_utilities=True, next_joint=_next_joint, tie_tolerance=0.0,
+                            saturation="greedy")
     utilities = np.empty_like(result.utilities)
     utilities[:, order_N] = result.utilities
     return utilities
