@@ -209,15 +209,19 @@ def extend_draws(draws, probs_K_C, rng):
     A draw from p(y_A | ω_k) extended by one from p(y_x | ω_k) is a draw from
     p(y_A, y_x | ω_k). One ``rng.random(M)`` call per point.
     """
+    return append_labels(draws, probs_K_C, _draw_labels(probs_K_C, draws.member_M, rng))
+
+
+def _draw_labels(probs_K_C, member_M, rng):
+    """A label from ``probs_K_C[member_M[m]]`` for every draw m (one ``rng.random`` call)."""
     C = probs_K_C.shape[1]
-    cdf_M_C = np.cumsum(probs_K_C, axis=1)[draws.member_M]
+    cdf_M_C = np.cumsum(probs_K_C, axis=1)[member_M]
     # u is scaled by the row total so that rows off 1 by rounding draw exactly their own
     # distribution; a zero-probability class is never drawn.
-    u_M = rng.random(len(draws)) * cdf_M_C[:, -1]
+    u_M = rng.random(len(member_M)) * cdf_M_C[:, -1]
     labels_M = (cdf_M_C <= u_M[:, None]).sum(axis=1)
     last_nonzero_K = C - 1 - np.argmax(probs_K_C[:, ::-1] > 0, axis=1)
-    return append_labels(draws, probs_K_C,
-                         np.minimum(labels_M, last_nonzero_K[draws.member_M]))
+    return np.minimum(labels_M, last_nonzero_K[member_M])
 
 
 def append_labels(draws, probs_K_C, labels_M):
@@ -258,10 +262,18 @@ def from_draws(draws, C):
 
 
 def _fresh_draws(probs_A_K_C, S, first_rank, rng):
-    draws = start_draws(probs_A_K_C.shape[1], S, first_rank)
-    for probs_K_C in probs_A_K_C:
-        draws = extend_draws(draws, probs_K_C, rng)
-    return draws
+    """S new draws per member of every point's label: ``extend_draws`` point by point,
+    into arrays allocated once (the same random numbers, the same sums)."""
+    A, K, _ = probs_A_K_C.shape
+    draws = start_draws(K, S, first_rank)
+    labels_M_A = np.empty((len(draws), A), dtype=np.intp)
+    log_joint_M_K = draws.log_joint_M_K
+    with np.errstate(divide="ignore"):
+        log_probs_A_K_C = np.log(probs_A_K_C)
+    for a, probs_K_C in enumerate(probs_A_K_C):
+        labels_M_A[:, a] = _draw_labels(probs_K_C, draws.member_M, rng)
+        log_joint_M_K += log_probs_A_K_C[a][:, labels_M_A[:, a]].T
+    return Draws(labels_M_A, draws.member_M, draws.rank_M, log_joint_M_K)
 
 
 def fit_budget(draws, probs_A_K_C, num_samples, rng, max_draw_bytes=MAX_DRAW_BYTES,

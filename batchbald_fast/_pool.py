@@ -9,6 +9,11 @@ driver, so every kind of pool gives the same picks.
 
 import numpy as np
 
+# Kernel calls of fewer multiply-adds (rows × candidates × K × C) than this run on one
+# thread: a parallel region costs more than it saves on them, far more when the cores are
+# shared (the blocks of a sequentially evaluated sampled step: ~20x slower under load).
+PARALLEL_MIN_WORK = 2**20
+
 
 def conditional_entropy(kernels, probs_N_K_C):
     """``E_n = (1/K) Σ_k Σ_c −p log p`` per point."""
@@ -84,6 +89,9 @@ class ArrayPool:
             ``Σ_k offset_K[k] Σ_c p[x, k, c]``: the row scales of a sampled state.
         """
         weighted_n = np.empty(len(xs))
+        K, C = self.shape[1:]
+        num_threads = self._num_threads if \
+            len(joint_M_K) * len(xs) * K * C >= PARALLEL_MIN_WORK else 1
         self._kernels.score_candidates(joint_M_K, weights_M, self._probs_compute_N_K_C, xs,
-                                       weighted_n, self._num_threads)
+                                       weighted_n, num_threads)
         return weighted_n, self._row_sums_N_K[xs] @ offset_K
