@@ -5,6 +5,6 @@ from ._backend import backend_info
 from ._greedy import BatchResult, SaturationWarning
 from .sklearn import ensemble_probas
 
-__all__ = ["BatchResult", "SaturationWarning", "backend_info", "bald", "batchbald", "conditional_entropy",
-           "ensemble_probas", "entropy"]
+__all__ = ["BatchResult", "SaturationWarning", "backend_info", "bald", "batchbald",
+           "conditional_entropy", "ensemble_probas", "entropy"]
 __version__ = "0.1.0"

@@ -69,12 +69,14 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         classes are float64 either way. float32 is faster and agrees to ~1e-6 nats, so
         near-ties may resolve differently.
     saturation : {"restart", "greedy"}, default="restart"
-        What follows a sampled step whose batch score is within noise of ``ln K``: the K posterior samples can no longer tell
-        candidates apart, so greedy picks past it are estimator noise. "restart": the next
-        pick starts a new greedy run from an empty batch, among the points not yet picked
-        (``result.segments`` numbers the runs). "greedy": keep extending the batch. Either
-        way such steps are flagged in ``result.saturated`` and a ``SaturationWarning``
-        names K once per call.
+        What follows a sampled step whose batch score is within noise of ``ln K``: the K
+        posterior samples can no longer tell candidates apart, so greedy picks past it are
+        estimator noise. "restart": the next pick starts a new greedy run from an empty
+        batch, among the points not yet picked (``result.segments`` numbers the runs).
+        "greedy": keep extending the batch. Either way such steps are flagged in
+        ``result.saturated`` and a ``SaturationWarning`` names K once per call. Restart
+        is the default: at b = 100 it is ~5× faster, with batch information no lower
+        (docs/sampled_steps.md).
 
     Returns
     -------

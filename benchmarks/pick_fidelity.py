@@ -27,7 +27,9 @@ from batchbald_fast._workloads import make_probs
 
 
 # Keyword settings of ``_greedy.select`` this checkout can be measured with, by name.
-VARIANTS = {"default": {}, "sequential": {"sequential": True}}
+VARIANTS = {"default": {}, "sequential": {"sequential": True},
+            **{f"sequential-r{r}": {"sequential": True, "max_extra_rounds": r}
+               for r in (0, 2, 4)}}
 
 
 @functools.lru_cache(maxsize=None)
