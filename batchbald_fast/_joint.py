@@ -236,12 +236,19 @@ def _unique_rows(labels_M_A, C):
     """First index, id (0..U-1, per row) and count of each distinct row of labels."""
     A = labels_M_A.shape[1]
     if C ** A < 2 ** 63:  # one int64 key per row sorts far faster than rows
-        rows = labels_M_A @ (C ** np.arange(A, dtype=np.int64))
-        axis = None
+        keys = labels_M_A @ (C ** np.arange(A, dtype=np.int64))
     else:
-        rows, axis = labels_M_A, 0
-    _, first_U, ids_M, counts_U = np.unique(rows, axis=axis, return_index=True,
-                                            return_inverse=True, return_counts=True)
+        # Sorting rows costs O(A) per comparison and grows with the batch: sort a 64-bit
+        # hash of each row instead, and check it against the rows (a collision, about
+        # M²/2^64 likely, falls back to sorting the rows).
+        multipliers = np.random.default_rng(0).integers(1, 2**63, size=A, dtype=np.int64)
+        keys = labels_M_A @ (2 * multipliers + 1)  # wraps modulo 2^64
+    _, first_U, ids_M, counts_U = np.unique(keys, return_index=True, return_inverse=True,
+                                            return_counts=True)
+    ids_M = ids_M.reshape(-1)
+    if C ** A >= 2 ** 63 and not np.array_equal(labels_M_A, labels_M_A[first_U[ids_M]]):
+        _, first_U, ids_M, counts_U = np.unique(labels_M_A, axis=0, return_index=True,
+                                                return_inverse=True, return_counts=True)
     return first_U, ids_M.reshape(-1), counts_U
 
 
