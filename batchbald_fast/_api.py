@@ -16,7 +16,7 @@ DEFAULT_TOL = 1e-4
 def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
               candidates=None, random_state=None, return_utilities=False, num_threads=None,
               lazy=None, tol=DEFAULT_TOL, incremental=True, dtype=np.float64,
-              progress=False):
+              progress=False, saturation="restart"):
     """Select a batch of pool points by greedy BatchBALD.
 
     Each step adds the point x maximising the mutual information
@@ -77,6 +77,15 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         the batch, rate, time left; needs ``pip install "batchbald_fast[progress]"``). A
         callable is called as ``progress(done, total)`` after each pick; an exception it
         raises stops the selection.
+    saturation : {"restart", "greedy"}, default="restart"
+        What follows a sampled step whose batch score is within noise of ``ln K``: the K
+        posterior samples can no longer tell candidates apart, so greedy picks past it are
+        estimator noise. "restart": the next pick starts a new greedy run from an empty
+        batch, among the points not yet picked (``result.segments`` numbers the runs).
+        "greedy": keep extending the batch. Either way such steps are flagged in
+        ``result.saturated`` and a ``SaturationWarning`` names K once per call. Restart
+        is the default: at b = 100 it is ~5× faster, with batch information no lower
+        (docs/sampled_steps.md).
 
     Returns
     -------
@@ -84,7 +93,8 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         ``indices`` in pick order, ``scores`` (the batch's mutual information after each
         pick), ``utilities`` (when asked), and per step ``num_configurations``, ``exact``,
         ``mode``, ``error_bounds``, ``std_errors``, ``ambiguous``, ``num_evaluations``,
-        ``bound_rows`` and ``num_bounded``.
+        ``bound_rows``, ``num_bounded``, ``saturated``, ``segments``, ``rows_scored`` and
+        ``decision_rows``.
 
     Notes
     -----
@@ -110,13 +120,16 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     tol = _validation.check_tol(tol)
     dtype = _validation.check_compute_dtype(dtype)
     progress = _validation.check_progress(progress)
+    saturation = _validation.check_choice(saturation, "saturation",
+                                          _greedy.SATURATION_POLICIES)
     next_joint = functools.partial(_joint.next_joint, tol=tol, incremental=bool(incremental))
     pool = _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C, dtype=dtype,
                            num_threads=_backend.effective_num_threads(num_threads))
     with _step_reporter(progress, min(batch_size, len(candidates))) as on_step:
         return _greedy.select(pool, batch_size, candidates, num_samples=num_samples, rng=rng,
                               return_utilities=bool(return_utilities), next_joint=next_joint,
-                              lazy=None if lazy is None else bool(lazy), on_step=on_step)
+                              lazy=None if lazy is None else bool(lazy), on_step=on_step,
+                              saturation=saturation)
 
 
 @contextlib.contextmanager

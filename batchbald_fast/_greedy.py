@@ -6,9 +6,12 @@ It knows nothing about which backend runs or where the pool lives: it asks a poo
 
 import contextlib
 import heapq
+import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.special
 
 from . import _joint
 from ._threads import blas_limit
@@ -26,6 +29,29 @@ COARSE_MIN_WORK = 2**22
 # Candidates of the first kernel call that scores candidates by bound (later calls double):
 # enough to keep every thread busy.
 LAZY_TILE = 64
+# Sequential evaluation of sampled steps (docs/sampled_steps.md). One-sided error
+# probability of each test that drops a candidate or declares a step resolved.
+ALPHA = 1e-3
+# Blocks a sampled step's rows are dealt into, how many of them the first look scores, and
+# the blocks of each round of fresh draws. Every block scored is one kernel call over the
+# candidates still in: few, larger blocks keep the calls' fixed cost below their work
+# (64 blocks per round of fresh draws made the pick-fidelity calls ~30x slower).
+NUM_BLOCKS = 32
+FIRST_LOOK = 8
+EXTRA_BLOCKS = 8
+# Utilities this close are equally good picks: a step is resolved once every contender is
+# confidently at most this far above the pick (the pick-fidelity benchmark's criterion).
+RESOLUTION = 1e-3
+# Rounds of fresh draws, each as many as the step's own, for contenders still unresolved;
+# they may score at most EXTRA_WORK times the rows the step scored before them (many
+# contenders within noise of each other are a tie no affordable number of draws resolves).
+MAX_EXTRA_ROUNDS = 8
+EXTRA_WORK = 1.0
+SATURATION_POLICIES = ("restart", "greedy")
+
+
+class SaturationWarning(UserWarning):
+    """The batch's labels nearly identify the posterior sample: later gains are noise."""
 
 
 @dataclass(frozen=True)
@@ -57,15 +83,31 @@ class BatchResult:
         Standard error of the picked point's utility on sampled steps (nan otherwise).
     ambiguous : ndarray of shape (b,), bool
         Sampled steps whose top-two utilities lie within two standard errors of their
-        difference: the pick there is decided by sampling noise.
+        difference: the pick there is decided by sampling noise. (With the experimental
+        sequential evaluation: a contender may still be more than 1e-3 nats better than
+        the pick after the extra draws' cap; docs/sampled_steps.md.)
+    saturated : ndarray of shape (b,), bool
+        Steps whose batch score is within noise of ``log K`` or whose gain is within
+        noise of 0 (two standard errors on sampled steps, the certified error plus the
+        tie tolerance otherwise): the K posterior samples cannot tell more picks apart.
+    segments : ndarray of shape (b,), int64
+        Which greedy run each pick belongs to: 0, then one more after each restart
+        (``saturation="restart"``). ``scores`` are the mutual information of the pick's
+        segment.
     num_evaluations : ndarray of shape (b,), int64
-        Candidates whose utility the step computed (fewer than the pool when bounds
-        showed the others cannot be picked).
+        Candidates whose utility the step computed, on some or all of its rows (fewer
+        than the pool when bounds or tests showed the others cannot be picked).
     bound_rows : ndarray of shape (b,), int64
         Rows G of the coarse joint that bounded candidates' utilities (0 when none did).
     num_bounded : ndarray of shape (b,), int64
-        Candidates bounded with it. A step scored ``num_bounded·G + num_evaluations·M``
-        configuration rows in all.
+        Candidates bounded with it.
+    rows_scored : ndarray of shape (b,), int64
+        Candidate × configuration rows the step scored, bounds included
+        (``num_bounded·G + num_evaluations·M`` unless sampled steps were evaluated
+        sequentially).
+    decision_rows : ndarray of shape (b,), int64
+        Configuration rows behind the pick's utility: M, plus the rows of extra draws on
+        sampled steps that needed them.
     """
 
     indices: np.ndarray
@@ -80,6 +122,10 @@ class BatchResult:
     num_evaluations: np.ndarray
     bound_rows: np.ndarray
     num_bounded: np.ndarray
+    saturated: np.ndarray
+    segments: np.ndarray
+    rows_scored: np.ndarray
+    decision_rows: np.ndarray
 
 
 def top_k(scores_N, k=None, tie_tolerance=TIE_TOLERANCE):
@@ -146,7 +192,8 @@ def _tie_rule_order(sorted_n, index_n, tie_tolerance):
 
 def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
            next_joint=_joint.next_joint, lazy=None, lazy_tile=LAZY_TILE,
-           coarse_min_work=COARSE_MIN_WORK, tie_tolerance=TIE_TOLERANCE, on_step=None):
+           coarse_min_work=COARSE_MIN_WORK, tie_tolerance=TIE_TOLERANCE, on_step=None,
+           saturation="restart", sequential=False, max_extra_rounds=MAX_EXTRA_ROUNDS):
     """Greedy BatchBALD over validated inputs.
 
     Parameters
@@ -165,8 +212,8 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
         batch, whose rows in pick order are ``probs_A_K_C``, has grown by one pick.
     lazy : bool or None
         None: skip candidates that certified bounds rule out (the coarse joint on every
-        step, last gains on exact and pruned steps). True: also last gains on sampled
-        steps, which noise may break. False: score every candidate.
+        step, last gains on exact and pruned steps). True: last gains on sampled steps
+        too, which noise may break. False: score every candidate against all M rows.
     lazy_tile : int
         Candidates of the first kernel call that scores by bound.
     coarse_min_work : int
@@ -176,6 +223,15 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
         Utilities this close to the best are tied; ties go to the lowest index.
     on_step : callable or None
         Called as ``on_step(done, total)`` after each pick.
+    saturation : {"restart", "greedy"}
+        After a sampled step whose score is within noise of ``ln K``: start a new greedy
+        run from an empty batch (the picks so far stay picked), or keep extending this one.
+    sequential : bool
+        Evaluate sampled steps sequentially (:func:`_sequential_evaluate`) when ``lazy``
+        is None. Experimental, off by default: its better picks cost ~3× the time of the
+        default at small pools and ~5× on W2 (docs/sampled_steps.md).
+    max_extra_rounds : int
+        Rounds of fresh draws (each as many as the step's) for unresolved contenders.
 
     Returns
     -------
@@ -196,7 +252,8 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
         ("indices", np.int64), ("scores", np.float64), ("num_configurations", np.int64),
         ("exact", bool), ("mode", "<U7"), ("error_bounds", np.float64),
         ("std_errors", np.float64), ("ambiguous", bool), ("num_evaluations", np.int64),
-        ("bound_rows", np.int64), ("num_bounded", np.int64)]}
+        ("bound_rows", np.int64), ("num_bounded", np.int64), ("saturated", bool),
+        ("segments", np.int64), ("rows_scored", np.int64), ("decision_rows", np.int64)]}
     utilities = np.full((steps, N), np.nan) if return_utilities else None
 
     # The driver's own products are small: BLAS threads left spinning after them would take
@@ -205,30 +262,37 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
     big = len(candidates) * num_samples >= coarse_min_work
     with blas_limit(1) if big else contextlib.nullcontext():
         state = _joint.empty_joint(K)
-        probs_A_K_C = np.empty((0, K, C))  # the batch's rows, in pick order
+        probs_A_K_C = np.empty((0, K, C))  # the segment's rows, in pick order
         batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
+        segment, restart = 0, False
         for t in range(steps):
-            if t > 0:
+            if restart:
+                # A new greedy run: earlier picks stay out of the pool, their gains are void.
+                state, probs_A_K_C = _joint.empty_joint(K), np.empty((0, K, C))
+                batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
+                upper_gain_N[:] = np.inf
+                segment += 1
+            elif t > 0:
                 probs_A_K_C = np.concatenate([probs_A_K_C,
                                               pool.rows(out["indices"][t - 1:t])])
                 state = next_joint(state, probs_A_K_C, num_samples, rng)
             remaining = np.flatnonzero(available)
             sampled = state.mode == "sampled"
 
-            def scorer(joint_M_K, weights_M, correction=0.0):
+            def scorer(joint_M_K, weights_M, offset_K, correction=0.0):
                 """Utilities of candidates against a joint, and the rounding they may carry."""
                 joint_M_K = joint_M_K.astype(dtype, copy=False)
 
                 def score(xs):
                     joint_entropy, offset_n = pool.joint_entropy(joint_M_K, weights_M,
-                                                                 state.offset_K, xs)
+                                                                 offset_K, xs)
                     slack = ROUNDING_SLACK + rounding * (
                         np.abs(joint_entropy) + np.abs(offset_n) + abs(correction))
                     return (joint_entropy + correction + offset_n - batch_cond_entropy
                             - cond_entropy_N[xs]), slack
                 return score
 
-            utility = scorer(state.joint_M_K, state.weights_M)
+            utility = scorer(state.joint_M_K, state.weights_M, state.offset_K)
             stale = not return_utilities and (lazy if lazy is not None else not sampled)
             joint_G_K, correction = (None, 0.0)
             if not return_utilities and lazy is not False and \
@@ -237,24 +301,54 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
             bounds = []
             if joint_G_K is not None:
                 # A bound costs G rows where a score costs M: bound that many more per call.
-                bounds.append((scorer(joint_G_K, np.ones(len(joint_G_K)), correction),
+                bounds.append((scorer(joint_G_K, np.ones(len(joint_G_K)), state.offset_K,
+                                      correction),
                                lazy_tile * state.num_configurations // len(joint_G_K)))
-            if stale or bounds:
-                upper_n = batch_score + batch_error + upper_gain_N[remaining] if stale else \
-                    np.full(len(remaining), np.inf)
-                # Sampled steps report the runner-up's distance too, so it must be the true one.
-                evaluated, utility_n, slack_n, num_bounded = _bounded_evaluate(
-                    bounds, utility, remaining, upper_n, lazy_tile, tie_tolerance,
-                    top=2 if sampled else 1)
-            else:
-                evaluated, (utility_n, slack_n), num_bounded = remaining, utility(remaining), 0
-            upper_gain_N[evaluated] = utility_n + 2 * slack_n + state.error_bound - batch_score
-            # evaluated is ascending, so the first near-maximum is the lowest tied index.
-            best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
-            pick = int(evaluated[best])
+            G = 0 if joint_G_K is None else len(joint_G_K)
             std_error, ambiguous = np.nan, False
-            if state.mode == "sampled":
-                std_error, ambiguous = _sampling_noise(state, pool, evaluated, utility_n)
+            decision_rows = state.num_configurations
+            if sequential and sampled and lazy is None and not return_utilities:
+                S = int(round(state.counts_M.sum())) // K
+
+                def rounds(state=state, probs_A_K_C=probs_A_K_C):
+                    """The step's rows, then fresh draws of as many, dealt into blocks."""
+                    for r in range(max_extra_rounds + 1):
+                        if r:
+                            state = _joint.fresh_state(probs_A_K_C, S, rng)
+                        blocks, draws_B = _joint.split_rows(
+                            state, EXTRA_BLOCKS if r else NUM_BLOCKS, rng)
+                        yield ([scorer(*block) for block in blocks], draws_B,
+                               [len(block[0]) for block in blocks])
+                (evaluated, utility_n, best, std_error, ambiguous, num_bounded,
+                 rows_scored, decision_rows) = _sequential_evaluate(
+                    rounds(), remaining, bounds[0][0] if bounds else None, G, lazy_tile,
+                    tie_tolerance)
+                slack_n = np.zeros(len(evaluated))
+            else:
+                if stale or bounds:
+                    upper_n = batch_score + batch_error + upper_gain_N[remaining] if stale \
+                        else np.full(len(remaining), np.inf)
+                    # Sampled steps report the runner-up's distance too: it must be true.
+                    evaluated, utility_n, slack_n, num_bounded = _bounded_evaluate(
+                        bounds, utility, remaining, upper_n, lazy_tile, tie_tolerance,
+                        top=2 if sampled else 1)
+                else:
+                    evaluated, (utility_n, slack_n) = remaining, utility(remaining)
+                    num_bounded = 0
+                rows_scored = len(evaluated) * state.num_configurations + num_bounded * G
+                if sampled:
+                    std_error, ambiguous = _sampling_noise(state, pool, evaluated, utility_n)
+                # evaluated is ascending, so the first near-maximum is the lowest tied index.
+                best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
+            upper_gain_N[evaluated] = utility_n + 2 * slack_n + state.error_bound - batch_score
+            pick = int(evaluated[best])
+            # Noise of the score and of the gain: what cannot tell a gain from nothing.
+            noise = 2 * std_error if sampled else state.error_bound + tie_tolerance
+            near_log_K = math.log(K) - utility_n[best] <= noise
+            saturated = bool(near_log_K or utility_n[best] - batch_score <= noise)
+            # Only a score at ln K restarts: a gain lost in the noise of a small budget
+            # is the budget's limit, not the posterior samples'.
+            restart = saturation == "restart" and sampled and near_log_K
             for name, value in [("indices", pick), ("scores", utility_n[best]),
                                 ("num_configurations", state.num_configurations),
                                 ("exact", state.mode == "exact"), ("mode", state.mode),
@@ -262,8 +356,10 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
                                  else state.error_bound),
                                 ("std_errors", std_error), ("ambiguous", ambiguous),
                                 ("num_evaluations", len(evaluated)),
-                                ("bound_rows", 0 if joint_G_K is None else len(joint_G_K)),
-                                ("num_bounded", num_bounded)]:
+                                ("bound_rows", G), ("num_bounded", num_bounded),
+                                ("saturated", saturated), ("segments", segment),
+                                ("rows_scored", rows_scored),
+                                ("decision_rows", decision_rows)]:
                 out[name][t] = value
             if return_utilities:
                 utilities[t, evaluated] = utility_n
@@ -272,7 +368,24 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
             batch_cond_entropy += cond_entropy_N[pick]
             if on_step is not None:
                 on_step(t + 1, steps)
+        if out["saturated"].any():
+            _warn_saturated(out, K, saturation)
         return BatchResult(utilities=utilities, **out)
+
+
+def _warn_saturated(out, K, saturation):
+    first = int(np.argmax(out["saturated"]))
+    after = {"restart": "each sampled step within noise of ln K starts a new greedy run "
+                        "from an empty batch (saturation='greedy' keeps extending the batch)",
+             "greedy": "later picks are decided by estimator noise (saturation='restart' "
+                       "starts a new greedy run instead)"}[saturation]
+    warnings.warn(
+        f"BatchBALD saturated with K={K} posterior samples: from step {first} (batch "
+        f"score {out['scores'][first]:.4f}, at most ln K = {math.log(K):.4f}) the K samples "
+        f"tell no more candidates apart (the batch's labels nearly identify the sample, or "
+        f"no candidate's gain is above noise); {int(out['saturated'].sum())} step(s) are "
+        f"flagged in result.saturated, and {after}. Use more posterior samples (a larger K) "
+        f"for batches this large.", SaturationWarning, stacklevel=4)
 
 
 def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1):
@@ -338,6 +451,145 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
     scored = np.flatnonzero(level_n == len(refine))
     num_bounded = int(np.count_nonzero(level_n > 0)) if bounds else 0
     return pool[scored], bound_n[scored], slack_n[scored], num_bounded
+
+
+def _sequential_evaluate(rounds, pool, bound, bound_rows, tile, tie_tolerance,
+                         alpha=ALPHA, resolution=RESOLUTION, first_look=FIRST_LOOK):
+    """A sampled step's pick, resolved only as far as its sampling noise allows.
+
+    The step's rows come dealt into blocks, each an estimator of every utility by itself.
+    The ``tile`` candidates of highest coarse bound are scored on every block; the best of
+    them leads, and candidates whose bound lies more than twice the largest paired noise
+    (``t·se`` of the difference with the leader) below the leader's utility are dropped.
+    The rest are scored on a doubling number of blocks; after each look a candidate is
+    dropped once the leader is better with confidence (one-sided t-test of the block
+    means of the paired differences, level ``alpha``). Once every survivor has every
+    block, the step is resolved when every contender is confidently at most
+    ``resolution`` above the leader; otherwise the contenders get the blocks of the next
+    round of fresh draws, until resolved or ``rounds`` ends (then ``ambiguous``).
+    docs/sampled_steps.md derives the rule and its error probability.
+
+    Parameters
+    ----------
+    rounds : iterator of (list of callable, ndarray, list of int)
+        Per round of draws, per block: ``f(xs) -> (utility_n, slack_n)``, the block's draws
+        and its rows. The first round is the step's own rows.
+    pool : ndarray of intp, ascending
+        Candidates.
+    bound : callable or None
+        ``bound(xs) -> (bound_n, slack_n)``, upper bounds of the first round's estimate.
+    bound_rows : int
+        Rows of one ``bound`` evaluation.
+    tile : int
+        Candidates scored on every block first.
+    tie_tolerance, alpha, resolution : float
+    first_look : int
+        Blocks of the first look.
+
+    Returns
+    -------
+    evaluated : ndarray of intp, ascending
+        Candidates scored on any block.
+    utility_n : ndarray
+        Their estimates from the blocks each was scored on.
+    best : int
+        Position of the pick in ``evaluated``.
+    std_error : float
+        Standard error of the pick's utility (batch means).
+    ambiguous : bool
+        Unresolved after the last round.
+    num_bounded, rows_scored, decision_rows : int
+        Candidates bounded; candidate × rows scored; rows behind the pick's utility.
+    """
+    scorers, draws, rows = next(rounds)
+    B, n = len(scorers), len(pool)
+    draws_B, rows_B = np.asarray(draws), list(rows)
+    values_n_B = np.full((n, B), np.nan)
+    rows_scored = 0
+
+    def score(idx, blocks):
+        nonlocal rows_scored
+        for b in blocks:
+            values_n_B[idx, b] = scorers[b](pool[idx])[0]
+            rows_scored += len(idx) * rows_B[b]
+
+    def estimate(idx):
+        return values_n_B[idx, :len(draws_B)] @ draws_B / draws_B.sum()
+
+    def leader(idx):  # lowest index among the tied best
+        utility_i = estimate(idx)
+        return idx[np.argmax(utility_i >= utility_i.max() - tie_tolerance)]
+
+    def own_error(i):
+        """Standard error of one candidate's utility, from its blocks' spread."""
+        deviation_B = values_n_B[i] - estimate(i)
+        return float(np.sqrt(deviation_B ** 2 @ draws_B ** 2 / draws_B.sum() ** 2
+                             * len(draws_B) / max(len(draws_B) - 1, 1)))
+
+    def paired(idx, lead, columns):
+        """Mean and standard error of ``U(lead) − U(x)`` over the first blocks, t quantile."""
+        d_B = draws_B[:columns]
+        diff_i_B = values_n_B[lead, :columns] - values_n_B[idx, :columns]
+        mean_i = diff_i_B @ d_B / d_B.sum()
+        if columns < 2:
+            return mean_i, np.full(len(idx), np.inf), np.inf
+        var_i = (diff_i_B - mean_i[:, None]) ** 2 @ d_B ** 2 / d_B.sum() ** 2
+        return (mean_i, np.sqrt(var_i * columns / (columns - 1)),
+                scipy.special.stdtrit(columns - 1, 1 - alpha))
+
+    order = np.arange(n)
+    num_bounded = 0
+    if bound is not None:
+        bound_n, slack_n = bound(pool)
+        bound_n = bound_n + 2 * slack_n
+        order = np.argsort(-bound_n, kind="stable")
+        num_bounded, rows_scored = n, n * bound_rows
+    first = np.sort(order[:tile])
+    score(first, range(B))
+    lead = leader(first)
+    rest = order[tile:]
+    if len(rest) and bound is not None:
+        mean_i, se_i, crit = paired(first, lead, B)
+        others = first != lead
+        spread = np.median(se_i[others]) if others.any() else 2 * own_error(lead)
+        rest = rest[bound_n[rest] >= estimate(lead) - crit * spread]
+    columns = 0
+    while len(rest) and columns < B:
+        done, columns = columns, min(B, max(first_look, 2 * columns))
+        score(rest, range(done, columns))
+        mean_i, se_i, crit = paired(rest, lead, columns)
+        rest = rest[mean_i - crit * se_i <= 0]
+    alive = np.union1d(first, rest)
+    extra_budget = EXTRA_WORK * rows_scored
+    while True:
+        utility_i = estimate(alive)
+        lead = alive[np.argmax(utility_i >= utility_i.max() - tie_tolerance)]
+        mean_i, se_i, crit = paired(alive, lead, len(draws_B))
+        keep = (mean_i - crit * se_i <= 0) | (alive == lead)
+        alive, mean_i, se_i = alive[keep], mean_i[keep], se_i[keep]
+        contenders = alive != lead
+        ambiguous = bool((mean_i[contenders] - crit * se_i[contenders] <= -resolution).any())
+        if not ambiguous:
+            break
+        if len(alive) * sum(rows_B[:B]) > extra_budget:
+            break
+        try:
+            more, draws, rows = next(rounds)
+        except StopIteration:
+            break
+        extra_budget -= len(alive) * sum(rows)
+        start = len(draws_B)
+        scorers = scorers + more
+        values_n_B = np.hstack([values_n_B, np.full((n, len(more)), np.nan)])
+        draws_B, rows_B = np.concatenate([draws_B, draws]), rows_B + list(rows)
+        score(alive, range(start, len(draws_B)))
+    # Each candidate's utility from the blocks it was scored on: the pick's from them all.
+    evaluated = np.flatnonzero(~np.isnan(values_n_B[:, 0]))
+    scored_i_B = ~np.isnan(values_n_B[evaluated])
+    utility_n = np.where(scored_i_B, values_n_B[evaluated], 0) @ draws_B / \
+        (scored_i_B @ draws_B)
+    return (pool[evaluated], utility_n, int(np.searchsorted(evaluated, lead)),
+            own_error(lead), ambiguous, num_bounded, rows_scored, int(sum(rows_B)))
 
 
 def _sampling_noise(state, pool, evaluated, utility_n):

@@ -209,15 +209,19 @@ def extend_draws(draws, probs_K_C, rng):
     A draw from p(y_A | ω_k) extended by one from p(y_x | ω_k) is a draw from
     p(y_A, y_x | ω_k). One ``rng.random(M)`` call per point.
     """
+    return append_labels(draws, probs_K_C, _draw_labels(probs_K_C, draws.member_M, rng))
+
+
+def _draw_labels(probs_K_C, member_M, rng):
+    """A label from ``probs_K_C[member_M[m]]`` for every draw m (one ``rng.random`` call)."""
     C = probs_K_C.shape[1]
-    cdf_M_C = np.cumsum(probs_K_C, axis=1)[draws.member_M]
+    cdf_M_C = np.cumsum(probs_K_C, axis=1)[member_M]
     # u is scaled by the row total so that rows off 1 by rounding draw exactly their own
     # distribution; a zero-probability class is never drawn.
-    u_M = rng.random(len(draws)) * cdf_M_C[:, -1]
+    u_M = rng.random(len(member_M)) * cdf_M_C[:, -1]
     labels_M = (cdf_M_C <= u_M[:, None]).sum(axis=1)
     last_nonzero_K = C - 1 - np.argmax(probs_K_C[:, ::-1] > 0, axis=1)
-    return append_labels(draws, probs_K_C,
-                         np.minimum(labels_M, last_nonzero_K[draws.member_M]))
+    return np.minimum(labels_M, last_nonzero_K[member_M])
 
 
 def append_labels(draws, probs_K_C, labels_M):
@@ -232,12 +236,19 @@ def _unique_rows(labels_M_A, C):
     """First index, id (0..U-1, per row) and count of each distinct row of labels."""
     A = labels_M_A.shape[1]
     if C ** A < 2 ** 63:  # one int64 key per row sorts far faster than rows
-        rows = labels_M_A @ (C ** np.arange(A, dtype=np.int64))
-        axis = None
+        keys = labels_M_A @ (C ** np.arange(A, dtype=np.int64))
     else:
-        rows, axis = labels_M_A, 0
-    _, first_U, ids_M, counts_U = np.unique(rows, axis=axis, return_index=True,
-                                            return_inverse=True, return_counts=True)
+        # Sorting rows costs O(A) per comparison and grows with the batch: sort a 64-bit
+        # hash of each row instead, and check it against the rows (a collision, about
+        # M²/2^64 likely, falls back to sorting the rows).
+        multipliers = np.random.default_rng(0).integers(1, 2**63, size=A, dtype=np.int64)
+        keys = labels_M_A @ (2 * multipliers + 1)  # wraps modulo 2^64
+    _, first_U, ids_M, counts_U = np.unique(keys, return_index=True, return_inverse=True,
+                                            return_counts=True)
+    ids_M = ids_M.reshape(-1)
+    if C ** A >= 2 ** 63 and not np.array_equal(labels_M_A, labels_M_A[first_U[ids_M]]):
+        _, first_U, ids_M, counts_U = np.unique(labels_M_A, axis=0, return_index=True,
+                                                return_inverse=True, return_counts=True)
     return first_U, ids_M.reshape(-1), counts_U
 
 
@@ -258,10 +269,18 @@ def from_draws(draws, C):
 
 
 def _fresh_draws(probs_A_K_C, S, first_rank, rng):
-    draws = start_draws(probs_A_K_C.shape[1], S, first_rank)
-    for probs_K_C in probs_A_K_C:
-        draws = extend_draws(draws, probs_K_C, rng)
-    return draws
+    """S new draws per member of every point's label: ``extend_draws`` point by point,
+    into arrays allocated once (the same random numbers, the same sums)."""
+    A, K, _ = probs_A_K_C.shape
+    draws = start_draws(K, S, first_rank)
+    labels_M_A = np.empty((len(draws), A), dtype=np.intp)
+    log_joint_M_K = draws.log_joint_M_K
+    with np.errstate(divide="ignore"):
+        log_probs_A_K_C = np.log(probs_A_K_C)
+    for a, probs_K_C in enumerate(probs_A_K_C):
+        labels_M_A[:, a] = _draw_labels(probs_K_C, draws.member_M, rng)
+        log_joint_M_K += log_probs_A_K_C[a][:, labels_M_A[:, a]].T
+    return Draws(labels_M_A, draws.member_M, draws.rank_M, log_joint_M_K)
 
 
 def fit_budget(draws, probs_A_K_C, num_samples, rng, max_draw_bytes=MAX_DRAW_BYTES,
@@ -452,3 +471,45 @@ def estimator_terms(state, probs_K_C):
     g_M = (-_xlogx(P_M_C).sum(axis=1) - state.log_scale_M * P_M_C.sum(axis=1)) / \
         state.joint_M_K.sum(axis=1)
     return g_M, state.counts_M
+
+
+def split_rows(state, num_blocks, rng):
+    """A sampled state's rows dealt at random into blocks, each a sampled state of its own.
+
+    Every block's weights are rescaled to its own draws, so each block is an estimator of
+    every H(y_A, y_x) by itself, and the draw-weighted mean of the blocks' estimates is the
+    state's. A row goes to one block with all its draws: a row of many draws makes the
+    blocks' estimates spread more, so their spread over-states the noise, never under.
+
+    Parameters
+    ----------
+    state : JointState
+        Sampled.
+    num_blocks : int
+        Blocks wanted (fewer when the state has fewer rows).
+    rng : numpy.random.Generator or RandomState
+        Deals the rows (one ``permutation`` call).
+
+    Returns
+    -------
+    blocks : list of (joint_M_K, weights_M, offset_K)
+    draws_B : ndarray of shape (B,)
+        Draws in each block.
+    """
+    counts_M = state.counts_M
+    order = rng.permutation(state.num_configurations)
+    blocks, draws_B = [], []
+    for rows in np.array_split(order, min(num_blocks, state.num_configurations)):
+        rows = np.sort(rows)
+        draws = counts_M[rows].sum()
+        weights_M = state.weights_M[rows] * (counts_M.sum() / draws)
+        joint_M_K = state.joint_M_K[rows]
+        blocks.append((joint_M_K, weights_M, -(weights_M * state.log_scale_M[rows]) @ joint_M_K))
+        draws_B.append(draws)
+    return blocks, np.array(draws_B, dtype=np.float64)
+
+
+def fresh_state(probs_A_K_C, draws_per_member, rng):
+    """A sampled state of new draws, independent of every earlier one (ranks from 0)."""
+    return from_draws(_fresh_draws(probs_A_K_C, draws_per_member, 0, rng),
+                      probs_A_K_C.shape[2])

@@ -179,6 +179,15 @@ def check_tol(tol):
     return float(tol)
 
 
+def check_choice(value, name, choices):
+    """One of ``choices`` (strings)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {choices}, got {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
 def check_compute_dtype(dtype):
     """numpy.float64 or numpy.float32."""
     try:

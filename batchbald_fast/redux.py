@@ -67,7 +67,7 @@ def get_batchbald_batch(log_probs_N_K_C, batch_size, num_samples, dtype=None, de
     """
     batch_size = _validation.check_count(batch_size, "batch_size", minimum=0)
     result = _api.batchbald(_to_numpy(log_probs_N_K_C), batch_size, num_samples=num_samples,
-                            log_probs=True)
+                            log_probs=True, saturation="greedy")
     return CandidateBatch(result.scores.tolist(), result.indices.tolist())
 
 

@@ -104,7 +104,7 @@ def batch_bald(probas, batch_size, n_MC_samples=None, random_state=None, eps=1e-
                            num_threads=_backend.effective_num_threads(None))
     result = _greedy.select(pool, batch_size, np.arange(N), num_samples=int(n_MC_samples),
                             rng=rng, return_utilities=True, next_joint=_next_joint,
-                            lazy=False, tie_tolerance=0.0)
+                            lazy=False, tie_tolerance=0.0, saturation="greedy")
     utilities = np.empty_like(result.utilities)
     utilities[:, order_N] = result.utilities
     return utilities

@@ -1,6 +1,7 @@
 """Greedy BatchBALD against the brute-force oracle, on both backends."""
 
 import functools
+import warnings
 
 import numpy as np
 import pytest
@@ -256,8 +257,10 @@ def test_bounded_selection_matches_full_evaluation_in_float32(backend):
         for lazy in (False, None)]
     np.testing.assert_array_equal(bounded.indices, full.indices)
     np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
-    assert (bounded.num_evaluations[1:] < full.num_evaluations[1:]).all()
-    assert (bounded.bound_rows[4:] > 0).all()
+    # A restart's first step (BALD) has no last gains to skip by.
+    later = np.flatnonzero(np.diff(bounded.segments, prepend=-1) == 0)
+    assert (bounded.num_evaluations[later] < full.num_evaluations[later]).all()
+    assert (bounded.bound_rows[bounded.mode == "sampled"] > 0).all()
 
 
 def test_default_bounds_big_steps_through_the_api(backend):
@@ -303,3 +306,62 @@ def test_top_k_follows_the_tie_rule(seed):
 def test_top_k_without_near_ties_is_a_sort():
     scores = np.random.default_rng(0).random(1000)
     np.testing.assert_array_equal(_greedy.top_k(scores, 100), np.argsort(-scores)[:100])
+
+
+def test_saturation_flagged_warned_and_restarted(backend):
+    # K = 3 members that disagree completely: two picks identify the member (a(A) = ln 3).
+    rng = np.random.default_rng(17)
+    probs_N_K_C = random_probs(rng, 60, 3, 6, concentration=0.05)
+    with pytest.warns(bf.SaturationWarning, match="K=3"):
+        restart = bf.batchbald(probs_N_K_C, 12, num_samples=30, random_state=0)
+    assert restart.saturated.any()
+    assert (restart.scores <= np.log(3) + 4 * np.nan_to_num(restart.std_errors) + 1e-9).all()
+    flagged = np.flatnonzero(restart.saturated & (restart.mode == "sampled"))
+    assert len(flagged) and (np.diff(restart.segments) >= 0).all()
+    # Every flagged sampled step starts a new run: exact again, BALD's pick among the rest.
+    for t in flagged[flagged + 1 < 12]:
+        assert restart.segments[t + 1] == restart.segments[t] + 1
+        assert restart.mode[t + 1] == "exact"
+        bald_N = bf.bald(probs_N_K_C)
+        bald_N[restart.indices[:t + 1]] = -np.inf
+        assert restart.indices[t + 1] == np.argmax(bald_N)
+    with pytest.warns(bf.SaturationWarning, match="saturation='restart'"):
+        greedy = bf.batchbald(probs_N_K_C, 12, num_samples=30, random_state=0,
+                              saturation="greedy")
+    assert (greedy.segments == 0).all()
+    t = flagged[0] + 1
+    np.testing.assert_array_equal(greedy.indices[:t], restart.indices[:t])
+    assert len(set(greedy.indices)) == len(set(restart.indices)) == 12
+
+
+def test_saturation_choice_is_checked(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(18), 10, 3, 2)
+    with pytest.raises(ValueError, match="saturation"):
+        bf.batchbald(probs_N_K_C, 2, saturation="stop")
+    with pytest.raises(TypeError, match="saturation"):
+        bf.batchbald(probs_N_K_C, 2, saturation=None)
+
+
+def test_unsaturated_runs_are_not_flagged(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(19), 200, 20, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = bf.batchbald(probs_N_K_C, 3, random_state=0)
+    assert not result.saturated.any() and (result.segments == 0).all()
+
+
+def test_sequential_sampled_steps_pick_near_the_exact_best(backend):
+    # Experimental sequential evaluation: picks against the brute-force oracle.
+    probs_N_K_C = random_probs(np.random.default_rng(20), 40, 6, 3)
+    pool = _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C)
+    result = _greedy.select(pool, 6, np.arange(40), num_samples=30,
+                            rng=np.random.default_rng(0), return_utilities=False,
+                            saturation="greedy", sequential=True, coarse_min_work=0)
+    sampled = np.flatnonzero(result.mode == "sampled")
+    assert len(sampled)
+    assert (result.decision_rows[sampled] >= result.num_configurations[sampled]).all()
+    for t in sampled:
+        prefix = [int(i) for i in result.indices[:t]]
+        exact = {x: oracle.mutual_information(probs_N_K_C, prefix + [x])
+                 for x in range(40) if x not in prefix}
+        assert max(exact.values()) - exact[int(result.indices[t])] < 0.05

@@ -61,14 +61,15 @@ def test_sampled_rows_stay_finite_when_products_underflow(backend):
 def test_sampled_steps_follow_the_budget(backend):
     probs_N_K_C = random_probs(np.random.default_rng(2), 30, 4, 3)
     plain = bf.batchbald(probs_N_K_C, 6, num_samples=30, random_state=0, tol=0,
-                         incremental=False)
+                         incremental=False, saturation="greedy")
     np.testing.assert_array_equal(plain.exact, [True, True, True, True, False, False])
     np.testing.assert_array_equal(plain.mode[4:], ["sampled", "sampled"])
     np.testing.assert_array_equal(plain.num_configurations[:4], [1, 3, 9, 27])
     assert (plain.num_configurations[4:] <= 28).all()  # 7 draws per member, merged
     tiny = bf.batchbald(probs_N_K_C, 3, num_samples=1, random_state=0, incremental=False)
     assert tiny.mode[1] == "sampled" and tiny.num_configurations[1] <= 4  # S = 1
-    default = bf.batchbald(probs_N_K_C, 8, num_samples=30, random_state=0, tol=0)
+    default = bf.batchbald(probs_N_K_C, 8, num_samples=30, random_state=0, tol=0,
+                           saturation="greedy")
     assert (default.num_configurations <= 30).all()
 
 
@@ -152,16 +153,16 @@ def test_pruned_joint_is_certified(backend):
 def test_same_random_state_same_result(backend, make_state):
     probs_N_K_C = random_probs(np.random.default_rng(3), 60, 5, 4)
     first = bf.batchbald(probs_N_K_C, 6, num_samples=40, random_state=make_state(),
-                         return_utilities=True)
+                         return_utilities=True, saturation="greedy")
     second = bf.batchbald(probs_N_K_C, 6, num_samples=40, random_state=make_state(),
-                          return_utilities=True)
+                          return_utilities=True, saturation="greedy")
     np.testing.assert_array_equal(first.std_errors, second.std_errors)
     assert not first.exact[-1]
     np.testing.assert_array_equal(first.indices, second.indices)
     np.testing.assert_array_equal(first.scores, second.scores)
     np.testing.assert_array_equal(first.utilities, second.utilities)
     other = bf.batchbald(probs_N_K_C, 6, num_samples=40, random_state=8,
-                         return_utilities=True)
+                         return_utilities=True, saturation="greedy")
     assert not np.array_equal(first.utilities[-1], other.utilities[-1])
 
 
@@ -198,7 +199,8 @@ def test_standard_error_matches_the_spread_over_seeds(backend):
 
 def test_result_reports_sampling_noise(backend):
     probs_N_K_C = random_probs(np.random.default_rng(10), 40, 5, 3)
-    result = bf.batchbald(probs_N_K_C, 6, num_samples=50, tol=0, random_state=0)
+    result = bf.batchbald(probs_N_K_C, 6, num_samples=50, tol=0, random_state=0,
+                          saturation="greedy")
     sampled = result.mode == "sampled"
     assert sampled[4:].all() and not sampled[:4].any()
     assert (result.std_errors[sampled] > 0).all() and np.isnan(result.std_errors[~sampled]).all()
