@@ -1,6 +1,7 @@
 """The ``batchbald-fast`` command: ``select``, ``bench`` and ``demo``."""
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -63,9 +64,10 @@ def _build_parser():
                      description="Fast, exact-where-possible BatchBALD acquisition.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    select = commands.add_parser("select", help="pick a batch from a .npy of probabilities")
-    select.add_argument("probs", metavar="PROBS.npy",
-                        help="array of shape (N, K, C) (see --layout)")
+    select = commands.add_parser("select", help="pick a batch from a .npy or zarr store of probabilities")
+    select.add_argument("probs", metavar="PROBS",
+                        help="a .npy file (memory-mapped) or a zarr store (a directory) "
+                             "of shape (N, K, C) (see --layout)")
     select.add_argument("--batch-size", type=int, required=True)
     select.add_argument("--num-samples", type=int, default=10_000,
                         help="configuration budget M (default 10000)")
@@ -76,6 +78,9 @@ def _build_parser():
     select.add_argument("--seed", type=int, default=None,
                         help="seed of the draws in sampled steps")
     select.add_argument("--threads", type=int, default=None)
+    select.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run on this Dask scheduler (e.g. tcp://host:8786), the pool's "
+                             "chunks read and held by its workers")
     select.add_argument("--json", action="store_true", help="print JSON")
     select.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -99,17 +104,24 @@ def _select(args):
     from ._api import batchbald
     from ._backend import backend_info
 
-    try:
-        probs = np.load(args.probs, mmap_mode="r", allow_pickle=False)
-    except OSError as exc:
-        raise _UsageError(f"cannot read {args.probs}: {exc.strerror or exc}") from exc
-    except ValueError as exc:  # numpy's reasons read oddly here (e.g. "pickled data")
-        raise _UsageError(f"{args.probs} is not a .npy file of numbers") from exc
-    if args.layout == "KNC":
+    if args.scheduler or os.path.isdir(args.probs):  # read by Dask tasks, chunk by chunk
+        from .dask import open_pool
+        try:
+            probs = open_pool(args.probs, layout=args.layout)
+        except OSError as exc:  # zarr's "no array found" too
+            raise _UsageError(f"cannot read {args.probs}: {exc}") from exc
+    else:
+        try:
+            probs = np.load(args.probs, mmap_mode="r", allow_pickle=False)
+        except OSError as exc:
+            raise _UsageError(f"cannot read {args.probs}: {exc.strerror or exc}") from exc
+        except ValueError as exc:  # numpy's reasons read oddly here (e.g. "pickled data")
+            raise _UsageError(f"{args.probs} is not a .npy file of numbers") from exc
+    if args.layout == "KNC" and isinstance(probs, np.ndarray):
         if probs.ndim != 3:
             raise _UsageError(f"{args.probs} must have 3 dimensions, got shape {probs.shape}")
         probs = probs.transpose(1, 0, 2)
-    with _Progress("batchbald-fast select", not args.quiet):
+    with _dask_client(args.scheduler), _Progress("batchbald-fast select", not args.quiet):
         try:
             result = batchbald(probs, args.batch_size, num_samples=args.num_samples,
                                log_probs=args.log_probs, random_state=args.seed,
@@ -139,6 +151,17 @@ def _select(args):
             "  (pick within noise)" if result.ambiguous[t] else "")
         print(f"{t:>4}  {result.indices[t]:>8}  {result.scores[t]:>10.6f}  "
               f"{result.mode[t]:>7}  {result.num_configurations[t]:>14}  {noise}")
+
+
+def _dask_client(address):
+    """A ``distributed.Client`` of the scheduler at ``address`` while selecting, if any."""
+    if address is None:
+        return contextlib.nullcontext()
+    from distributed import Client
+    try:
+        return Client(address, timeout=10)
+    except OSError as exc:
+        raise _UsageError(f"cannot reach a Dask scheduler at {address}: {exc}") from exc
 
 
 def _bench(args):
