@@ -39,8 +39,9 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
     ValueError
         If the shape, values or row sums are wrong.
     """
-    return np.ascontiguousarray(check_pool(probs_N_K_C, log_probs=log_probs, name=name),
-                                dtype=np.float64)
+    # np.asarray first: a Dask or zarr array is read here, and checked like any other.
+    return np.ascontiguousarray(check_pool(np.asarray(probs_N_K_C), log_probs=log_probs,
+                                           name=name), dtype=np.float64)
 
 
 def check_pool(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):

@@ -139,6 +139,13 @@ def test_bad_input_in_a_late_chunk_gives_the_in_memory_error(client, changes, lo
         bf.batchbald(da.from_array(values, chunks=100), 2, log_probs=log_probs)
 
 
+def test_per_point_scores_read_a_dask_pool_and_check_it(backend):
+    values = make_probs(50, 4, 3, seed=14)
+    np.testing.assert_array_equal(bf.bald(da.from_array(values, chunks=20)), bf.bald(values))
+    with pytest.raises(ValueError, match=r"nan, first at index \(45, 1, 2\)"):
+        bf.conditional_entropy(da.from_array(bad(values, ((45, 1, 2), np.nan)), chunks=20))
+
+
 def test_chunks_without_candidates_are_never_read(backend):
     values = make_probs(600, 5, 3, seed=8)
     reads = collections.Counter()
