@@ -85,6 +85,9 @@ def check_probs_header(dtype, shape, name="probs_N_K_C"):
         raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
     if len(shape) != 3:
         raise ValueError(f"{name} must have 3 dimensions (N, K, C), got shape {tuple(shape)}")
+    if not all(isinstance(n, numbers.Integral) for n in shape):  # dask: nan when unknown
+        raise ValueError(f"{name} must have a known shape, got {tuple(shape)} (for a dask "
+                         "array, call compute_chunk_sizes() first)")
     if 0 in shape:
         raise ValueError(f"{name} must have N, K and C all ≥ 1, got shape {tuple(shape)}")
 

@@ -146,6 +146,12 @@ def test_per_point_scores_read_a_dask_pool_and_check_it(backend):
         bf.conditional_entropy(da.from_array(bad(values, ((45, 1, 2), np.nan)), chunks=20))
 
 
+def test_unknown_chunk_sizes_are_refused_before_any_work():
+    values = da.from_array(make_probs(6, 2, 2, seed=15), chunks=2)
+    with pytest.raises(ValueError, match=r"known shape.*compute_chunk_sizes"):
+        bf.batchbald(values[values[:, 0, 0] > 0.5], 2)
+
+
 def test_chunks_without_candidates_are_never_read(backend):
     values = make_probs(600, 5, 3, seed=8)
     reads = collections.Counter()
