@@ -155,7 +155,7 @@ def main():
           f"{'s/step mem':>10} {'s/step dask':>11} {'RSS mem (input)':>16} "
           f"{'RSS client':>10} {'RSS workers':>12}  picks", flush=True)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         for N in sizes:
             memory = run_child("--child", "memory", "--store", store, "--points", str(N))
             client.restart()  # fresh workers: their peak RSS is this call's

@@ -31,7 +31,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 def cluster():
     """Two single-threaded worker processes, started once for the module."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as local_cluster, \
+                                  dashboard_address=":0") as local_cluster, \
             distributed.Client(local_cluster, set_as_default=False) as client:
         yield client
 
