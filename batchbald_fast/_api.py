@@ -1,5 +1,6 @@
 """The public functions: validate, pick the backend, run the driver."""
 
+import contextlib
 import functools
 
 import numpy as np
@@ -14,7 +15,8 @@ DEFAULT_TOL = 1e-4
 
 def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
               candidates=None, random_state=None, return_utilities=False, num_threads=None,
-              lazy=None, tol=DEFAULT_TOL, incremental=True, dtype=np.float64):
+              lazy=None, tol=DEFAULT_TOL, incremental=True, dtype=np.float64,
+              progress=False):
     """Select a batch of pool points by greedy BatchBALD.
 
     Each step adds the point x maximising the mutual information
@@ -31,9 +33,11 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         ``p(y_n = c | x_n, ω_k)`` for N pool points under K posterior samples (ensemble
         members, MC-dropout passes) over C classes. float32 or float64, any strides;
         read-only arrays and memmaps are accepted, never written to and never copied whole
-        (float32 stays float32). A dask or zarr array, chunked along N, runs on the
-        active Dask scheduler (a ``distributed.Client`` if one is active): one task per
-        chunk holding candidates, the same picks and scores (see ``batchbald_fast.dask``).
+        (float32 stays float32). Other real floating types (float16: exactly) and integer
+        types (0/1: one-hot predictions) are converted to float64; bool raises a TypeError.
+        A dask or zarr array, chunked along N, runs on the active Dask scheduler (a
+        ``distributed.Client`` if one is active): one task per chunk holding candidates,
+        the same picks and scores (see ``batchbald_fast.dask``).
     batch_size : int
         Points to pick. More than the candidates picks them all; 0 gives an empty result.
     num_samples : int, default=10_000
@@ -72,6 +76,11 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         near-ties may resolve differently. It is independent of the pool's own dtype: a
         float32 pool computed in float64 gives the results of the float64 array of the
         same values.
+    progress : bool or callable, default=False
+        Report the picks as they are made. True shows a tqdm bar on stderr (picks done of
+        the batch, rate, time left; needs ``pip install "batchbald_fast[progress]"``). A
+        callable is called as ``progress(done, total)`` after each pick; an exception it
+        raises stops the selection.
 
     Returns
     -------
@@ -104,6 +113,7 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     num_threads = _validation.check_num_threads(num_threads)
     tol = _validation.check_tol(tol)
     dtype = _validation.check_compute_dtype(dtype)
+    progress = _validation.check_progress(progress)
     next_joint = functools.partial(_joint.next_joint, tol=tol, incremental=bool(incremental))
     if _validation.is_lazy(probs_N_K_C):  # values are checked chunk by chunk there
         from .dask import DaskPool
@@ -111,9 +121,25 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     else:
         pool = _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C, dtype=dtype,
                                num_threads=_backend.effective_num_threads(num_threads))
-    return _greedy.select(pool, batch_size, candidates, num_samples=num_samples, rng=rng,
-                          return_utilities=bool(return_utilities), next_joint=next_joint,
-                          lazy=None if lazy is None else bool(lazy))
+    with _step_reporter(progress, min(batch_size, len(candidates))) as on_step:
+        return _greedy.select(pool, batch_size, candidates, num_samples=num_samples, rng=rng,
+                              return_utilities=bool(return_utilities), next_joint=next_joint,
+                              lazy=None if lazy is None else bool(lazy), on_step=on_step)
+
+
+@contextlib.contextmanager
+def _step_reporter(progress, total):
+    """The driver's ``on_step`` for a checked ``progress``: None, the caller's callable, or
+    the update of a tqdm bar that closes with the selection (also when it is stopped)."""
+    if progress is True:
+        from tqdm import tqdm
+
+        # disable=False: progress=True asks for the bar, whatever TQDM_DISABLE said when
+        # tqdm was imported (bench sets it to quiet its anchors' bars).
+        with tqdm(total=total, desc="BatchBALD", unit="pick", disable=False) as bar:
+            yield lambda done, _: bar.update(done - bar.n)
+    else:
+        yield progress or None
 
 
 def bald(probs_N_K_C, *, log_probs=False):

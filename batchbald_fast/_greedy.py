@@ -5,6 +5,7 @@ It knows nothing about which backend runs or where the pool lives: it asks a poo
 """
 
 import contextlib
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,9 +82,71 @@ class BatchResult:
     num_bounded: np.ndarray
 
 
+def top_k(scores_N, k=None, tie_tolerance=TIE_TOLERANCE):
+    """The k best points in the order greedy selection with the tie rule picks them.
+
+    Each pick is the lowest index among the remaining scores within ``tie_tolerance`` of the
+    best remaining one: mathematically equal scores that rounding set a few ulps apart keep
+    index order (plain sorting would rank them by their rounding).
+
+    Parameters
+    ----------
+    scores_N : ndarray of shape (N,), float64
+        Static scores (e.g. BALD), none nan.
+    k : int or None
+        Picks, at most N; None ranks every point.
+    tie_tolerance : float
+
+    Returns
+    -------
+    indices : ndarray of shape (min(k, N),), intp
+    """
+    N = len(scores_N)
+    k = N if k is None else min(k, N)
+    if k == 0:
+        return np.empty(0, dtype=np.intp)
+    order_N = np.argsort(-scores_N, kind="stable")
+    sorted_N = scores_N[order_N]
+    # Chains of sorted neighbours within the tolerance. Every score of a chain lies more
+    # than the tolerance above every score of the next, so the picks finish a chain before
+    # starting the next; only the chains the first k picks reach matter.
+    chain_N = np.concatenate([[0], np.cumsum(sorted_N[:-1] - sorted_N[1:] > tie_tolerance)])
+    n = int(np.searchsorted(chain_N, chain_N[k - 1], side="right"))
+    order_n, sorted_n, chain_n = order_N[:n], sorted_N[:n], chain_N[:n]
+    starts = np.flatnonzero(np.diff(chain_n, prepend=-1))
+    ends = np.append(starts[1:], n)
+    # A chain within the tolerance of its best score is one tie: index order.
+    picks_n = order_n[np.lexsort((order_n, chain_n))]
+    wide = sorted_n[starts] - sorted_n[ends - 1] > tie_tolerance
+    for s, e in zip(starts[wide], ends[wide]):
+        picks_n[s:e] = _tie_rule_order(sorted_n[s:e], order_n[s:e], tie_tolerance)
+    return picks_n[:k]
+
+
+def _tie_rule_order(sorted_n, index_n, tie_tolerance):
+    """Greedy order of one chain wider than the tolerance (scores sorted descending).
+
+    A heap holds the indices within the tolerance of the best remaining score; that window
+    only grows as the best remaining score falls.
+    """
+    picked = np.zeros(len(sorted_n), dtype=bool)
+    heap, picks = [], []
+    best = window = 0
+    while len(picks) < len(sorted_n):
+        while picked[best]:
+            best += 1
+        while window < len(sorted_n) and sorted_n[window] >= sorted_n[best] - tie_tolerance:
+            heapq.heappush(heap, (index_n[window], window))
+            window += 1
+        index, position = heapq.heappop(heap)
+        picked[position] = True
+        picks.append(index)
+    return picks
+
+
 def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
            next_joint=_joint.next_joint, lazy=None, lazy_tile=LAZY_TILE,
-           coarse_min_work=COARSE_MIN_WORK, tie_tolerance=TIE_TOLERANCE):
+           coarse_min_work=COARSE_MIN_WORK, tie_tolerance=TIE_TOLERANCE, on_step=None):
     """Greedy BatchBALD over validated inputs.
 
     Parameters
@@ -111,6 +174,8 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
         coarse joint.
     tie_tolerance : float
         Utilities this close to the best are tied; ties go to the lowest index.
+    on_step : callable or None
+        Called as ``on_step(done, total)`` after each pick.
 
     Returns
     -------
@@ -205,6 +270,8 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
             available[pick] = False
             batch_score, batch_error = utility_n[best], state.error_bound
             batch_cond_entropy += cond_entropy_N[pick]
+            if on_step is not None:
+                on_step(t + 1, steps)
         return BatchResult(utilities=utilities, **out)
 
 

@@ -4,6 +4,7 @@ Checks run before any heavy work and name the first offending index. Nothing her
 writes to the caller's arrays.
 """
 
+import importlib.util
 import numbers
 
 import numpy as np
@@ -15,17 +16,26 @@ SUM_TOLERANCE = 1e-3
 VALIDATION_BLOCK_VALUES = 2**20
 
 
-def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
+def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C", strict=True):
     """Validate probabilities (or log-probabilities) of shape (N, K, C), as float64.
 
     Parameters
     ----------
     probs_N_K_C : array-like of shape (n_points, n_members, n_classes)
-        ``p(y_n = c | x_n, ω_k)``; float32 or float64, any strides, read-only accepted.
+        ``p(y_n = c | x_n, ω_k)``; any strides, read-only accepted. Any real floating type
+        (float16 is upcast exactly) or integer type (0/1: members' hard predictions, one-hot)
+        is converted to float64. bool is refused (NumPy does not count it as a number):
+        a mask passed by mistake must not pass as one-hot predictions.
     log_probs : bool, default=False
         Whether the values are natural logarithms of probabilities.
     name : str
         The argument's name in error messages.
+    strict : bool, default=True
+        Whether the values must be probabilities: ≥ 0, each row summing to 1 within
+        ``SUM_TOLERANCE``. False skips the sign and row-sum checks, for callers that turn
+        any finite values into inputs by their own convention (scikit-activeml clips every
+        value to ``[eps, 1]`` and never renormalises); BatchBALD's guarantees, and the
+        engine's certified bounds, are for probabilities.
 
     Returns
     -------
@@ -35,16 +45,16 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
     Raises
     ------
     TypeError
-        If the dtype is not a real floating or integer type.
+        If the dtype is not a real floating or integer type (bool included).
     ValueError
         If the shape, values or row sums are wrong.
     """
     # np.asarray first: a Dask or zarr array is read here, and checked like any other.
     return np.ascontiguousarray(check_pool(np.asarray(probs_N_K_C), log_probs=log_probs,
-                                           name=name), dtype=np.float64)
+                                           name=name, strict=strict), dtype=np.float64)
 
 
-def check_pool(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
+def check_pool(probs_N_K_C, *, log_probs=False, name="probs_N_K_C", strict=True):
     """Validate a pool's probabilities block by block, keeping their precision.
 
     A Dask or zarr array is only checked for its dtype and shape here: its values are
@@ -55,6 +65,8 @@ def check_pool(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
     probs_N_K_C : array-like, dask.array.Array or zarr.Array of shape (N, K, C)
     log_probs : bool, default=False
     name : str
+    strict : bool, default=True
+        As in :func:`check_probs`.
 
     Returns
     -------
@@ -68,7 +80,8 @@ def check_pool(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
         return probs_N_K_C
     arr = np.asarray(probs_N_K_C)
     check_probs_header(arr.dtype, arr.shape, name)
-    raise_first_problem([probs_problems(arr, 0, log_probs=log_probs, name=name)])
+    raise_first_problem([probs_problems(arr, 0, log_probs=log_probs, name=name,
+                                        strict=strict)])
     return as_probabilities(arr, log_probs=log_probs)
 
 
@@ -80,8 +93,10 @@ def is_lazy(probs):
 def check_probs_header(dtype, shape, name="probs_N_K_C"):
     """The checks that need no values: a real dtype and a shape (N, K, C), none of them 0."""
     dtype = np.dtype(dtype)
-    if dtype == np.bool_ or not (np.issubdtype(dtype, np.floating)
-                                 or np.issubdtype(dtype, np.integer)):
+    if dtype == np.bool_:
+        raise TypeError(f"{name} must hold real numbers, got dtype bool; for one-hot "
+                        f"predictions pass {name}.astype(float)")
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
         raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
     if len(shape) != 3:
         raise ValueError(f"{name} must have 3 dimensions (N, K, C), got shape {tuple(shape)}")
@@ -89,7 +104,7 @@ def check_probs_header(dtype, shape, name="probs_N_K_C"):
         raise ValueError(f"{name} must have a known shape, got {tuple(shape)} (for a dask "
                          "array, call compute_chunk_sizes() first)")
     if 0 in shape:
-        raise ValueError(f"{name} must have N, K and C all ≥ 1, got shape {tuple(shape)}")
+        raise ValueError(f"{name} must have no empty axis, got shape {tuple(shape)}")
 
 
 def pool_dtype(dtype):
@@ -116,7 +131,7 @@ def _block_points(shape):
     return max(1, VALIDATION_BLOCK_VALUES // (shape[1] * shape[2]))
 
 
-def probs_problems(probs_n_K_C, start, *, log_probs=False, name="probs_N_K_C"):
+def probs_problems(probs_n_K_C, start, *, log_probs=False, name="probs_N_K_C", strict=True):
     """The first problem of each kind among some pool points, with pool indices.
 
     Kinds rank as the checks of a whole array run (nan, then inf or log-probabilities
@@ -132,6 +147,8 @@ def probs_problems(probs_n_K_C, start, *, log_probs=False, name="probs_N_K_C"):
         Pool index of the first point.
     log_probs : bool, default=False
     name : str
+    strict : bool, default=True
+        As in :func:`check_probs`.
 
     Returns
     -------
@@ -142,12 +159,12 @@ def probs_problems(probs_n_K_C, start, *, log_probs=False, name="probs_N_K_C"):
     problems = {}
     for n0 in range(0, probs_n_K_C.shape[0], block):
         for rank, message in _block_problems(probs_n_K_C[n0:n0 + block], int(start) + n0,
-                                             log_probs, name).items():
+                                             log_probs, name, strict).items():
             problems.setdefault(rank, message)
     return problems
 
 
-def _block_problems(block_n_K_C, start, log_probs, name):
+def _block_problems(block_n_K_C, start, log_probs, name, strict):
     arr = np.asarray(block_n_K_C)
     problems = {}
 
@@ -164,19 +181,23 @@ def _block_problems(block_n_K_C, start, log_probs, name):
             local, idx = first(bad)
             problems[1] = (f"{name} holds a log-probability above 0 ({float(arr[local])}) "
                            f"at index {idx}")
-        sums_n_K = np.exp(arr, dtype=np.float64).sum(axis=2)
-        with np.errstate(divide="ignore"):
-            off_n_K = np.abs(np.log(sums_n_K))
-        what, target = "logsumexp over classes", 0
     else:
         bad = np.isinf(arr)
         if bad.any():
             problems[1] = f"{name} holds inf, first at index {first(bad)[1]}"
         bad = arr < 0
-        if bad.any():
+        if strict and bad.any():
             local, idx = first(bad)
             problems[2] = (f"{name} holds a negative probability ({float(arr[local])}) "
                            f"at index {idx}")
+    if not strict:
+        return problems
+    if log_probs:
+        sums_n_K = np.exp(arr, dtype=np.float64).sum(axis=2)
+        with np.errstate(divide="ignore"):
+            off_n_K = np.abs(np.log(sums_n_K))
+        what, target = "logsumexp over classes", 0
+    else:
         sums_n_K = arr.astype(np.float64, copy=False).sum(axis=2)
         off_n_K = np.abs(sums_n_K - 1)
         what, target = "sum over classes", 1
@@ -242,14 +263,21 @@ def check_candidates(candidates, N):
 
 
 def check_random_state(random_state):
-    """A ``numpy.random.Generator`` or ``RandomState`` from None, an int or either of them."""
+    """A ``numpy.random.Generator`` or ``RandomState`` from None, an int or either of them.
+
+    Raises
+    ------
+    ValueError
+        For anything else (``np.nan``, a string, a float, a seed outside [0, 2**32)), as
+        scikit-learn's ``check_random_state`` does.
+    """
     if isinstance(random_state, np.random.Generator):
         return random_state
     try:
         return _sklearn_check_random_state(random_state)
     except ValueError as exc:
-        raise TypeError(f"random_state must be None, an int, a RandomState or a Generator, "
-                        f"got {random_state!r}") from exc
+        raise ValueError(f"random_state must be None, an int in [0, 2**32), a RandomState or "
+                         f"a Generator, got {random_state!r}") from exc
 
 
 def check_num_threads(num_threads):
@@ -277,3 +305,16 @@ def check_compute_dtype(dtype):
     if dtype not in (np.float64, np.float32):
         raise TypeError(f"dtype must be numpy.float64 or numpy.float32, got {dtype}")
     return dtype.type
+
+
+def check_progress(progress):
+    """False or None (silent), True (a tqdm bar: needs tqdm) or ``progress(done, total)``."""
+    if progress is None or isinstance(progress, (bool, np.bool_)):
+        if progress and importlib.util.find_spec("tqdm") is None:
+            raise ImportError('progress=True shows a tqdm bar, and tqdm is not installed: '
+                              'pip install "batchbald_fast[progress]", or pass a callable')
+        return bool(progress)
+    if callable(progress):
+        return progress
+    raise TypeError(f"progress must be a bool or a callable progress(done, total), "
+                    f"got {progress!r}")

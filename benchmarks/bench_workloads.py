@@ -14,7 +14,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from batchbald_fast._workloads import ANCHOR_SKIPS, available_runners
+from batchbald_fast._workloads import ANCHOR_SKIPS, available_runners, import_runner_modules
 
 
 def test_workload(benchmark, request, workload, runner_name):
@@ -25,6 +25,7 @@ def test_workload(benchmark, request, workload, runner_name):
     if reason:
         pytest.skip(f"{runner_name} on {workload.name}: {reason}")
     run = runners[runner_name]
+    import_runner_modules([runner_name])
     probs_N_K_C = workload.probs()
 
     args = (probs_N_K_C, workload.batch_size, workload.num_samples)

@@ -272,3 +272,34 @@ def test_default_bounds_big_steps_through_the_api(backend):
     assert big.any() and (bounded.bound_rows[big] > 0).all()
     assert (bounded.bound_rows[~big] == 0).all()
     assert (bounded.num_evaluations[big] < full.num_evaluations[big] / 4).all()
+
+
+@pytest.mark.parametrize("scores, expected", [
+    ([0.98, 0.87, 0.68, 0.96, 0.54], [0, 3, 1, 2, 4]),
+    ([0.5, 0.5, 0.7, 0.5], [2, 0, 1, 3]),  # exact ties: lowest index first
+    # 1 and 4 lie within TIE of the best, 2: 1 first; then 2, then 0 ties with 4.
+    ([1.0, 1 + 0.4 * TIE, 1 + 1.2 * TIE, 0.5, 1 + 0.4 * TIE], [1, 2, 0, 4, 3]),
+    # A chain: each within TIE of the next, the ends not.
+    ([1.0, 1 + 0.6 * TIE, 1 + 1.2 * TIE, 1 + 1.8 * TIE], [2, 3, 0, 1]),
+    ([3.0], [0]),
+    ([], []),
+])
+def test_top_k_repeats_the_greedy_tie_rule(scores, expected):
+    assert _greedy.top_k(np.array(scores, dtype=float)).tolist() == expected
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_top_k_follows_the_tie_rule(seed):
+    rng = np.random.default_rng(seed)
+    # Scores on a grid a fraction of the tolerance apart: exact ties, near-ties, and chains
+    # of near-ties wider than the tolerance (where plain index order would be wrong).
+    step = _greedy.TIE_TOLERANCE * rng.choice([0.3, 0.6, 1.5])
+    scores = 1.0 + step * rng.integers(0, 12, size=40)
+    expected = oracle.tie_rule_order(scores, _greedy.TIE_TOLERANCE)
+    for k in (0, 1, 7, 40, 50):
+        assert _greedy.top_k(scores, k).tolist() == expected[:k]
+
+
+def test_top_k_without_near_ties_is_a_sort():
+    scores = np.random.default_rng(0).random(1000)
+    np.testing.assert_array_equal(_greedy.top_k(scores, 100), np.argsort(-scores)[:100])
