@@ -76,6 +76,9 @@ def open_pool(path, *, layout="NKC"):
         stored = da.from_zarr(path)
     else:
         header = np.load(path, mmap_mode="r", allow_pickle=False)
+        if not isinstance(header, np.ndarray):  # an .npz archive cannot be memory-mapped
+            raise ValueError(f"{path} is not a .npy file: only .npy files and zarr stores "
+                             "are read chunk by chunk")
         chunks = da.core.normalize_chunks(
             tuple("auto" if i == axis else -1 for i in range(header.ndim)), header.shape,
             dtype=header.dtype)

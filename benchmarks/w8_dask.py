@@ -135,7 +135,7 @@ def main():
         return
 
     import zarr
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     sizes = sorted(int(n) for n in args.sizes.split(","))
     workload = dataclasses.replace(W8, N=sizes[-1])
@@ -154,30 +154,30 @@ def main():
     print(f"{'N':>9} {'in-memory':>10} {'dask':>8} {'ratio':>6} {'first pass':>10} "
           f"{'s/step mem':>10} {'s/step dask':>11} {'RSS mem (input)':>16} "
           f"{'RSS client':>10} {'RSS workers':>12}  picks", flush=True)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
-        for N in sizes:
-            memory = run_child("--child", "memory", "--store", store, "--points", str(N))
-            client.restart()  # fresh workers: their peak RSS is this call's
+    for N in sizes:
+        memory = run_child("--child", "memory", "--store", store, "--points", str(N))
+        # A cluster per call: fresh workers, whose peak RSS is this call's.
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address=":0") as cluster:
             dask_run = run_child("--child", "dask", "--store", store, "--points", str(N),
                                  "--scheduler", cluster.scheduler_address,
                                  *(["--no-persist"] if args.no_persist else []))
-            same = memory["picks"] == dask_run["picks"]
-            worst = np.abs(np.subtract(memory["scores"], dask_run["scores"])).max()
-            b = len(memory["picks"])
-            print(f"{N:>9} {memory['time']:>9.1f}s {dask_run['time']:>7.1f}s "
-                  f"{dask_run['time'] / memory['time']:>6.2f} {dask_run['first_pass']:>9.1f}s "
-                  f"{memory['time'] / b:>10.2f} "
-                  f"{(dask_run['time'] - dask_run['first_pass']) / b:>11.2f} "
-                  f"{memory['rss']:>6.0f} ({memory['input']:>4.0f}) MiB "
-                  f"{dask_run['rss']:>6.0f} MiB "
-                  f"{'/'.join(f'{w:.0f}' for w in dask_run['workers']):>8} MiB  "
-                  f"{'identical' if same else 'DIFFERENT'} (scores within {worst:.1e})",
-                  flush=True)
-        print(f"chunk tasks per step at N={N} ({-(-N // W8.chunk)} chunks): "
-              "calls / tasks / distinct chunks")
-        for t, (calls, tasks, chunks) in enumerate(dask_run["steps"]):
-            print(f"  step {t}: {calls} / {tasks} / {chunks}")
+        same = memory["picks"] == dask_run["picks"]
+        worst = np.abs(np.subtract(memory["scores"], dask_run["scores"])).max()
+        b = len(memory["picks"])
+        print(f"{N:>9} {memory['time']:>9.1f}s {dask_run['time']:>7.1f}s "
+              f"{dask_run['time'] / memory['time']:>6.2f} {dask_run['first_pass']:>9.1f}s "
+              f"{memory['time'] / b:>10.2f} "
+              f"{(dask_run['time'] - dask_run['first_pass']) / b:>11.2f} "
+              f"{memory['rss']:>6.0f} ({memory['input']:>4.0f}) MiB "
+              f"{dask_run['rss']:>6.0f} MiB "
+              f"{'/'.join(f'{w:.0f}' for w in dask_run['workers']):>8} MiB  "
+              f"{'identical' if same else 'DIFFERENT'} (scores within {worst:.1e})",
+              flush=True)
+    print(f"chunk tasks per step at N={N} ({-(-N // W8.chunk)} chunks): "
+          "calls / tasks / distinct chunks")
+    for t, (calls, tasks, chunks) in enumerate(dask_run["steps"]):
+        print(f"  step {t}: {calls} / {tasks} / {chunks}")
 
 
 if __name__ == "__main__":
