@@ -15,9 +15,10 @@ Where things live:
   read from its source at every task (Dask's local scheduler: a memmap or a zarr store stays
   on disk);
 - on the client, O(N) numbers: each point's conditional entropy (computed by the first
-  pass) and the driver's last-gain bounds and bookkeeping, ~60 bytes a point in all
-  (~120 MB at N = 2,000,000). Keeping them there makes bounding and merging plain array
-  operations and costs no task per step;
+  pass) and the driver's last-gain bounds and bookkeeping, with their temporaries ~140 bytes
+  a point at the peak of a step (W8, N = 2,000,000: a client's peak RSS of ~430 MiB, 160 MiB
+  of it imports). Keeping them there makes bounding and merging plain array operations and
+  costs no task per step; the client bounds the pool at some 10^7 points per GiB;
 - the joint state of a step (M × K, at most a few MiB): sent to the workers once per state
   (a persisted task) and reused by every task of that state.
 """
