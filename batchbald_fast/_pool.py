@@ -67,8 +67,9 @@ def entropy(kernels, probs_N_K_C):
 
 
 def rows(probs_N_K_C, xs):
-    """``probs_N_K_C[xs]`` as a new float64 array (exact for float32 pools)."""
-    return np.array(probs_N_K_C[np.asarray(xs, dtype=np.intp)], dtype=np.float64)
+    """``probs_N_K_C[xs]`` as a new C-contiguous float64 array (exact for float32 pools)."""
+    # Not np.array: gathered rows keep a strided pool's axis order.
+    return np.ascontiguousarray(probs_N_K_C[np.asarray(xs, dtype=np.intp)], dtype=np.float64)
 
 
 def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs, num_threads):

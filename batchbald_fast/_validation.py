@@ -145,9 +145,7 @@ def probs_problems(probs_n_K_C, start, *, log_probs=False, name="probs_N_K_C", s
         Points ``start .. start + n - 1`` of the pool.
     start : int
         Pool index of the first point.
-    log_probs : bool, default=False
-    name : str
-    strict : bool, default=True
+    log_probs, name, strict
         As in :func:`check_probs`.
 
     Returns

@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -17,11 +16,10 @@ zarr = pytest.importorskip("zarr")
 import dask  # noqa: E402
 
 import batchbald_fast as bf  # noqa: E402
-from batchbald_fast import _backend, _pool, _validation  # noqa: E402
+from batchbald_fast import _backend  # noqa: E402
 from batchbald_fast import dask as bf_dask  # noqa: E402
 from batchbald_fast._workloads import make_probs  # noqa: E402
 from batchbald_fast.cli import main  # noqa: E402
-import oracle  # noqa: E402
 from conftest import random_probs  # noqa: E402
 from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
@@ -168,37 +166,6 @@ def test_chunks_without_candidates_are_never_read(backend):
                                      random_state=0))
     assert reads[1] > 1 and reads[4] > 1
     assert [reads[i] for i in (0, 2, 3, 5)] == [1] * 4  # the first pass only
-
-
-def test_memmap_pool_is_read_in_place(backend, tmp_path):
-    values = make_probs(500, 6, 4, seed=9).astype(np.float32)
-    np.save(tmp_path / "nkc.npy", values)
-    np.save(tmp_path / "knc.npy", values.transpose(1, 0, 2))
-    nkc = np.load(tmp_path / "nkc.npy", mmap_mode="r")
-    assert np.shares_memory(_validation.check_pool(nkc), nkc)  # a view, no copy
-    # float32 computed in float64: the float64 array of the same values, step for step
-    expected = bf.batchbald(values.astype(np.float64), 6, num_samples=100, random_state=0,
-                            return_utilities=True)
-    assert_same(bf.batchbald(nkc, 6, num_samples=100, random_state=0,
-                             return_utilities=True), expected)
-    knc = np.load(tmp_path / "knc.npy", mmap_mode="r").transpose(1, 0, 2)
-    assert_same(bf.batchbald(knc, 6, num_samples=100, random_state=0,
-                             return_utilities=True), expected)
-
-
-def test_first_pass_over_a_float32_pool_makes_no_copy(backend):
-    values = make_probs(50_000, 20, 10, seed=10).astype(np.float32)  # 40 MB
-    tracemalloc.start()
-    try:
-        pool = _pool.ArrayPool(_backend.get_kernels(), _validation.check_pool(values))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < values.nbytes / 2
-    for n in (0, 1, 49_998, 49_999):
-        np.testing.assert_allclose(pool.cond_entropy_N[n],
-                                   oracle.conditional_entropy(values.astype(np.float64), n),
-                                   rtol=0, atol=1e-12)
 
 
 def write_zarr(path, values, chunk):
