@@ -5,7 +5,9 @@
   build warns and the package still installs with the NumPy kernels.
 * OpenMP is detected by compiling and linking a small program with it, as scikit-learn's
   ``check_openmp_support`` does; without it the kernels build serially
-  (``batchbald_fast._kernels.OPENMP_ENABLED`` is False).
+  (``batchbald_fast._kernels.OPENMP_ENABLED`` is False). Likewise OpenMP 5.0's
+  ``omp_pause_resource_all``, with which a call that started threads ends them before it
+  returns (``batchbald_fast._kernels.RELEASES_THREADS``).
 """
 
 import os
@@ -32,6 +34,30 @@ OPENMP_TEST = textwrap.dedent("""\
     """)
 
 
+PAUSE_TEST = textwrap.dedent("""\
+    #include <omp.h>
+    int main(void) {
+        #pragma omp parallel
+        (void) omp_get_thread_num();
+        return omp_pause_resource_all(omp_pause_soft);
+    }
+    """)
+
+
+def _links(compiler, source, cflags, ldflags):
+    """Whether ``source`` compiles and links with these flags."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "test.c")
+        with open(src, "w") as f:
+            f.write(source)
+        try:
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+            compiler.link_executable(objs, "test", output_dir=tmp, extra_postargs=ldflags)
+        except Exception:  # any compiler or linker failure means "no"
+            return False
+    return True
+
+
 def _openmp_flags(compiler):
     """(compile, link) flags that build and link an OpenMP program, or None."""
     if compiler.compiler_type == "msvc":
@@ -41,17 +67,8 @@ def _openmp_flags(compiler):
     else:
         candidates = [(["-fopenmp"], ["-fopenmp"])]
     for cflags, ldflags in candidates:
-        with tempfile.TemporaryDirectory() as tmp:
-            src = os.path.join(tmp, "test_openmp.c")
-            with open(src, "w") as f:
-                f.write(OPENMP_TEST)
-            try:
-                objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
-                compiler.link_executable(objs, "test_openmp", output_dir=tmp,
-                                         extra_postargs=ldflags)
-            except Exception:  # any compiler or linker failure means "no OpenMP"
-                continue
-        return cflags, ldflags
+        if _links(compiler, OPENMP_TEST, cflags, ldflags):
+            return cflags, ldflags
     return None
 
 
@@ -70,6 +87,7 @@ class BuildExt(build_ext):
             # their own AVX2/AVX-512 clones, see _xlogx.h).
             cflags = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
         ldflags = []
+        macros = []
         openmp = _openmp_flags(self.compiler)
         if openmp is None:
             warnings.warn("batchbald_fast: the C compiler does not support OpenMP; the "
@@ -77,9 +95,12 @@ class BuildExt(build_ext):
         else:
             cflags += openmp[0]
             ldflags += openmp[1]
+            if _links(self.compiler, PAUSE_TEST, *openmp):
+                macros.append(("BBF_HAVE_OMP_PAUSE", "1"))
         for ext in self.extensions:
             ext.extra_compile_args = cflags + list(ext.extra_compile_args or [])
             ext.extra_link_args = ldflags + list(ext.extra_link_args or [])
+            ext.define_macros = list(ext.define_macros or []) + macros
         super().build_extensions()
 
 

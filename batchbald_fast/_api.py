@@ -52,8 +52,10 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     return_utilities : bool, default=False
         Whether to return every candidate's utility at every step.
     num_threads : int, default=None
-        Threads for the kernels. None honours ``OMP_NUM_THREADS`` and ``threadpoolctl``
-        limits, else uses the usable cores. On Dask: threads of each task (None: 1).
+        Most threads for the kernels. None honours ``OMP_NUM_THREADS`` and
+        ``threadpoolctl`` limits, else uses the usable cores. Small steps run on fewer
+        (one thread per ~0.5 ms of work), and no thread is left running on return. On
+        Dask: threads of each task (None: 1).
     lazy : bool or None, default=None
         Score only the candidates that upper bounds cannot rule out, best bound first,
         until no remaining bound can win. None: certified bounds only, so picks, scores

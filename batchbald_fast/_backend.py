@@ -3,6 +3,7 @@
 import os
 
 from . import _kernels_numpy
+from ._threads import blas_threads, cpu_count
 
 try:
     from . import _kernels as _kernels_compiled
@@ -37,11 +38,13 @@ def get_kernels(choice=None):
 
 
 def effective_num_threads(num_threads=None):
-    """Threads a kernel call will use, as scikit-learn's ``_openmp_effective_n_threads``.
+    """Most threads a kernel call may use, as scikit-learn's ``_openmp_effective_n_threads``.
 
-    None honours ``OMP_NUM_THREADS`` and ``threadpoolctl`` limits (through
-    ``omp_get_max_threads``), else the usable cores; an explicit count is capped at the
-    usable cores. Without OpenMP the compiled kernels run on one thread.
+    None honours ``OMP_NUM_THREADS`` and ``threadpoolctl`` limits: through
+    ``omp_get_max_threads`` for the compiled kernels, through BLAS's thread count for the
+    NumPy kernels (``OPENBLAS_NUM_THREADS``, ``threadpool_limits(n, user_api="blas")``). An
+    explicit count is capped at the usable cores. Without OpenMP the compiled kernels run
+    on one thread. Each call starts fewer when its work is small (``_threads``).
     """
     kernels = get_kernels()
     if kernels is _kernels_compiled:
@@ -49,16 +52,10 @@ def effective_num_threads(num_threads=None):
             return 1
         limit = _kernels_compiled.max_threads()
     else:
-        limit = _cpu_count()
+        limit = blas_threads()
     if num_threads is None:
         return limit
-    return max(1, min(num_threads, _cpu_count()))
-
-
-def _cpu_count():
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return max(1, min(num_threads, cpu_count()))
 
 
 def backend_info():

@@ -12,10 +12,19 @@ not depend on thread count, schedule or tile shape beyond the rounding of the pr
 That also lets the schedule be dynamic: on a shared machine a static schedule waits for
 whichever thread was preempted (measured: 2 threads no faster than 1 with one busy
 core; dynamic recovers most of the second core).
+
+Threads are sized to the work and to the cores free now (``_threads``): small calls run
+on the calling thread alone, and long ones are cut into chunks of ~8 ms (candidates or
+rows), each deciding again. Each chunk that started threads ends them when done
+(``omp_pause_resource_all``): OpenMP's idle threads otherwise spin for milliseconds
+(libgomp: ``GOMP_SPINCOUNT``, ~8 ms on an EPYC) on cores the caller's next step wants.
 """
+
+from contextlib import nullcontext
 
 import numpy as np
 
+from . import _threads
 from ._threads import blas_limit
 
 from cython cimport floating
@@ -39,15 +48,29 @@ cdef extern from *:
     #include <omp.h>
     #define BBF_OPENMP 1
     #define bbf_max_threads() omp_get_max_threads()
+    #ifdef BBF_HAVE_OMP_PAUSE
+    #define BBF_RELEASES_THREADS 1
+    #define bbf_release_threads() ((void) omp_pause_resource_all(omp_pause_soft))
+    #else
+    #define BBF_RELEASES_THREADS 0
+    #define bbf_release_threads() ((void) 0)
+    #endif
     #else
     #define BBF_OPENMP 0
     #define bbf_max_threads() 1
+    #define BBF_RELEASES_THREADS 0
+    #define bbf_release_threads() ((void) 0)
     #endif
     """
     bint BBF_OPENMP
+    bint BBF_RELEASES_THREADS
     int bbf_max_threads() nogil
+    void bbf_release_threads() nogil
 
 OPENMP_ENABLED = bool(BBF_OPENMP)
+# Whether a call that started threads ends them before it returns (OpenMP 5.0's
+# omp_pause_resource_all was found at build time).
+RELEASES_THREADS = bool(BBF_RELEASES_THREADS)
 LOG_DISPATCH = BBF_DISPATCH_NAME.decode()
 
 cdef enum:
@@ -67,12 +90,11 @@ def max_threads():
     return bbf_max_threads()
 
 
-def _num_threads(num_threads):
+def _limit(num_threads):
+    """Most threads a call may start: ``num_threads`` (None: ``omp_get_max_threads()``)."""
     if not BBF_OPENMP:
         return 1
-    if num_threads is None:
-        return max(1, bbf_max_threads())
-    return max(1, int(num_threads))
+    return max(1, int(bbf_max_threads() if num_threads is None else num_threads))
 
 
 cdef ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
@@ -210,8 +232,9 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
     out : ndarray of shape (n,), float64
         Written in place.
     num_threads : int or None
-        OpenMP threads; None uses ``omp_get_max_threads()``. The float32 path calls
-        BLAS from every thread, limited to one BLAS thread each (threadpoolctl).
+        Most OpenMP threads; None: ``omp_get_max_threads()``. Fewer when the call is
+        small (``_threads.threads_for``). The float32 path calls BLAS from every
+        thread, limited to one BLAS thread each (threadpoolctl).
     tile_bytes : int or None
         Per-thread working set of one tile: in float64 the gathered probabilities
         (K × tile·C, default 32 KiB: L1), in float32 P (rows × tile·C, default 256 KiB).
@@ -234,22 +257,31 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
         if candidates[i] < 0 or candidates[i] >= N:
             raise IndexError(f"candidate {candidates[i]} out of range for N={N}")
 
-    dtype = np.float64 if floating is double else np.float32
-    cdef ScorePlan plan = score_candidates_plan(
-        M, K, C, n, _num_threads(num_threads), sizeof(floating),
-        0 if tile_bytes is None else tile_bytes)
-    cdef floating[:, ::1] work = np.empty((plan.num_threads, plan.work_size), dtype=dtype)
-    cdef double[:, ::1] acc = np.empty((plan.num_threads, plan.acc_size))
-    if floating is double:  # no BLAS involved
-        with nogil:
-            score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates, out,
-                                   plan, work, acc)
-    else:
-        with blas_limit(1):  # BLAS is called from each of our threads
-            with nogil:
-                score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates,
-                                       out, plan, work, acc)
+    # float32 calls BLAS from each of our threads: one BLAS thread each.
+    with blas_limit(1) if floating is float else nullcontext():
+        for start, stop, nt in _threads.chunks(n, _threads.score_work(1, M, K, C),
+                                               _limit(num_threads)):
+            _score_chunk(joint_M_K, weights_M, probs_N_K_C, candidates[start:stop],
+                         out[start:stop], nt, 0 if tile_bytes is None else tile_bytes)
     return out.base
+
+
+def _score_chunk(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
+                 const floating[:, :, ::1] probs_N_K_C, const intp_t[::1] candidates,
+                 double[::1] out, int nt, Py_ssize_t tile_bytes):
+    """``score_candidates`` on at most ``nt`` threads, which end when it returns."""
+    cdef ScorePlan plan = score_candidates_plan(
+        joint_M_K.shape[0], joint_M_K.shape[1], probs_N_K_C.shape[2], candidates.shape[0],
+        nt, sizeof(floating), tile_bytes)
+    cdef floating[:, ::1] work = np.empty(
+        (plan.num_threads, plan.work_size),
+        dtype=np.float64 if floating is double else np.float32)
+    cdef double[:, ::1] acc = np.empty((plan.num_threads, plan.acc_size))
+    with nogil:
+        score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates, out, plan,
+                               work, acc)
+        if plan.num_threads > 1:
+            bbf_release_threads()
 
 
 def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=None,
@@ -262,7 +294,8 @@ def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=
     out : ndarray of shape (R,), float64
         Written in place.
     num_threads : int or None
-        OpenMP threads; None uses ``omp_get_max_threads()``.
+        Most OpenMP threads; None: ``omp_get_max_threads()``. Fewer when the call is
+        small (``_threads.threads_for``).
     tile_bytes : int
         Per-thread budget for one tile of p·log p.
 
@@ -279,13 +312,27 @@ def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=
         out[:] = 0.0
         return out.base
     cdef Py_ssize_t rows = max(1, min(R, tile_bytes // (8 * C)))
+    cdef Py_ssize_t start, stop
+    cdef int nt
+    cdef double[:, ::1] work
+    for start, stop, threads in _threads.chunks(R, _threads.entropy_work(1, C),
+                                                _limit(num_threads)):
+        nt = min(threads, -(-(stop - start) // rows))
+        work = np.empty((nt, rows * C))
+        with nogil:
+            _entropy_chunk(probs_R_C[start:stop], out[start:stop], rows, nt, work)
+    return out.base
+
+
+cdef void _entropy_chunk(const floating[:, ::1] probs_R_C, double[::1] out, Py_ssize_t rows,
+                         int nt, double[:, ::1] work) noexcept nogil:
+    """``entropy_rows`` on ``nt`` threads, which end when it returns."""
+    cdef Py_ssize_t R = probs_R_C.shape[0], C = probs_R_C.shape[1]
     cdef Py_ssize_t num_tiles = (R + rows - 1) // rows
-    cdef int nt = min(_num_threads(num_threads), num_tiles)
-    cdef double[:, ::1] work = np.empty((nt, rows * C))
     cdef Py_ssize_t tile, r0, width, r, c
     cdef double *buf
     cdef double total
-    for tile in prange(num_tiles, schedule="dynamic", num_threads=nt, nogil=True):
+    for tile in prange(num_tiles, schedule="dynamic", num_threads=nt):
         buf = &work[threadid(), 0]
         r0 = tile * rows
         width = min(rows, R - r0)
@@ -298,4 +345,5 @@ def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=
             for c in range(C):
                 total = total + buf[r * C + c]
             out[r0 + r] = -total
-    return out.base
+    if nt > 1:
+        bbf_release_threads()

@@ -5,7 +5,7 @@ Every kernel here has a twin of the same name and signature in ``_kernels.pyx``.
 
 import numpy as np
 
-from ._threads import blas_limit
+from . import _threads
 
 # P and P·log P for one tile must fit in this many bytes, whatever N, M and C.
 WORKING_SET_BYTES = 64 * 2**20
@@ -37,14 +37,19 @@ def score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
     out : ndarray of shape (n,), float64
         Written in place.
     num_threads : int or None
-        Threads for BLAS; None leaves the BLAS thread pool as it is.
+        Most BLAS threads; None: as many as BLAS has now. Fewer when the call is small
+        (``_threads.threads_for_work``).
     tile_bytes : int
         Working-set budget of one tile (P and P·log P).
     """
     M, K = joint_M_K.shape
     C = probs_N_K_C.shape[2]
     rows, cols = _tile_shape(M, C, tile_bytes)
-    with blas_limit(num_threads):
+    limit = _threads.blas_threads() if num_threads is None else num_threads
+    # Threads a caller's product left spinning are most likely BLAS's own, which a BLAS
+    # call takes at no cost: no need to leave their cores to them.
+    threads = _threads.threads_for_work(_threads.score_work(len(candidates), M, K, C), limit)
+    with _threads.blas_limit(threads):
         for start in range(0, len(candidates), cols):
             tile = candidates[start:start + cols]
             # K × (tile·C), so that one GEMM scores the whole tile.

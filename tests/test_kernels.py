@@ -3,11 +3,19 @@
 import numpy as np
 import pytest
 
-from batchbald_fast import _kernels_numpy
+from batchbald_fast import _kernels_numpy, _threads
 
 kernels = pytest.importorskip("batchbald_fast._kernels")
 
 RTOL = 1e-12
+
+
+@pytest.fixture(autouse=True)
+def threads_whatever_the_work(monkeypatch):
+    """These cases are small: run them on the threads asked all the same (test_threads.py
+    checks the sizing)."""
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_threads, "free_cores", lambda: 64)
 
 
 def brute_score(joint_M_K, weights_M, probs_N_K_C, candidates):
