@@ -29,12 +29,15 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
 
     Parameters
     ----------
-    probs_N_K_C : array-like of shape (n_points, n_members, n_classes)
+    probs_N_K_C : array-like, dask.array.Array or zarr.Array of shape (N, K, C)
         ``p(y_n = c | x_n, ω_k)`` for N pool points under K posterior samples (ensemble
         members, MC-dropout passes) over C classes. float32 or float64, any strides;
-        read-only arrays are accepted and the array is never written to. Other real
-        floating types (float16: exactly) and integer types (0/1: one-hot predictions) are
-        converted to float64; bool raises a TypeError.
+        read-only arrays and memmaps are accepted, never written to and never copied whole
+        (float32 stays float32). Other real floating types (float16: exactly) and integer
+        types (0/1: one-hot predictions) are converted to float64; bool raises a TypeError.
+        A dask or zarr array, chunked along N, runs on the active Dask scheduler (a
+        ``distributed.Client`` if one is active): one task per chunk holding candidates,
+        the same picks and scores (see ``batchbald_fast.dask``).
     batch_size : int
         Points to pick. More than the candidates picks them all; 0 gives an empty result.
     num_samples : int, default=10_000
@@ -51,7 +54,8 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     num_threads : int, default=None
         Most threads for the kernels. None honours ``OMP_NUM_THREADS`` and
         ``threadpoolctl`` limits, else uses the usable cores. Small steps run on fewer
-        (one thread per ~0.5 ms of work), and no thread is left running on return.
+        (one thread per ~0.5 ms of work), and no thread is left running on return. On
+        Dask: threads of each task (None: 1).
     lazy : bool or None, default=None
         Score only the candidates that upper bounds cannot rule out, best bound first,
         until no remaining bound can win. None: certified bounds only, so picks, scores
@@ -71,7 +75,9 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     dtype : {numpy.float64, numpy.float32}, default=numpy.float64
         Precision of the products and logs of the hot loop; sums over configurations and
         classes are float64 either way. float32 is faster and agrees to ~1e-6 nats, so
-        near-ties may resolve differently.
+        near-ties may resolve differently. It is independent of the pool's own dtype: a
+        float32 pool computed in float64 gives the results of the float64 array of the
+        same values.
     progress : bool or callable, default=False
         Report the picks as they are made. True shows a tqdm bar on stderr (picks done of
         the batch, rate, time left; needs ``pip install "batchbald_fast[progress]"``). A
@@ -111,7 +117,7 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     >>> result.indices.shape
     (4,)
     """
-    probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
+    probs_N_K_C = _validation.check_pool(probs_N_K_C, log_probs=log_probs)
     batch_size = _validation.check_count(batch_size, "batch_size", minimum=0)
     num_samples = _validation.check_count(num_samples, "num_samples", minimum=1)
     candidates = _validation.check_candidates(candidates, probs_N_K_C.shape[0])
@@ -123,8 +129,12 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     saturation = _validation.check_choice(saturation, "saturation",
                                           _greedy.SATURATION_POLICIES)
     next_joint = functools.partial(_joint.next_joint, tol=tol, incremental=bool(incremental))
-    pool = _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C, dtype=dtype,
-                           num_threads=_backend.effective_num_threads(num_threads))
+    if _validation.is_lazy(probs_N_K_C):  # values are checked chunk by chunk there
+        from .dask import DaskPool
+        pool = DaskPool(probs_N_K_C, log_probs=log_probs, dtype=dtype, num_threads=num_threads)
+    else:
+        pool = _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C, dtype=dtype,
+                               num_threads=_backend.effective_num_threads(num_threads))
     with _step_reporter(progress, min(batch_size, len(candidates))) as on_step:
         return _greedy.select(pool, batch_size, candidates, num_samples=num_samples, rng=rng,
                               return_utilities=bool(return_utilities), next_joint=next_joint,

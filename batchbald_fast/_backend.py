@@ -14,13 +14,16 @@ ENV_VAR = "BATCHBALD_FAST_BACKEND"
 _CHOICES = ("auto", "cython", "numpy")
 
 
-def get_kernels():
+def get_kernels(choice=None):
     """The kernel module named by ``BATCHBALD_FAST_BACKEND`` (read at every call).
 
     ``auto`` (default): compiled when built, else NumPy; ``cython``: compiled or an
-    ImportError; ``numpy``: the NumPy fallback.
+    ImportError; ``numpy``: the NumPy fallback. ``choice`` overrides the variable (a Dask
+    worker runs the backend its client chose).
     """
-    choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if choice is None:
+        choice = os.environ.get(ENV_VAR, "auto")
+    choice = choice.strip().lower() or "auto"
     if choice not in _CHOICES:
         raise ValueError(f"{ENV_VAR} must be one of {', '.join(_CHOICES)}, got {choice!r}")
     if choice == "numpy":

@@ -1,21 +1,62 @@
 """The pool the greedy driver picks from: what it may ask of one, and the in-memory answer.
 
 The driver needs three things of a pool, whatever holds it (an array here; chunks on Dask
-workers elsewhere): per-point conditional entropies once, the range of the rows' sums
-once, and per step the joint entropy of a joint state with some candidates, plus the K×C
-rows of the few points it picks or examines. Every other piece of the algorithm lives in the
-driver, so every kind of pool gives the same picks.
+workers in ``batchbald_fast.dask``): per-point conditional entropies once, the range of the
+rows' sums once, and per step the joint entropy of a joint state with some candidates, plus
+the K×C rows of the few points it picks or examines. Every other piece of the algorithm
+lives in the driver, so every kind of pool gives the same picks. The functions below work
+on any block of pool points, so that a Dask task runs exactly what the in-memory pool runs.
+
+Precision: the pool stays in its own dtype (float32 or float64); the kernels' products and
+logs run in the compute dtype, on rows gathered and cast a block at a time when the two
+differ; conditional entropies, row sums and every sum over configurations and classes are
+float64. A float32 pool computed in float64 thus gives the results of the float64 array
+holding the same values (the cast is exact).
 """
 
 import numpy as np
 
+# Rows gathered (and cast) at a time when the kernels cannot read the pool in place: a
+# float64 block stays 8 MiB whatever the pool.
+BLOCK_VALUES = 2**20
+
+
+def _block_points(K, C):
+    return max(1, BLOCK_VALUES // (K * C))
+
 
 def conditional_entropy(kernels, probs_N_K_C):
-    """``E_n = (1/K) Σ_k Σ_c −p log p`` per point."""
+    """``E_n = (1/K) Σ_k Σ_c −p log p`` per point, in float64."""
+    return point_stats(kernels, probs_N_K_C)[0]
+
+
+def point_stats(kernels, probs_N_K_C):
+    """Conditional entropies and the range of row sums, one pass over the points.
+
+    Parameters
+    ----------
+    kernels : module
+    probs_N_K_C : ndarray of shape (N, K, C), float32 or float64, any strides
+
+    Returns
+    -------
+    cond_entropy_N : ndarray of shape (N,), float64
+    row_sum_range : (float, float)
+        Least and largest ``Σ_c p[n, k, c]``.
+    """
     N, K, C = probs_N_K_C.shape
-    out = np.empty(N * K)
-    kernels.entropy_rows(probs_N_K_C.reshape(N * K, C), out)
-    return out.reshape(N, K).mean(axis=1)
+    cond_entropy_N = np.empty(N)
+    low, high = np.inf, -np.inf
+    block = _block_points(K, C)
+    for n0 in range(0, N, block):
+        probs_n_K_C = np.ascontiguousarray(probs_N_K_C[n0:n0 + block], dtype=np.float64)
+        n = len(probs_n_K_C)
+        entropy_nK = np.empty(n * K)
+        kernels.entropy_rows(probs_n_K_C.reshape(n * K, C), entropy_nK)
+        cond_entropy_N[n0:n0 + n] = entropy_nK.reshape(n, K).mean(axis=1)
+        sums_n_K = probs_n_K_C.sum(axis=2)
+        low, high = min(low, sums_n_K.min()), max(high, sums_n_K.max())
+    return cond_entropy_N, (float(low), float(high))
 
 
 def entropy(kernels, probs_N_K_C):
@@ -25,14 +66,49 @@ def entropy(kernels, probs_N_K_C):
     return out
 
 
+def rows(probs_N_K_C, xs):
+    """``probs_N_K_C[xs]`` as a new C-contiguous float64 array (exact for float32 pools)."""
+    # Not np.array: gathered rows keep a strided pool's axis order.
+    return np.ascontiguousarray(probs_N_K_C[np.asarray(xs, dtype=np.intp)], dtype=np.float64)
+
+
+def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs, num_threads):
+    """The two parts of a joint state's entropy with each candidate (see ``ArrayPool``).
+
+    The kernels read the pool in place when it is C-contiguous in the compute dtype (that
+    of ``joint_M_K``); otherwise they score blocks of gathered rows cast to it.
+    """
+    n = len(xs)
+    weighted_n = np.empty(n)
+    offset_n = np.zeros(n)  # exact and pruned states have no row scales
+    in_place = probs_N_K_C.dtype == joint_M_K.dtype and probs_N_K_C.flags.c_contiguous
+    if in_place:
+        kernels.score_candidates(joint_M_K, weights_M, probs_N_K_C, xs, weighted_n,
+                                 num_threads)
+    if in_place and not offset_K.any():
+        return weighted_n, offset_n
+    block = _block_points(*probs_N_K_C.shape[1:])
+    for i0 in range(0, n, block):
+        probs_n_K_C = rows(probs_N_K_C, xs[i0:i0 + block])
+        if not in_place:
+            kernels.score_candidates(joint_M_K, weights_M,
+                                     probs_n_K_C.astype(joint_M_K.dtype, copy=False),
+                                     np.arange(len(probs_n_K_C)),
+                                     weighted_n[i0:i0 + block], num_threads)
+        if offset_K.any():
+            offset_n[i0:i0 + block] = probs_n_K_C.sum(axis=2) @ offset_K
+    return weighted_n, offset_n
+
+
 class ArrayPool:
-    """A pool held as one (N, K, C) array in this process.
+    """A pool held as one (N, K, C) array in this process (or memory-mapped into it).
 
     Parameters
     ----------
     kernels : module
         ``score_candidates`` and ``entropy_rows`` of one backend.
-    probs_N_K_C : ndarray of shape (N, K, C), float64, C-contiguous
+    probs_N_K_C : ndarray of shape (N, K, C), float32 or float64, validated
+        Never copied whole: any strides, a memmap is read where it lies.
     dtype : numpy.float64 or numpy.float32
         Precision of the products and logs in the kernels (sums are float64 either way).
     num_threads : int
@@ -55,15 +131,12 @@ class ArrayPool:
         self.dtype = np.dtype(dtype).type
         self._kernels = kernels
         self._probs_N_K_C = probs_N_K_C
-        self._probs_compute_N_K_C = probs_N_K_C.astype(dtype, copy=False)
         self._num_threads = num_threads
-        self.cond_entropy_N = conditional_entropy(kernels, probs_N_K_C)
-        self._row_sums_N_K = probs_N_K_C.sum(axis=2)
-        self.row_sum_range = (self._row_sums_N_K.min(), self._row_sums_N_K.max())
+        self.cond_entropy_N, self.row_sum_range = point_stats(kernels, probs_N_K_C)
 
     def rows(self, xs):
         """``probs_N_K_C[xs]``, float64, shape (len(xs), K, C)."""
-        return self._probs_N_K_C[xs]
+        return rows(self._probs_N_K_C, xs)
 
     def joint_entropy(self, joint_M_K, weights_M, offset_K, xs):
         """The two parts of a joint state's entropy with each candidate.
@@ -83,7 +156,5 @@ class ArrayPool:
         offset_n : ndarray of shape (n,)
             ``Σ_k offset_K[k] Σ_c p[x, k, c]``: the row scales of a sampled state.
         """
-        weighted_n = np.empty(len(xs))
-        self._kernels.score_candidates(joint_M_K, weights_M, self._probs_compute_N_K_C, xs,
-                                       weighted_n, self._num_threads)
-        return weighted_n, self._row_sums_N_K[xs] @ offset_K
+        return joint_entropy(self._kernels, self._probs_N_K_C, joint_M_K, weights_M,
+                             offset_K, xs, self._num_threads)

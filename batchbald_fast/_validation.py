@@ -11,14 +11,13 @@ import numpy as np
 from sklearn.utils import check_random_state as _sklearn_check_random_state
 
 SUM_TOLERANCE = 1e-3
-
-
-def _first_index(mask):
-    return tuple(int(i) for i in np.argwhere(mask)[0])
+# Values checked at a time: the temporaries of a block (a float64 copy, masks) stay ~10 MiB
+# whatever the pool, so a memory-mapped pool is read, never copied whole.
+VALIDATION_BLOCK_VALUES = 2**20
 
 
 def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C", strict=True):
-    """Validate probabilities (or log-probabilities) of shape (N, K, C).
+    """Validate probabilities (or log-probabilities) of shape (N, K, C), as float64.
 
     Parameters
     ----------
@@ -50,57 +49,173 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C", strict=True
     ValueError
         If the shape, values or row sums are wrong.
     """
+    # np.asarray first: a Dask or zarr array is read here, and checked like any other.
+    return np.ascontiguousarray(check_pool(np.asarray(probs_N_K_C), log_probs=log_probs,
+                                           name=name, strict=strict), dtype=np.float64)
+
+
+def check_pool(probs_N_K_C, *, log_probs=False, name="probs_N_K_C", strict=True):
+    """Validate a pool's probabilities block by block, keeping their precision.
+
+    A Dask or zarr array is only checked for its dtype and shape here: its values are
+    checked chunk by chunk where they live (``batchbald_fast.dask``).
+
+    Parameters
+    ----------
+    probs_N_K_C : array-like, dask.array.Array or zarr.Array of shape (N, K, C)
+    log_probs : bool, default=False
+    name : str
+    strict : bool, default=True
+        As in :func:`check_probs`.
+
+    Returns
+    -------
+    probs_N_K_C : ndarray of shape (N, K, C), float32 or float64, or the lazy array as given
+        An ndarray that is float32 or float64 comes back as it is, or as a view of it (any
+        strides; a memmap is read, never copied); log-probabilities and other dtypes are
+        converted, block by block, to float32 for float32 input, else float64.
+    """
+    if is_lazy(probs_N_K_C):
+        check_probs_header(probs_N_K_C.dtype, probs_N_K_C.shape, name)
+        return probs_N_K_C
     arr = np.asarray(probs_N_K_C)
-    if arr.dtype == np.bool_:
+    check_probs_header(arr.dtype, arr.shape, name)
+    raise_first_problem([probs_problems(arr, 0, log_probs=log_probs, name=name,
+                                        strict=strict)])
+    return as_probabilities(arr, log_probs=log_probs)
+
+
+def is_lazy(probs):
+    """Whether ``probs`` is a Dask or zarr array (checked without importing either)."""
+    return type(probs).__module__.partition(".")[0] in ("dask", "zarr")
+
+
+def check_probs_header(dtype, shape, name="probs_N_K_C"):
+    """The checks that need no values: a real dtype and a shape (N, K, C), none of them 0."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
         raise TypeError(f"{name} must hold real numbers, got dtype bool; for one-hot "
                         f"predictions pass {name}.astype(float)")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if arr.ndim != 3:
-        raise ValueError(f"{name} must have 3 dimensions (N, K, C), got shape {arr.shape}")
-    if 0 in arr.shape:
-        raise ValueError(f"{name} must have no empty axis, got shape {arr.shape}")
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
+    if len(shape) != 3:
+        raise ValueError(f"{name} must have 3 dimensions (N, K, C), got shape {tuple(shape)}")
+    if not all(isinstance(n, numbers.Integral) for n in shape):  # dask: nan when unknown
+        raise ValueError(f"{name} must have a known shape, got {tuple(shape)} (for a dask "
+                         "array, call compute_chunk_sizes() first)")
+    if 0 in shape:
+        raise ValueError(f"{name} must have no empty axis, got shape {tuple(shape)}")
+
+
+def pool_dtype(dtype):
+    """The precision a pool of this dtype is kept in: float32 stays, the rest is float64."""
+    return np.float32 if np.dtype(dtype) == np.float32 else np.float64
+
+
+def as_probabilities(probs_n_K_C, *, log_probs=False):
+    """Validated points as probabilities in the pool's precision: the array itself when
+    they already are, else converted a block at a time (exp in float64, then rounded)."""
+    arr = np.asarray(probs_n_K_C)
+    dtype = pool_dtype(arr.dtype)
+    if not log_probs and arr.dtype == dtype:
+        return arr
+    probs = np.empty(arr.shape, dtype=dtype)
+    block = _block_points(arr.shape)
+    for n0 in range(0, arr.shape[0], block):
+        part = arr[n0:n0 + block]
+        probs[n0:n0 + block] = np.exp(part, dtype=np.float64) if log_probs else part
+    return probs
+
+
+def _block_points(shape):
+    return max(1, VALIDATION_BLOCK_VALUES // (shape[1] * shape[2]))
+
+
+def probs_problems(probs_n_K_C, start, *, log_probs=False, name="probs_N_K_C", strict=True):
+    """The first problem of each kind among some pool points, with pool indices.
+
+    Kinds rank as the checks of a whole array run (nan, then inf or log-probabilities
+    above 0, then negatives, then row sums), so :func:`raise_first_problem` over the chunks
+    of a pool, in order, raises what checking the whole array at once raises. The points
+    are checked a block at a time: the temporaries stay small whatever their number.
+
+    Parameters
+    ----------
+    probs_n_K_C : ndarray of shape (n, K, C)
+        Points ``start .. start + n - 1`` of the pool.
+    start : int
+        Pool index of the first point.
+    log_probs, name, strict
+        As in :func:`check_probs`.
+
+    Returns
+    -------
+    problems : dict
+        ``{rank: message}``, empty when the points are valid.
+    """
+    block = _block_points(probs_n_K_C.shape)
+    problems = {}
+    for n0 in range(0, probs_n_K_C.shape[0], block):
+        for rank, message in _block_problems(probs_n_K_C[n0:n0 + block], int(start) + n0,
+                                             log_probs, name, strict).items():
+            problems.setdefault(rank, message)
+    return problems
+
+
+def _block_problems(block_n_K_C, start, log_probs, name, strict):
+    arr = np.asarray(block_n_K_C)
+    problems = {}
+
+    def first(mask):  # the block's first offending index, and the pool's
+        local = tuple(int(i) for i in np.argwhere(mask)[0])
+        return local, (local[0] + start,) + local[1:]
 
     nan = np.isnan(arr)
     if nan.any():
-        raise ValueError(f"{name} holds nan, first at index {_first_index(nan)}")
+        problems[0] = f"{name} holds nan, first at index {first(nan)[1]}"
     if log_probs:
         bad = arr > 0
         if bad.any():
-            idx = _first_index(bad)
-            raise ValueError(f"{name} holds a log-probability above 0 ({float(arr[idx])}) "
-                             f"at index {idx}")
-        probs = np.exp(arr, dtype=np.float64)
+            local, idx = first(bad)
+            problems[1] = (f"{name} holds a log-probability above 0 ({float(arr[local])}) "
+                           f"at index {idx}")
     else:
-        bad = ~np.isfinite(arr)
+        bad = np.isinf(arr)
         if bad.any():
-            raise ValueError(f"{name} holds inf, first at index {_first_index(bad)}")
+            problems[1] = f"{name} holds inf, first at index {first(bad)[1]}"
         bad = arr < 0
         if strict and bad.any():
-            idx = _first_index(bad)
-            raise ValueError(f"{name} holds a negative probability ({float(arr[idx])}) "
-                             f"at index {idx}")
-        probs = np.ascontiguousarray(arr, dtype=np.float64)
+            local, idx = first(bad)
+            problems[2] = (f"{name} holds a negative probability ({float(arr[local])}) "
+                           f"at index {idx}")
     if not strict:
-        return probs
-
-    sums_N_K = probs.sum(axis=2)
+        return problems
     if log_probs:
+        sums_n_K = np.exp(arr, dtype=np.float64).sum(axis=2)
         with np.errstate(divide="ignore"):
-            off_N_K = np.abs(np.log(sums_N_K))
-        what = "logsumexp over classes"
-        target = 0
+            off_n_K = np.abs(np.log(sums_n_K))
+        what, target = "logsumexp over classes", 0
     else:
-        off_N_K = np.abs(sums_N_K - 1)
-        what = "sum over classes"
-        target = 1
-    bad = ~(off_N_K <= SUM_TOLERANCE)
+        sums_n_K = arr.astype(np.float64, copy=False).sum(axis=2)
+        off_n_K = np.abs(sums_n_K - 1)
+        what, target = "sum over classes", 1
+    bad = ~(off_n_K <= SUM_TOLERANCE)
     if bad.any():
-        n, k = _first_index(bad)
-        value = target + (off_N_K[n, k] if sums_N_K[n, k] > 1 else -off_N_K[n, k])
-        raise ValueError(f"{name}[{n}, {k}] has {what} {value:.6g}, expected {target} "
-                         f"within {SUM_TOLERANCE:g}")
-    return probs
+        (i, k), (n, _) = first(bad)
+        value = target + (off_n_K[i, k] if sums_n_K[i, k] > 1 else -off_n_K[i, k])
+        problems[3] = (f"{name}[{n}, {k}] has {what} {value:.6g}, expected {target} "
+                       f"within {SUM_TOLERANCE:g}")
+    return problems
+
+
+def raise_first_problem(problems_by_block):
+    """Raise the ValueError of the first kind of problem any block has, at its first block."""
+    found = {}
+    for problems in problems_by_block:
+        for rank, message in problems.items():
+            found.setdefault(rank, message)
+    if found:
+        raise ValueError(found[min(found)])
 
 
 def check_count(value, name, *, minimum):

@@ -42,6 +42,37 @@ WORKLOADS = {w.name: w for w in [
     Workload("W7s", 10000, 20, 10, 100, 10000),
 ]}
 
+
+@dataclass(frozen=True)
+class ChunkedWorkload(Workload):
+    """A pool generated chunk by chunk and kept in float32: chunk i from seed
+    ``first_seed + i``, so that no process ever holds it in float64."""
+    chunk: int = 125_000
+    first_seed: int = 0
+
+    def chunk_probs(self, i, seed=0):
+        n = min(self.chunk, self.N - i * self.chunk)
+        return make_probs(n, self.K, self.C, seed=self.first_seed + seed + i,
+                          scale=self.scale, noise=self.noise).astype(np.float32)
+
+    def probs(self, seed=0):
+        return np.concatenate([self.chunk_probs(i, seed)
+                               for i in range(-(-self.N // self.chunk))])
+
+    def write_zarr(self, path):
+        """Write the pool to a zarr store at ``path``, one zarr chunk per chunk."""
+        import zarr
+
+        store = zarr.open(str(path), mode="w", shape=(self.N, self.K, self.C),
+                          chunks=(self.chunk, self.K, self.C), dtype=np.float32)
+        for i in range(-(-self.N // self.chunk)):
+            store[i * self.chunk:(i + 1) * self.chunk] = self.chunk_probs(i)
+        return store
+
+
+# Out of core and on Dask (benchmarks/w8_dask.py): 1.5 GiB of float32 in a zarr store.
+W8 = ChunkedWorkload("W8", 2_000_000, 20, 10, 10, 10000, chunk=125_000, first_seed=900)
+
 # Run by default: seconds each on the NumPy backend.
 DEFAULT = ("W1", "W3", "W5")
 

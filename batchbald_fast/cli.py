@@ -100,10 +100,12 @@ def _build_parser():
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    select = commands.add_parser("select", help="pick a batch from a .npy of probabilities")
-    select.add_argument("probs", metavar="PROBS.npy",
-                        help="array of shape (N, K, C) (see --layout), in a .npy file or "
-                             "an .npz archive (see --key)")
+    select = commands.add_parser("select", help="pick a batch from a .npy, .npz or zarr store "
+                                                 "of probabilities")
+    select.add_argument("probs", metavar="PROBS",
+                        help="array of shape (N, K, C) (see --layout): a .npy file "
+                             "(memory-mapped), an .npz archive (see --key) or a zarr store "
+                             "(a directory)")
     select.add_argument("--key", metavar="NAME",
                         help="the array to use from an .npz archive (needed when it holds "
                              "more than one)")
@@ -119,6 +121,9 @@ def _build_parser():
                              "file gives the same batch every run; vary it to see which "
                              "picks depend on the draws)")
     select.add_argument("--threads", type=int, default=None)
+    select.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run on this Dask scheduler (e.g. tcp://host:8786), the pool's "
+                             "chunks read and held by its workers")
     select.add_argument("--json", action="store_true", help="print JSON")
     select.add_argument("--quiet", action="store_true",
                         help="no progress on stderr (shown only on a terminal: picks done, "
@@ -181,8 +186,15 @@ def _select(args):
     from ._api import batchbald
     from ._backend import backend_info
 
-    probs = _load(args.probs, args.key)
-    if args.layout == "KNC":
+    if args.scheduler or os.path.isdir(args.probs):  # read by Dask tasks, chunk by chunk
+        from .dask import open_pool
+        try:
+            probs = open_pool(args.probs, layout=args.layout)
+        except OSError as exc:  # zarr's "no array found" too
+            raise _UsageError(f"cannot read {args.probs}: {exc}") from exc
+    else:
+        probs = _load(args.probs, args.key)
+    if args.layout == "KNC" and isinstance(probs, np.ndarray):
         if probs.ndim != 3:
             raise _UsageError(f"{args.probs} must have 3 dimensions, got shape {probs.shape}")
         probs = probs.transpose(1, 0, 2)
@@ -191,7 +203,7 @@ def _select(args):
     reporter = contextlib.nullcontext(show)  # True: batchbald's tqdm bar
     if show and importlib.util.find_spec("tqdm") is None:
         reporter = _StepLine("batchbald-fast select")
-    with reporter as progress:
+    with _dask_client(args.scheduler), reporter as progress:
         try:
             result = batchbald(probs, args.batch_size, num_samples=args.num_samples,
                                log_probs=args.log_probs, random_state=args.seed,
@@ -221,6 +233,17 @@ def _select(args):
             "  (pick within noise)" if result.ambiguous[t] else "")
         print(f"{t:>4}  {result.indices[t]:>8}  {result.scores[t]:>10.6f}  "
               f"{result.mode[t]:>7}  {result.num_configurations[t]:>14}  {noise}")
+
+
+def _dask_client(address):
+    """A ``distributed.Client`` of the scheduler at ``address`` while selecting, if any."""
+    if address is None:
+        return contextlib.nullcontext()
+    from distributed import Client
+    try:
+        return Client(address, timeout=10)
+    except OSError as exc:
+        raise _UsageError(f"cannot reach a Dask scheduler at {address}: {exc}") from exc
 
 
 def _bench(args):

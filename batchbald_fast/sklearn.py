@@ -5,6 +5,8 @@ from sklearn.ensemble import (BaggingClassifier, ExtraTreesClassifier, RandomFor
                               VotingClassifier)
 from sklearn.utils.validation import check_is_fitted
 
+from . import _validation
+
 __all__ = ["ensemble_probas"]
 
 _FORESTS = (RandomForestClassifier, ExtraTreesClassifier)
@@ -22,14 +24,16 @@ def ensemble_probas(ensemble, X):
         a ``VotingClassifier`` with ``voting="soft"`` (its ``weights`` are not used:
         BatchBALD weighs posterior samples equally), or a list of classifiers with
         ``predict_proba``.
-    X : array-like or sparse matrix of shape (n_samples, n_features)
-        Pool points.
+    X : array-like, sparse matrix or dask.array.Array of shape (n_samples, n_features)
+        Pool points. A dask array (chunked along n_samples) gives a lazy pool.
 
     Returns
     -------
-    probs_N_K_C : ndarray of shape (n_samples, n_members, n_classes), float64
-        Columns follow ``ensemble.classes_`` (for a list: the sorted union of the members'
-        ``classes_``); a class a member never saw gets probability 0.
+    probs_N_K_C : ndarray or dask.array.Array of shape (n_samples, n_members, n_classes)
+        float64. Columns follow ``ensemble.classes_`` (for a list: the sorted union of the
+        members' ``classes_``); a class a member never saw gets probability 0. For a dask
+        X, a dask array with X's chunks along n_samples: each block is the members'
+        ``predict_proba`` of X's block, run when the pool's chunk is read.
 
     Examples
     --------
@@ -41,16 +45,21 @@ def ensemble_probas(ensemble, X):
     >>> batchbald(ensemble_probas(forest, X[50:]), 5).indices.shape
     (5,)
     """
+    num_members, num_classes = _check_ensemble(ensemble)
+    if _validation.is_lazy(X):
+        from .dask import map_points
+        return map_points(_probas, ensemble, X, (num_members, num_classes))
+    return _probas(ensemble, X)
+
+
+def _check_ensemble(ensemble):
+    """Refuse what ``_probas`` cannot read; the members and classes it will give."""
     if isinstance(ensemble, (list, tuple)):
         if not ensemble:
             raise ValueError("ensemble is an empty list")
         for member in ensemble:
             check_is_fitted(member)
-        classes = np.unique(np.concatenate([member.classes_ for member in ensemble]))
-        # searchsorted places each member's classes among the union's sorted classes.
-        return _stack([(m, X, np.searchsorted(classes, m.classes_)) for m in ensemble],
-                       len(classes))
-
+        return len(ensemble), len(np.unique(np.concatenate([m.classes_ for m in ensemble])))
     if not isinstance(ensemble, (BaggingClassifier, VotingClassifier) + _FORESTS):
         raise TypeError("ensemble must be a fitted BaggingClassifier, RandomForestClassifier, "
                         "ExtraTreesClassifier, soft VotingClassifier or a list of fitted "
@@ -61,7 +70,16 @@ def ensemble_probas(ensemble, X):
                          f"got voting={ensemble.voting!r}")
     if isinstance(ensemble, _FORESTS) and ensemble.n_outputs_ != 1:
         raise ValueError("multi-output forests are not supported")
+    return len(ensemble.estimators_), len(ensemble.classes_)
 
+
+def _probas(ensemble, X):
+    """``ensemble_probas`` of a checked ensemble on an in-memory X."""
+    if isinstance(ensemble, (list, tuple)):
+        classes = np.unique(np.concatenate([member.classes_ for member in ensemble]))
+        # searchsorted places each member's classes among the union's sorted classes.
+        return _stack([(m, X, np.searchsorted(classes, m.classes_)) for m in ensemble],
+                      len(classes))
     # These ensembles fit their members on class indices into ensemble.classes_; bagging
     # and forests predict from validated X, bagging on each member's feature subset.
     if isinstance(ensemble, VotingClassifier):

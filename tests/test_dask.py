@@ -1,0 +1,216 @@
+"""Pools on Dask: chunk by chunk, on a real cluster or out of core, the in-memory answers."""
+
+import collections
+import json
+import os
+import re
+import signal
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+zarr = pytest.importorskip("zarr")
+
+import dask  # noqa: E402
+
+import batchbald_fast as bf  # noqa: E402
+from batchbald_fast import _backend  # noqa: E402
+from batchbald_fast import dask as bf_dask  # noqa: E402
+from batchbald_fast._workloads import make_probs  # noqa: E402
+from batchbald_fast.cli import main  # noqa: E402
+from conftest import random_probs  # noqa: E402
+from sklearn.ensemble import RandomForestClassifier  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two single-threaded worker processes, started once for the module."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as local_cluster, \
+            distributed.Client(local_cluster, set_as_default=False) as client:
+        yield client
+
+
+@pytest.fixture
+def client(cluster):
+    """The cluster's client, active for one test (the others run on Dask's local scheduler)."""
+    cluster.wait_for_workers(2)
+    with cluster.as_current():
+        yield cluster
+
+
+def assert_same(result, expected):
+    """The in-memory call's picks, modes and scores (the driver is the same; the kernels
+    run on the same rows, so only rounding may differ)."""
+    np.testing.assert_array_equal(result.indices, expected.indices)
+    np.testing.assert_array_equal(result.mode, expected.mode)
+    np.testing.assert_array_equal(result.num_configurations, expected.num_configurations)
+    np.testing.assert_allclose(result.scores, expected.scores, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result.std_errors, expected.std_errors, rtol=0, atol=1e-12)
+    if expected.utilities is not None:
+        np.testing.assert_allclose(result.utilities, expected.utilities, rtol=0, atol=1e-12)
+
+
+CASES = {
+    # exact steps, then pruned and sampled ones; exact zeros and ones in the pool
+    "exact-then-sampled": (lambda: random_probs(np.random.default_rng(0), 300, 5, 3,
+                                                zeros=True), 70, {"batch_size": 6,
+                                                                  "num_samples": 30}),
+    "float32-log-probs": (lambda: np.log(make_probs(300, 6, 4, seed=1)).astype(np.float32),
+                          64, {"batch_size": 5, "num_samples": 40, "log_probs": True}),
+    "candidates-utilities": (lambda: make_probs(250, 4, 3, seed=2), 60, {
+        "batch_size": 5, "num_samples": 20, "return_utilities": True,
+        "candidates": np.random.default_rng(2).permutation(250)[:90]}),
+    "float32-compute": (lambda: make_probs(300, 6, 3, seed=3), 100, {
+        "batch_size": 5, "num_samples": 50, "dtype": np.float32}),
+    # big enough for coarse joints: the branch and bound calls on growing tiles
+    "coarse-bounds": (lambda: make_probs(4200, 8, 4, seed=4), 700, {
+        "batch_size": 7, "num_samples": 1500, "tol": 0.0}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_same_as_in_memory_on_a_cluster(backend, client, case):
+    make, chunk, kwargs = CASES[case]
+    values = make()
+    expected = bf.batchbald(values, random_state=0, **kwargs)
+    result = bf.batchbald(da.from_array(values, chunks=(chunk, 2, -1)), random_state=0,
+                          **kwargs)
+    assert_same(result, expected)
+    if case == "coarse-bounds":
+        assert (result.bound_rows > 0).any() and result.mode[-1] == "sampled"
+
+
+def test_workers_run_the_clients_backend_not_their_environment(backend, client):
+    values = make_probs(200, 5, 3, seed=5)
+    client.run(os.environ.__setitem__, _backend.ENV_VAR, "no-such-backend")
+    try:
+        result = bf.batchbald(da.from_array(values, chunks=50), 4, num_samples=10,
+                              random_state=0)
+    finally:
+        client.run(os.environ.pop, _backend.ENV_VAR)
+    assert_same(result, bf.batchbald(values, 4, num_samples=10, random_state=0))
+
+
+def test_worker_killed_mid_call_recomputes_its_chunks(client, monkeypatch):
+    values = make_probs(2000, 6, 3, seed=6)
+    expected = bf.batchbald(values, 5, num_samples=50, random_state=0)
+    calls = []
+    joint_entropy = bf_dask.DaskPool.joint_entropy
+
+    def kill_before_third_call(pool, *args):
+        calls.append(len(args[-1]))
+        if len(calls) == 3:  # the pool is persisted on the workers by now
+            os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
+        return joint_entropy(pool, *args)
+
+    monkeypatch.setattr(bf_dask.DaskPool, "joint_entropy", kill_before_third_call)
+    result = bf.batchbald(da.from_array(values, chunks=250), 5, num_samples=50,
+                          random_state=0)
+    assert len(calls) > 3
+    assert_same(result, expected)
+
+
+def bad(values, *changes):
+    values = values.copy()
+    for index, value in changes:
+        values[index] = value
+    return values
+
+
+@pytest.mark.parametrize("changes, log_probs", [
+    ([((377, 2, 1), np.nan)], False),
+    # nan outranks a negative in an earlier chunk, as it does in the whole array
+    ([((30, 0, 0), -0.5), ((390, 1, 2), np.nan)], False),
+    ([((399, 3, 0), 0.7)], False),
+    ([((305, 1, 1), 0.25)], True),
+])
+def test_bad_input_in_a_late_chunk_gives_the_in_memory_error(client, changes, log_probs):
+    values = random_probs(np.random.default_rng(7), 400, 4, 3)
+    values = bad(np.log(values) if log_probs else values, *changes)
+    with pytest.raises(ValueError) as in_memory:
+        bf.batchbald(values, 2, log_probs=log_probs)
+    with pytest.raises(ValueError, match=re.escape(str(in_memory.value))):
+        bf.batchbald(da.from_array(values, chunks=100), 2, log_probs=log_probs)
+
+
+def test_per_point_scores_read_a_dask_pool_and_check_it(backend):
+    values = make_probs(50, 4, 3, seed=14)
+    np.testing.assert_array_equal(bf.bald(da.from_array(values, chunks=20)), bf.bald(values))
+    with pytest.raises(ValueError, match=r"nan, first at index \(45, 1, 2\)"):
+        bf.conditional_entropy(da.from_array(bad(values, ((45, 1, 2), np.nan)), chunks=20))
+
+
+def test_unknown_chunk_sizes_are_refused_before_any_work():
+    values = da.from_array(make_probs(6, 2, 2, seed=15), chunks=2)
+    with pytest.raises(ValueError, match=r"known shape.*compute_chunk_sizes"):
+        bf.batchbald(values[values[:, 0, 0] > 0.5], 2)
+
+
+def test_chunks_without_candidates_are_never_read(backend):
+    values = make_probs(600, 5, 3, seed=8)
+    reads = collections.Counter()
+
+    def read(i):
+        reads[i] += 1
+        return values[100 * i:100 * (i + 1)]
+
+    pool = da.concatenate([da.from_delayed(dask.delayed(read)(i), (100, 5, 3), values.dtype)
+                           for i in range(6)])
+    candidates = np.r_[120:180, 430:470]  # chunks 1 and 4
+    result = bf.batchbald(pool, 4, num_samples=20, candidates=candidates, random_state=0)
+    assert_same(result, bf.batchbald(values, 4, num_samples=20, candidates=candidates,
+                                     random_state=0))
+    assert reads[1] > 1 and reads[4] > 1
+    assert [reads[i] for i in (0, 2, 3, 5)] == [1] * 4  # the first pass only
+
+
+def write_zarr(path, values, chunk):
+    store = zarr.open(str(path), mode="w", shape=values.shape, chunks=(chunk,) + values.shape[1:],
+                      dtype=values.dtype)
+    store[:] = values
+    return store
+
+
+def test_zarr_pool_locally_and_on_a_cluster(backend, tmp_path, cluster):
+    values = make_probs(400, 5, 3, seed=11).astype(np.float32)
+    store = write_zarr(tmp_path / "pool.zarr", values, 90)
+    expected = bf.batchbald(values, 5, num_samples=30, random_state=0)
+    assert_same(bf.batchbald(store, 5, num_samples=30, random_state=0), expected)
+    with cluster.as_current():
+        assert_same(bf.batchbald(da.from_zarr(str(tmp_path / "pool.zarr")), 5, num_samples=30,
+                                 random_state=0), expected)
+
+
+def test_ensemble_probas_of_dask_features_is_a_lazy_pool(backend):
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(300, 4))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
+    forest = RandomForestClassifier(n_estimators=6, random_state=0).fit(X[:60], y[:60])
+    members = [LogisticRegression().fit(X[:40], y[:40]), LogisticRegression().fit(X[20:80],
+                                                                                  y[20:80])]
+    X_dask = da.from_array(X, chunks=(70, 2))
+    for ensemble in (forest, members):
+        lazy = bf.ensemble_probas(ensemble, X_dask)
+        assert isinstance(lazy, da.Array) and lazy.chunks[0] == X_dask.chunks[0]
+        in_memory = bf.ensemble_probas(ensemble, X)
+        np.testing.assert_array_equal(lazy.compute(), in_memory)
+        assert_same(bf.batchbald(lazy, 4, num_samples=30, random_state=0),
+                    bf.batchbald(in_memory, 4, num_samples=30, random_state=0))
+
+
+def test_cli_reads_zarr_stores_and_runs_on_a_scheduler(backend, tmp_path, cluster, capsys):
+    values = make_probs(300, 5, 3, seed=13)
+    np.save(tmp_path / "knc.npy", values.transpose(1, 0, 2))
+    write_zarr(tmp_path / "pool.zarr", values, 80)
+    expected = bf.batchbald(values, 4, num_samples=20, random_state=1).indices.tolist()
+    for argv in ([str(tmp_path / "pool.zarr")],
+                 [str(tmp_path / "pool.zarr"), "--scheduler", cluster.scheduler.address],
+                 [str(tmp_path / "knc.npy"), "--layout", "KNC",
+                  "--scheduler", cluster.scheduler.address]):
+        assert main(["select", *argv, "--batch-size", "4", "--num-samples", "20",
+                     "--seed", "1", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["indices"] == expected

@@ -1,0 +1,51 @@
+"""The in-memory pool: kept in its own precision, read in place, never copied whole."""
+
+import tracemalloc
+
+import numpy as np
+
+import batchbald_fast as bf
+import oracle
+from batchbald_fast import _backend, _pool, _validation
+from batchbald_fast._workloads import make_probs
+
+
+def assert_same(result, expected):
+    np.testing.assert_array_equal(result.indices, expected.indices)
+    np.testing.assert_array_equal(result.mode, expected.mode)
+    np.testing.assert_allclose(result.scores, expected.scores, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result.utilities, expected.utilities, rtol=0, atol=1e-12)
+
+
+def test_memmap_pool_is_read_in_place(backend, tmp_path):
+    values = make_probs(500, 6, 4, seed=9).astype(np.float32)
+    np.save(tmp_path / "nkc.npy", values)
+    np.save(tmp_path / "knc.npy", values.transpose(1, 0, 2))
+    np.save(tmp_path / "nck.npy", values.transpose(0, 2, 1))
+    nkc = np.load(tmp_path / "nkc.npy", mmap_mode="r")
+    assert np.shares_memory(_validation.check_pool(nkc), nkc)  # a view, no copy
+    # float32 computed in float64: the float64 array of the same values, step for step
+    expected = bf.batchbald(values.astype(np.float64), 6, num_samples=100, random_state=0,
+                            return_utilities=True)
+    assert_same(bf.batchbald(nkc, 6, num_samples=100, random_state=0,
+                             return_utilities=True), expected)
+    # Strided views (scikit-activeml's and baal's layouts) are read in place too.
+    for name, axes in [("knc", (1, 0, 2)), ("nck", (0, 2, 1))]:
+        view = np.load(tmp_path / f"{name}.npy", mmap_mode="r").transpose(*axes)
+        assert_same(bf.batchbald(view, 6, num_samples=100, random_state=0,
+                                 return_utilities=True), expected)
+
+
+def test_first_pass_over_a_float32_pool_makes_no_copy(backend):
+    values = make_probs(50_000, 20, 10, seed=10).astype(np.float32)  # 40 MB
+    tracemalloc.start()
+    try:
+        pool = _pool.ArrayPool(_backend.get_kernels(), _validation.check_pool(values))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < values.nbytes / 2
+    for n in (0, 1, 49_998, 49_999):
+        np.testing.assert_allclose(pool.cond_entropy_N[n],
+                                   oracle.conditional_entropy(values.astype(np.float64), n),
+                                   rtol=0, atol=1e-12)
