@@ -4,7 +4,7 @@ import functools
 
 import numpy as np
 
-from . import _backend, _greedy, _joint, _validation
+from . import _backend, _greedy, _joint, _memory, _validation
 
 # Certified error allowed in a pruned joint (nats): ~100x below the typical error of the
 # sampled estimator it replaces (1e-2), and enough to keep a confident model's joint exact
@@ -14,7 +14,8 @@ DEFAULT_TOL = 1e-4
 
 def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
               candidates=None, random_state=None, return_utilities=False, num_threads=None,
-              lazy=None, tol=DEFAULT_TOL, incremental=True, dtype=np.float64):
+              lazy=None, tol=DEFAULT_TOL, incremental=True, dtype=np.float64,
+              memory_budget=None):
     """Select a batch of pool points by greedy BatchBALD.
 
     Each step adds the point x maximising the mutual information
@@ -67,6 +68,15 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         Precision of the products and logs of the hot loop; sums over configurations and
         classes are float64 either way. float32 is faster and agrees to ~1e-6 nats, so
         near-ties may resolve differently.
+    memory_budget : int, float, str or None, default=None
+        Bytes the run's arrays may take at their peak: a number, or a string such as
+        ``"4GiB"`` or ``"512MB"``; ``"inf"`` for no limit. None: the
+        ``BATCHBALD_FAST_MEMORY_BUDGET`` environment variable, else the memory available
+        when the call starts. The peak is estimated from the shapes before any step (the
+        exact joint has ``C ** t`` rows, a sampled one ``num_samples`` draws); over the
+        budget, sampled steps first give up the extra draws they add while draws merge,
+        then the call raises a ``ValueError`` naming the estimate and the ``num_samples``
+        that fits. ``num_samples`` itself is never lowered behind the caller's back.
 
     Returns
     -------
@@ -99,13 +109,19 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     num_threads = _validation.check_num_threads(num_threads)
     tol = _validation.check_tol(tol)
     dtype = _validation.check_compute_dtype(dtype)
-    next_joint = functools.partial(_joint.next_joint, tol=tol, incremental=bool(incremental))
-    return _greedy.select(_backend.get_kernels(), probs_N_K_C, batch_size, candidates,
+    kernels = _backend.get_kernels()
+    num_threads = _backend.effective_num_threads(num_threads)
+    lazy = None if lazy is None else bool(lazy)
+    max_draw_bytes = _memory.check(
+        kernels, probs_N_K_C, len(candidates), batch_size, num_samples, tol=tol,
+        incremental=bool(incremental), dtype=dtype, return_utilities=bool(return_utilities),
+        lazy=lazy, num_threads=num_threads, memory_budget=memory_budget)
+    next_joint = functools.partial(_joint.next_joint, tol=tol, incremental=bool(incremental),
+                                   max_draw_bytes=max_draw_bytes)
+    return _greedy.select(kernels, probs_N_K_C, batch_size, candidates,
                           num_samples=num_samples, rng=rng,
-                          return_utilities=bool(return_utilities),
-                          num_threads=_backend.effective_num_threads(num_threads),
-                          next_joint=next_joint, lazy=None if lazy is None else bool(lazy),
-                          dtype=dtype)
+                          return_utilities=bool(return_utilities), num_threads=num_threads,
+                          next_joint=next_joint, lazy=lazy, dtype=dtype)
 
 
 def bald(probs_N_K_C, *, log_probs=False):

@@ -173,6 +173,18 @@ def _work_size(K, C, rows, cols, itemsize):
     return (K + rows) * cols * C, cols * C
 
 
+def scratch_bytes(M, K, C, n, itemsize, num_threads=None, tile_bytes=None):
+    """Bytes ``score_candidates`` allocates to score n candidates against M rows: each
+    thread's gathered tile (and P in float32) and sums."""
+    if tile_bytes is None:
+        tile_bytes = WORKING_SET_BYTES if itemsize == 8 else _GEMM_TILE_BYTES
+    nt = _num_threads(num_threads)
+    rows, cols = _tile_shape(M, K, C, n, nt, itemsize, tile_bytes)
+    nt = min(nt, -(-n // cols))
+    work_size, acc_size = _work_size(K, C, rows, cols, itemsize)
+    return nt * (work_size * itemsize + acc_size * 8)
+
+
 def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
                      const floating[:, :, ::1] probs_N_K_C, const intp_t[::1] candidates,
                      double[::1] out, num_threads=None, tile_bytes=None):

@@ -8,6 +8,8 @@ drawn from the same random numbers in the same order, and ties are broken by the
 random numbers.
 """
 
+import dataclasses
+
 import numpy as np
 
 try:
@@ -20,7 +22,7 @@ except ImportError as exc:  # an optional extra
     raise ImportError("batchbald_fast.skactiveml needs scikit-activeml: "
                       'pip install "batchbald_fast[skactiveml]"') from exc
 
-from . import _backend, _greedy, _joint, _validation
+from . import _backend, _greedy, _joint, _memory, _validation
 
 __all__ = ["BatchBALD", "GreedyBALD", "batch_bald"]
 
@@ -67,11 +69,15 @@ def batch_bald(probas, batch_size, n_MC_samples=None, random_state=None, eps=1e-
     order_N = np.argsort(-np.random.RandomState(0).random(N), kind="stable")
     clipped_N_K_C = np.ascontiguousarray(
         np.clip(probs_K_N_C[:, order_N].transpose(1, 0, 2), eps, 1))
-    result = _greedy.select(_distinct_rows_kernels(clipped_N_K_C), clipped_N_K_C, batch_size,
-                            np.arange(N), num_samples=num_samples, rng=rng,
-                            return_utilities=True,
-                            num_threads=_backend.effective_num_threads(None),
-                            next_joint=_next_joint, tie_tolerance=0.0)
+    kernels = _distinct_rows_kernels(clipped_N_K_C)
+    num_threads = _backend.effective_num_threads(None)
+    # Its joint is drawn anew each step, without extra draws: the budget can only refuse.
+    _memory.check(_backend.get_kernels(), clipped_N_K_C, N, batch_size, num_samples,
+                  return_utilities=True, num_threads=num_threads)
+    result = _greedy.select(kernels, clipped_N_K_C, batch_size, np.arange(N),
+                            num_samples=num_samples, rng=rng, return_utilities=True,
+                            num_threads=num_threads, next_joint=_next_joint,
+                            tie_tolerance=0.0)
     utilities = np.empty_like(result.utilities)
     utilities[:, order_N] = result.utilities
     return utilities
@@ -120,21 +126,17 @@ def _next_joint(state, probs_N_K_C, batch, num_samples, rng):
     C = probs_N_K_C.shape[2]
     if C ** len(batch) <= num_samples:
         return _joint.extend_exact(state, probs_N_K_C[batch[-1]])
-    probs_A_K_C = probs_N_K_C[batch]
-    return _joint_from_labels(probs_A_K_C, _draw_labels(probs_A_K_C, num_samples, rng))
+    return _sample_joint(probs_N_K_C[batch], num_samples, rng)
 
 
-def _draw_labels(probs_A_K_C, num_samples, rng):
+def _sample_joint(probs_A_K_C, num_samples, rng):
     """``max(1, M // K)`` configurations per member, drawn as scikit-activeml draws them.
 
     It calls ``RandomState.choice(C, size=S, p=p / p.sum())`` for each point a of the batch
     and member k in turn, which is one ``random_sample`` of S doubles and an inverse-CDF
-    lookup on the normalised cumulative sum; one draw of (A, K, S) doubles gives the same
-    numbers. Configuration ``k * S + s`` is member k's s-th draw.
-
-    Returns
-    -------
-    labels_M_A : ndarray of shape (K * S, A), intp
+    lookup on the normalised cumulative sum; one draw of (K, S) doubles per point, point
+    after point, gives the same numbers. Configuration ``k * S + s`` is member k's s-th
+    draw. The draws are not kept in the state: the next step draws anew.
     """
     A, K, C = probs_A_K_C.shape
     S = max(1, num_samples // K)
@@ -143,23 +145,13 @@ def _draw_labels(probs_A_K_C, num_samples, rng):
     p_A_K_C /= p_A_K_C.sum(axis=2, keepdims=True)
     cdf_A_K_C = np.cumsum(p_A_K_C, axis=2)
     cdf_A_K_C /= cdf_A_K_C[:, :, -1:]
-    u_A_K_S = rng.random((A, K, S))
-    labels_M_A = np.empty((K * S, A), dtype=np.intp)
+    draws = _joint.start_draws(K, S)
     for a in range(A):  # one point at a time keeps the comparison at M·C
+        u_K_S = rng.random((K, S))
         # searchsorted(cdf, u, side="right") is the count of cdf entries <= u.
-        below_K_S_C = cdf_A_K_C[a][:, None, :] <= u_A_K_S[a][:, :, None]
-        labels_M_A[:, a] = below_K_S_C.sum(axis=2).reshape(K * S)
-    return labels_M_A
-
-
-def _joint_from_labels(probs_A_K_C, labels_M_A):
-    """Sampled joint state of the configurations ``labels_M_A`` (member k's s-th draw in
-    row ``k * S + s``)."""
-    A, K, C = probs_A_K_C.shape
-    draws = _joint.start_draws(K, len(labels_M_A) // K)
-    for a in range(A):
-        draws = _joint.append_labels(draws, probs_A_K_C[a], labels_M_A[:, a])
-    return _joint.from_draws(draws, C)
+        labels_M = (cdf_A_K_C[a][:, None, :] <= u_K_S[:, :, None]).sum(axis=2).reshape(K * S)
+        draws = _joint.append_labels(draws, probs_A_K_C[a], labels_M)
+    return dataclasses.replace(_joint.from_draws(draws, C), draws=None)
 
 
 class _FastQuery:
