@@ -3,8 +3,9 @@
 from ._api import bald, batchbald, conditional_entropy, entropy
 from ._backend import backend_info
 from ._greedy import BatchResult
+from ._memory import MemoryBudgetError
 from .sklearn import ensemble_probas
 
-__all__ = ["BatchResult", "backend_info", "bald", "batchbald", "conditional_entropy",
-           "ensemble_probas", "entropy"]
+__all__ = ["BatchResult", "MemoryBudgetError", "backend_info", "bald", "batchbald",
+           "conditional_entropy", "ensemble_probas", "entropy"]
 __version__ = "0.1.0"

@@ -290,14 +290,13 @@ def plan(run, num_samples, budget, source):
             lo, hi = (mid, hi) if run.peak(num_samples, mid)[0] <= budget else (lo, mid)
         return lo
     fits = _num_samples_that_fit(run, num_samples, budget)
-    advice = (f"num_samples={num_samples} sets that size; num_samples={fits} fits"
-              if fits is not None else
-              "it does not fit with num_samples=1 either: lower batch_size"
-              + (" or pass return_utilities=False" if run.return_utilities else ""))
+    advice = (f"Lower num_samples={num_samples} to {fits}, which fits," if fits is not None
+              else "It does not fit with num_samples=1 either: lower batch_size"
+              + (" or pass return_utilities=False," if run.return_utilities else ","))
     raise MemoryBudgetError(
-        f"the run needs an estimated {format_bytes(needed)} at {what}, over the memory "
-        f"budget of {format_bytes(budget)} ({source}); {advice}, or raise the budget "
-        f"(memory_budget=, the {ENV_VAR} environment variable or --memory-budget)",
+        f"the run needs an estimated {format_bytes(needed)} ({what}), over the memory "
+        f"budget of {format_bytes(budget)} ({source}). {advice} or raise the budget "
+        f"(memory_budget=, {ENV_VAR} or --memory-budget)",
         needed, budget, fits)
 
 
@@ -318,22 +317,30 @@ def _num_samples_that_fit(run, num_samples, budget):
     return None
 
 
-def check(kernels, probs_N_K_C, num_candidates, batch_size, num_samples, *, tol=0.0,
-          incremental=False, dtype=np.float64, return_utilities=False, lazy=None,
-          num_threads=None, memory_budget=None):
-    """Plan a greedy run within the memory budget (see :func:`plan`), before it allocates.
-
-    Returns
-    -------
-    max_draw_bytes : int
-        For ``_joint.fit_budget``.
-    """
+def make_run(kernels, probs_N_K_C, num_candidates, batch_size, *, tol=0.0,
+             incremental=False, dtype=np.float64, return_utilities=False, lazy=None,
+             num_threads=None):
+    """The :class:`Run` of a greedy call with these arguments (validated)."""
     N, K, C = probs_N_K_C.shape
     itemsize = np.dtype(dtype).itemsize
 
     def scratch_bytes(M, n):
         return kernels.scratch_bytes(M, K, C, n, itemsize, num_threads)
 
-    run = Run(N, K, C, num_candidates, min(batch_size, num_candidates), tol, incremental,
-              itemsize, return_utilities, lazy, _greedy.COARSE_MIN_WORK, scratch_bytes)
+    return Run(N, K, C, num_candidates, min(batch_size, num_candidates), tol, incremental,
+               itemsize, return_utilities, lazy, _greedy.COARSE_MIN_WORK, scratch_bytes)
+
+
+def check(kernels, probs_N_K_C, num_candidates, batch_size, num_samples, *,
+          memory_budget=None, **settings):
+    """Plan a greedy call within the memory budget (:func:`plan`), before it allocates.
+
+    ``settings`` are those of :func:`make_run`.
+
+    Returns
+    -------
+    max_draw_bytes : int
+        For ``_joint.fit_budget``.
+    """
+    run = make_run(kernels, probs_N_K_C, num_candidates, batch_size, **settings)
     return plan(run, num_samples, *resolve_budget(memory_budget))
