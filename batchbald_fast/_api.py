@@ -1,10 +1,11 @@
 """The public functions: validate, pick the backend, run the driver."""
 
+import contextlib
 import functools
 
 import numpy as np
 
-from . import _backend, _greedy, _joint, _memory, _validation
+from . import _backend, _greedy, _joint, _memory, _pool, _validation
 
 # Certified error allowed in a pruned joint (nats): ~100x below the typical error of the
 # sampled estimator it replaces (1e-2), and enough to keep a confident model's joint exact
@@ -15,7 +16,7 @@ DEFAULT_TOL = 1e-4
 def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
               candidates=None, random_state=None, return_utilities=False, num_threads=None,
               lazy=None, tol=DEFAULT_TOL, incremental=True, dtype=np.float64,
-              memory_budget=None):
+              memory_budget=None, progress=False):
     """Select a batch of pool points by greedy BatchBALD.
 
     Each step adds the point x maximising the mutual information
@@ -31,7 +32,9 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     probs_N_K_C : array-like of shape (n_points, n_members, n_classes)
         ``p(y_n = c | x_n, ω_k)`` for N pool points under K posterior samples (ensemble
         members, MC-dropout passes) over C classes. float32 or float64, any strides;
-        read-only arrays are accepted and the array is never written to.
+        read-only arrays are accepted and the array is never written to. Other real
+        floating types (float16: exactly) and integer types (0/1: one-hot predictions) are
+        converted to float64; bool raises a TypeError.
     batch_size : int
         Points to pick. More than the candidates picks them all; 0 gives an empty result.
     num_samples : int, default=10_000
@@ -77,6 +80,11 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         budget, sampled steps first give up the extra draws they add while draws merge,
         then the call raises a ``ValueError`` naming the estimate and the ``num_samples``
         that fits. ``num_samples`` itself is never lowered behind the caller's back.
+    progress : bool or callable, default=False
+        Report the picks as they are made. True shows a tqdm bar on stderr (picks done of
+        the batch, rate, time left; needs ``pip install "batchbald_fast[progress]"``). A
+        callable is called as ``progress(done, total)`` after each pick; an exception it
+        raises stops the selection.
 
     Returns
     -------
@@ -109,6 +117,7 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     num_threads = _validation.check_num_threads(num_threads)
     tol = _validation.check_tol(tol)
     dtype = _validation.check_compute_dtype(dtype)
+    progress = _validation.check_progress(progress)
     kernels = _backend.get_kernels()
     num_threads = _backend.effective_num_threads(num_threads)
     lazy = None if lazy is None else bool(lazy)
@@ -118,10 +127,26 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         lazy=lazy, num_threads=num_threads, memory_budget=memory_budget)
     next_joint = functools.partial(_joint.next_joint, tol=tol, incremental=bool(incremental),
                                    max_draw_bytes=max_draw_bytes)
-    return _greedy.select(kernels, probs_N_K_C, batch_size, candidates,
-                          num_samples=num_samples, rng=rng,
-                          return_utilities=bool(return_utilities), num_threads=num_threads,
-                          next_joint=next_joint, lazy=lazy, dtype=dtype)
+    pool = _pool.ArrayPool(kernels, probs_N_K_C, dtype=dtype, num_threads=num_threads)
+    with _step_reporter(progress, min(batch_size, len(candidates))) as on_step:
+        return _greedy.select(pool, batch_size, candidates, num_samples=num_samples, rng=rng,
+                              return_utilities=bool(return_utilities), next_joint=next_joint,
+                              lazy=lazy, on_step=on_step)
+
+
+@contextlib.contextmanager
+def _step_reporter(progress, total):
+    """The driver's ``on_step`` for a checked ``progress``: None, the caller's callable, or
+    the update of a tqdm bar that closes with the selection (also when it is stopped)."""
+    if progress is True:
+        from tqdm import tqdm
+
+        # disable=False: progress=True asks for the bar, whatever TQDM_DISABLE said when
+        # tqdm was imported (bench sets it to quiet its anchors' bars).
+        with tqdm(total=total, desc="BatchBALD", unit="pick", disable=False) as bar:
+            yield lambda done, _: bar.update(done - bar.n)
+    else:
+        yield progress or None
 
 
 def bald(probs_N_K_C, *, log_probs=False):
@@ -139,8 +164,7 @@ def bald(probs_N_K_C, *, log_probs=False):
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
     kernels = _backend.get_kernels()
-    return _greedy.entropy(kernels, probs_N_K_C) - _greedy.conditional_entropy(kernels,
-                                                                                probs_N_K_C)
+    return _pool.entropy(kernels, probs_N_K_C) - _pool.conditional_entropy(kernels, probs_N_K_C)
 
 
 def entropy(probs_N_K_C, *, log_probs=False):
@@ -156,7 +180,7 @@ def entropy(probs_N_K_C, *, log_probs=False):
     entropy_N : ndarray of shape (n_points,), float64
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
-    return _greedy.entropy(_backend.get_kernels(), probs_N_K_C)
+    return _pool.entropy(_backend.get_kernels(), probs_N_K_C)
 
 
 def conditional_entropy(probs_N_K_C, *, log_probs=False):
@@ -172,4 +196,4 @@ def conditional_entropy(probs_N_K_C, *, log_probs=False):
     conditional_entropy_N : ndarray of shape (n_points,), float64
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
-    return _greedy.conditional_entropy(_backend.get_kernels(), probs_N_K_C)
+    return _pool.conditional_entropy(_backend.get_kernels(), probs_N_K_C)

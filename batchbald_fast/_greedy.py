@@ -1,9 +1,11 @@
 """The greedy BatchBALD driver: the step loop, conditional entropies, tie-breaking.
 
-It knows nothing about which backend runs: the kernels come in as a module.
+It knows nothing about which backend runs or where the pool lives: it asks a pool
+(``_pool.ArrayPool``, or a pool on Dask) for joint entropies and rows.
 """
 
 import contextlib
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,32 +82,77 @@ class BatchResult:
     num_bounded: np.ndarray
 
 
-def conditional_entropy(kernels, probs_N_K_C):
-    """``E_n = (1/K) Σ_k Σ_c −p log p`` per point."""
-    N, K, C = probs_N_K_C.shape
-    out = np.empty(N * K)
-    kernels.entropy_rows(probs_N_K_C.reshape(N * K, C), out)
-    return out.reshape(N, K).mean(axis=1)
+def top_k(scores_N, k=None, tie_tolerance=TIE_TOLERANCE):
+    """The k best points in the order greedy selection with the tie rule picks them.
+
+    Each pick is the lowest index among the remaining scores within ``tie_tolerance`` of the
+    best remaining one: mathematically equal scores that rounding set a few ulps apart keep
+    index order (plain sorting would rank them by their rounding).
+
+    Parameters
+    ----------
+    scores_N : ndarray of shape (N,), float64
+        Static scores (e.g. BALD), none nan.
+    k : int or None
+        Picks, at most N; None ranks every point.
+    tie_tolerance : float
+
+    Returns
+    -------
+    indices : ndarray of shape (min(k, N),), intp
+    """
+    N = len(scores_N)
+    k = N if k is None else min(k, N)
+    if k == 0:
+        return np.empty(0, dtype=np.intp)
+    order_N = np.argsort(-scores_N, kind="stable")
+    sorted_N = scores_N[order_N]
+    # Chains of sorted neighbours within the tolerance. Every score of a chain lies more
+    # than the tolerance above every score of the next, so the picks finish a chain before
+    # starting the next; only the chains the first k picks reach matter.
+    chain_N = np.concatenate([[0], np.cumsum(sorted_N[:-1] - sorted_N[1:] > tie_tolerance)])
+    n = int(np.searchsorted(chain_N, chain_N[k - 1], side="right"))
+    order_n, sorted_n, chain_n = order_N[:n], sorted_N[:n], chain_N[:n]
+    starts = np.flatnonzero(np.diff(chain_n, prepend=-1))
+    ends = np.append(starts[1:], n)
+    # A chain within the tolerance of its best score is one tie: index order.
+    picks_n = order_n[np.lexsort((order_n, chain_n))]
+    wide = sorted_n[starts] - sorted_n[ends - 1] > tie_tolerance
+    for s, e in zip(starts[wide], ends[wide]):
+        picks_n[s:e] = _tie_rule_order(sorted_n[s:e], order_n[s:e], tie_tolerance)
+    return picks_n[:k]
 
 
-def entropy(kernels, probs_N_K_C):
-    """``H(y_n) = Σ_c −p̄ log p̄`` of the mixture ``p̄ = (1/K) Σ_k p`` per point."""
-    out = np.empty(probs_N_K_C.shape[0])
-    kernels.entropy_rows(probs_N_K_C.mean(axis=1), out)
-    return out
+def _tie_rule_order(sorted_n, index_n, tie_tolerance):
+    """Greedy order of one chain wider than the tolerance (scores sorted descending).
+
+    A heap holds the indices within the tolerance of the best remaining score; that window
+    only grows as the best remaining score falls.
+    """
+    picked = np.zeros(len(sorted_n), dtype=bool)
+    heap, picks = [], []
+    best = window = 0
+    while len(picks) < len(sorted_n):
+        while picked[best]:
+            best += 1
+        while window < len(sorted_n) and sorted_n[window] >= sorted_n[best] - tie_tolerance:
+            heapq.heappush(heap, (index_n[window], window))
+            window += 1
+        index, position = heapq.heappop(heap)
+        picked[position] = True
+        picks.append(index)
+    return picks
 
 
-def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
-           return_utilities, num_threads, next_joint=_joint.next_joint, lazy=None,
-           lazy_tile=LAZY_TILE, coarse_min_work=COARSE_MIN_WORK, tie_tolerance=TIE_TOLERANCE,
-           dtype=np.float64):
+def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
+           next_joint=_joint.next_joint, lazy=None, lazy_tile=LAZY_TILE,
+           coarse_min_work=COARSE_MIN_WORK, tie_tolerance=TIE_TOLERANCE, on_step=None):
     """Greedy BatchBALD over validated inputs.
 
     Parameters
     ----------
-    kernels : module
-        ``score_candidates`` and ``entropy_rows`` of one backend.
-    probs_N_K_C : ndarray of shape (N, K, C), float64, C-contiguous
+    pool : ArrayPool or a pool with the same methods
+        Answers the driver's questions about the pool points (``_pool.ArrayPool``).
     batch_size : int
     candidates : ndarray of shape (n,), intp, sorted ascending, no repeats
     num_samples : int
@@ -113,10 +160,9 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
     rng : numpy.random.Generator or RandomState
     return_utilities : bool
         Compute and return every utility (disables laziness).
-    num_threads : int
     next_joint : callable
-        ``next_joint(state, probs_N_K_C, batch, num_samples, rng)``: the joint state once
-        ``batch`` has grown by one pick.
+        ``next_joint(state, probs_A_K_C, num_samples, rng)``: the joint state once the
+        batch, whose rows in pick order are ``probs_A_K_C``, has grown by one pick.
     lazy : bool or None
         None: skip candidates that certified bounds rule out (the coarse joint on every
         step, last gains on exact and pruned steps). True: also last gains on sampled
@@ -128,19 +174,17 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
         coarse joint.
     tie_tolerance : float
         Utilities this close to the best are tied; ties go to the lowest index.
-    dtype : numpy.float64 or numpy.float32
-        Precision of the products and logs in the kernels (sums are float64 either way).
+    on_step : callable or None
+        Called as ``on_step(done, total)`` after each pick.
 
     Returns
     -------
     result : BatchResult
     """
-    N, K, C = probs_N_K_C.shape
+    N, K, C = pool.shape
     steps = min(batch_size, len(candidates))
-    cond_entropy_N = conditional_entropy(kernels, probs_N_K_C)
-    row_sums_N_K = probs_N_K_C.sum(axis=2)
-    row_sum_range = (row_sums_N_K.min(), row_sums_N_K.max())
-    probs_compute_N_K_C = probs_N_K_C.astype(dtype, copy=False)
+    cond_entropy_N = pool.cond_entropy_N
+    dtype = pool.dtype
     # Rounding of one computed score, relative to the terms it sums: bounds carry it.
     rounding = 4 * (K + C) * np.finfo(dtype).eps
     available = np.zeros(N, dtype=bool)
@@ -161,11 +205,14 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
     big = len(candidates) * num_samples >= coarse_min_work
     with blas_limit(1) if big else contextlib.nullcontext():
         state = _joint.empty_joint(K)
+        probs_A_K_C = np.empty((0, K, C))  # the batch's rows, in pick order
         batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
         for t in range(steps):
             if t > 0:
-                state = next_joint(state, probs_N_K_C, out["indices"][:t], num_samples, rng)
-            pool = np.flatnonzero(available)
+                probs_A_K_C = np.concatenate([probs_A_K_C,
+                                              pool.rows(out["indices"][t - 1:t])])
+                state = next_joint(state, probs_A_K_C, num_samples, rng)
+            remaining = np.flatnonzero(available)
             sampled = state.mode == "sampled"
 
             def scorer(joint_M_K, weights_M, correction=0.0):
@@ -173,10 +220,8 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
                 joint_M_K = joint_M_K.astype(dtype, copy=False)
 
                 def score(xs):
-                    joint_entropy = np.empty(len(xs))
-                    kernels.score_candidates(joint_M_K, weights_M, probs_compute_N_K_C, xs,
-                                             joint_entropy, num_threads)
-                    offset_n = row_sums_N_K[xs] @ state.offset_K
+                    joint_entropy, offset_n = pool.joint_entropy(joint_M_K, weights_M,
+                                                                 state.offset_K, xs)
                     slack = ROUNDING_SLACK + rounding * (
                         np.abs(joint_entropy) + np.abs(offset_n) + abs(correction))
                     return (joint_entropy + correction + offset_n - batch_cond_entropy
@@ -187,29 +232,29 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
             stale = not return_utilities and (lazy if lazy is not None else not sampled)
             joint_G_K, correction = (None, 0.0)
             if not return_utilities and lazy is not False and \
-                    len(pool) * state.num_configurations >= coarse_min_work:
-                joint_G_K, correction = _joint.coarsen(state, row_sum_range)
+                    len(remaining) * state.num_configurations >= coarse_min_work:
+                joint_G_K, correction = _joint.coarsen(state, pool.row_sum_range)
             bounds = []
             if joint_G_K is not None:
                 # A bound costs G rows where a score costs M: bound that many more per call.
                 bounds.append((scorer(joint_G_K, np.ones(len(joint_G_K)), correction),
                                lazy_tile * state.num_configurations // len(joint_G_K)))
             if stale or bounds:
-                upper_n = batch_score + batch_error + upper_gain_N[pool] if stale else \
-                    np.full(len(pool), np.inf)
+                upper_n = batch_score + batch_error + upper_gain_N[remaining] if stale else \
+                    np.full(len(remaining), np.inf)
                 # Sampled steps report the runner-up's distance too, so it must be the true one.
                 evaluated, utility_n, slack_n, num_bounded = _bounded_evaluate(
-                    bounds, utility, pool, upper_n, lazy_tile, tie_tolerance,
+                    bounds, utility, remaining, upper_n, lazy_tile, tie_tolerance,
                     top=2 if sampled else 1)
             else:
-                evaluated, (utility_n, slack_n), num_bounded = pool, utility(pool), 0
+                evaluated, (utility_n, slack_n), num_bounded = remaining, utility(remaining), 0
             upper_gain_N[evaluated] = utility_n + 2 * slack_n + state.error_bound - batch_score
             # evaluated is ascending, so the first near-maximum is the lowest tied index.
             best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
             pick = int(evaluated[best])
             std_error, ambiguous = np.nan, False
             if state.mode == "sampled":
-                std_error, ambiguous = _sampling_noise(state, probs_N_K_C, evaluated, utility_n)
+                std_error, ambiguous = _sampling_noise(state, pool, evaluated, utility_n)
             for name, value in [("indices", pick), ("scores", utility_n[best]),
                                 ("num_configurations", state.num_configurations),
                                 ("exact", state.mode == "exact"), ("mode", state.mode),
@@ -225,6 +270,8 @@ def select(kernels, probs_N_K_C, batch_size, candidates, *, num_samples, rng,
             available[pick] = False
             batch_score, batch_error = utility_n[best], state.error_bound
             batch_cond_entropy += cond_entropy_N[pick]
+            if on_step is not None:
+                on_step(t + 1, steps)
         return BatchResult(utilities=utilities, **out)
 
 
@@ -293,7 +340,7 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
     return pool[scored], bound_n[scored], slack_n[scored], num_bounded
 
 
-def _sampling_noise(state, probs_N_K_C, evaluated, utility_n):
+def _sampling_noise(state, pool, evaluated, utility_n):
     """Standard error of the top utility, and whether the runner-up is within two standard
     errors of the difference (both from the same draws, so the difference is paired).
 
@@ -301,7 +348,8 @@ def _sampling_noise(state, probs_N_K_C, evaluated, utility_n):
     stratified estimator's variance is no larger, so the standard error is conservative.
     """
     top = np.argsort(-utility_n, kind="stable")[:2]
-    terms = [_joint.estimator_terms(state, probs_N_K_C[evaluated[i]]) for i in top]
+    terms = [_joint.estimator_terms(state, probs_K_C)
+             for probs_K_C in pool.rows(evaluated[top])]
     counts_M = terms[0][1]
     M = counts_M.sum()
 

@@ -339,35 +339,35 @@ def sample_joint(probs_A_K_C, num_samples, rng):
     return from_draws(_fresh_draws(probs_A_K_C, S, 0, rng), probs_A_K_C.shape[2])
 
 
-def next_joint(state, probs_N_K_C, batch, num_samples, rng, *, tol=0.0, incremental=False,
+def next_joint(state, probs_A_K_C, num_samples, rng, *, tol=0.0, incremental=False,
                max_draw_bytes=MAX_DRAW_BYTES):
-    """The joint for the next greedy step, once ``batch`` (pick order) has grown by one.
+    """The joint for the next greedy step, once the batch has grown by one point.
 
-    Exact while ``C ** len(batch) <= num_samples``; then, with ``tol > 0``, pruned while the
-    configurations kept within the certified error ``tol`` fit ``num_samples``; then
-    sampled. ``incremental``: the previous step's draws get a label for the new point and
-    the draws are fitted to the budget of distinct rows (:func:`fit_budget`); otherwise
-    every label is drawn anew (:func:`sample_joint`). ``max_draw_bytes`` caps the draws
-    that fitting adds.
+    ``probs_A_K_C`` holds the batch's rows in pick order, the new point last. Exact while
+    ``C ** A <= num_samples``; then, with ``tol > 0``, pruned while the configurations
+    kept within the certified error ``tol`` fit ``num_samples``; then sampled.
+    ``incremental``: the previous step's draws get a label for the new point and the draws
+    are fitted to the budget of distinct rows (:func:`fit_budget`); otherwise every label
+    is drawn anew (:func:`sample_joint`). ``max_draw_bytes`` caps the draws that fitting
+    adds.
     """
-    K, C = probs_N_K_C.shape[1:]
-    probs_K_C = probs_N_K_C[batch[-1]]
-    if state.mode == "exact" and C ** len(batch) <= num_samples:
+    A, K, C = probs_A_K_C.shape
+    probs_K_C = probs_A_K_C[-1]
+    if state.mode == "exact" and C ** A <= num_samples:
         return extend_exact(state, probs_K_C)
     if state.mode != "sampled" and tol > 0:
-        pruned = extend_pruned(state, probs_K_C, len(batch), tol, max_rows=num_samples)
+        pruned = extend_pruned(state, probs_K_C, A, tol, max_rows=num_samples)
         if pruned is not None and pruned.error_bound <= tol:
             return pruned
         del pruned  # not held while the draws are made
     if not incremental:
         # The next step draws anew: its draws need not outlive the merge.
-        return dataclasses.replace(sample_joint(probs_N_K_C[batch], num_samples, rng),
-                                   draws=None)
+        return dataclasses.replace(sample_joint(probs_A_K_C, num_samples, rng), draws=None)
     if state.draws is not None:
         draws = extend_draws(state.draws, probs_K_C, rng)
     else:
-        draws = _fresh_draws(probs_N_K_C[batch], max(1, num_samples // K), 0, rng)
-    return fit_budget(draws, probs_N_K_C[batch], num_samples, rng, max_draw_bytes)
+        draws = _fresh_draws(probs_A_K_C, max(1, num_samples // K), 0, rng)
+    return fit_budget(draws, probs_A_K_C, num_samples, rng, max_draw_bytes)
 
 
 def coarsen(state, row_sum_range=(1.0, 1.0), num_groups=COARSE_ROWS,

@@ -50,14 +50,16 @@ cdef extern from *:
 OPENMP_ENABLED = bool(BBF_OPENMP)
 LOG_DISPATCH = BBF_DISPATCH_NAME.decode()
 
-# float64 (fused kernel): the tile's probabilities (K × cols·C) stay in L1 while every
-# joint row streams past. float32 (sgemm, then the log): P (rows × cols·C) stays in L2.
-WORKING_SET_BYTES = 32 * 2**10
-_GEMM_TILE_BYTES = 256 * 2**10
+cdef enum:
+    # float64 (fused kernel): the tile's probabilities (K × cols·C) stay in L1 while every
+    # joint row streams past. float32 (sgemm, then the log): P (rows × cols·C) stays in L2.
+    _WORKING_SET_BYTES = 32 * 1024
+    _GEMM_TILE_BYTES = 256 * 1024
+    # Columns of P per sgemm tile: wide enough for full-width vectors and few BLAS calls,
+    # narrow enough that P keeps many rows.
+    _TARGET_COLUMNS = 160
 
-# Columns of P per sgemm tile: wide enough for full-width vectors and few BLAS calls,
-# narrow enough that P keeps many rows.
-_TARGET_COLUMNS = 160
+WORKING_SET_BYTES = _WORKING_SET_BYTES
 
 
 def max_threads():
@@ -73,12 +75,23 @@ def _num_threads(num_threads):
     return max(1, int(num_threads))
 
 
-def _tile_shape(M, K, C, n, num_threads, itemsize, tile_bytes):
-    """Joint rows and candidates per tile.
+cdef ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
+                                     Py_ssize_t n, int num_threads, Py_ssize_t itemsize,
+                                     Py_ssize_t tile_bytes) noexcept nogil:
+    """Tile shape, threads and per-thread buffer sizes of one ``score_candidates_nogil`` call.
 
-    float64: the gathered probabilities (K × cols·C) fit ``tile_bytes``;
-    float32: P (rows × cols·C) fits ``tile_bytes``.
+    float64: the gathered probabilities (K × cols·C) fit ``tile_bytes``; float32: P
+    (rows × cols·C) fits ``tile_bytes``. ``num_threads < 1``: ``omp_get_max_threads()``;
+    ``tile_bytes < 1``: the default of the dtype.
     """
+    cdef ScorePlan plan
+    cdef Py_ssize_t rows, cols, J
+    if not BBF_OPENMP:
+        num_threads = 1
+    elif num_threads < 1:
+        num_threads = max(1, bbf_max_threads())
+    if tile_bytes < 1:
+        tile_bytes = _WORKING_SET_BYTES if itemsize == 8 else _GEMM_TILE_BYTES
     if itemsize == 8:
         rows = M
         cols = max(1, tile_bytes // (itemsize * K * C))
@@ -87,9 +100,19 @@ def _tile_shape(M, K, C, n, num_threads, itemsize, tile_bytes):
         rows = max(1, min(M, tile_bytes // (itemsize * cols * C)))
         if rows == M:  # small joints: widen the tile instead
             cols = max(cols, tile_bytes // (itemsize * M * C))
-    # Enough tiles for every thread.
-    cols = max(1, min(cols, -(-n // num_threads)))
-    return rows, cols
+    # Enough tiles for every thread, and no thread without a tile.
+    cols = max(1, min(cols, (n + num_threads - 1) // num_threads))
+    plan.rows = rows
+    plan.cols = cols
+    plan.num_threads = <int> max(1, min(num_threads, (n + cols - 1) // cols))
+    if itemsize == 8:
+        J = (cols * C + BBF_NB - 1) // BBF_NB * BBF_NB
+        plan.work_size = K * J
+        plan.acc_size = J
+    else:
+        plan.work_size = (K + rows) * cols * C
+        plan.acc_size = cols * C
+    return plan
 
 
 cdef inline void _sgemm(float *A_K_J, float *B_R_K, float *P_R_J,
@@ -106,19 +129,19 @@ cdef void score_candidates_nogil(
     const floating[:, :, ::1] probs_N_K_C,
     const intp_t[::1] candidates,
     double[::1] out,
-    Py_ssize_t rows,
-    Py_ssize_t cols,
-    int num_threads,
+    ScorePlan plan,
     floating[:, ::1] work,
     double[:, ::1] acc,
 ) noexcept nogil:
-    """Tiled product + fused entropy reduction; see ``score_candidates``.
+    """Tiled product + fused entropy reduction; see ``score_candidates`` and the contract
+    in ``cython_api.pxd``.
 
-    ``work`` and ``acc`` have one row per thread, of at least the sizes ``_work_size``
-    gives; ``rows`` and ``cols`` come from ``_tile_shape``.
+    ``plan`` comes from ``score_candidates_plan``; ``work`` and ``acc`` have
+    ``plan.num_threads`` rows of at least ``plan.work_size`` and ``plan.acc_size`` entries.
     """
     cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
     cdef Py_ssize_t C = probs_N_K_C.shape[2], n = candidates.shape[0]
+    cdef Py_ssize_t rows = plan.rows, cols = plan.cols
     cdef Py_ssize_t num_tiles = (n + cols - 1) // cols
     cdef Py_ssize_t tile, start, width, J, i, k, c, m0, R, tid
     cdef floating *A_K_J
@@ -127,7 +150,8 @@ cdef void score_candidates_nogil(
     cdef const floating *src
     cdef double total
 
-    for tile in prange(num_tiles, schedule="dynamic", num_threads=num_threads, nogil=True):
+    for tile in prange(num_tiles, schedule="dynamic", num_threads=plan.num_threads,
+                       nogil=True):
         tid = threadid()
         A_K_J = &work[tid, 0]
         acc_J = &acc[tid, 0]
@@ -165,24 +189,16 @@ cdef void score_candidates_nogil(
             out[start + i] = -total
 
 
-def _work_size(K, C, rows, cols, itemsize):
-    """Per-thread entries of ``work`` and ``acc`` for ``score_candidates_nogil``."""
-    J = -(-cols * C // BBF_NB) * BBF_NB
-    if itemsize == 8:
-        return K * J, J
-    return (K + rows) * cols * C, cols * C
-
-
 def scratch_bytes(M, K, C, n, itemsize, num_threads=None, tile_bytes=None):
     """Bytes ``score_candidates`` allocates to score n candidates against M rows: each
     thread's gathered tile (and P in float32) and sums."""
-    if tile_bytes is None:
-        tile_bytes = WORKING_SET_BYTES if itemsize == 8 else _GEMM_TILE_BYTES
-    nt = _num_threads(num_threads)
-    rows, cols = _tile_shape(M, K, C, n, nt, itemsize, tile_bytes)
-    nt = min(nt, -(-n // cols))
-    work_size, acc_size = _work_size(K, C, rows, cols, itemsize)
-    return nt * (work_size * itemsize + acc_size * 8)
+    if n == 0:
+        return 0
+    # Past 2^62 rows (estimates of huge joints) the plan no longer depends on M.
+    cdef ScorePlan plan = score_candidates_plan(
+        min(M, 2**62), K, C, n, -1 if num_threads is None else num_threads, itemsize,
+        0 if tile_bytes is None else tile_bytes)
+    return plan.num_threads * (plan.work_size * itemsize + plan.acc_size * 8)
 
 
 def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
@@ -231,24 +247,20 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
             raise IndexError(f"candidate {candidates[i]} out of range for N={N}")
 
     dtype = np.float64 if floating is double else np.float32
-    cdef int nt = _num_threads(num_threads)
-    cdef Py_ssize_t rows, cols
-    if tile_bytes is None:
-        tile_bytes = WORKING_SET_BYTES if floating is double else _GEMM_TILE_BYTES
-    rows, cols = _tile_shape(M, K, C, n, nt, np.dtype(dtype).itemsize, tile_bytes)
-    nt = min(nt, -(-n // cols))
-    work_size, acc_size = _work_size(K, C, rows, cols, np.dtype(dtype).itemsize)
-    cdef floating[:, ::1] work = np.empty((nt, work_size), dtype=dtype)
-    cdef double[:, ::1] acc = np.empty((nt, acc_size))
+    cdef ScorePlan plan = score_candidates_plan(
+        M, K, C, n, _num_threads(num_threads), sizeof(floating),
+        0 if tile_bytes is None else tile_bytes)
+    cdef floating[:, ::1] work = np.empty((plan.num_threads, plan.work_size), dtype=dtype)
+    cdef double[:, ::1] acc = np.empty((plan.num_threads, plan.acc_size))
     if floating is double:  # no BLAS involved
         with nogil:
             score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates, out,
-                                   rows, cols, nt, work, acc)
+                                   plan, work, acc)
     else:
         with blas_limit(1):  # BLAS is called from each of our threads
             with nogil:
                 score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates,
-                                       out, rows, cols, nt, work, acc)
+                                       out, plan, work, acc)
     return out.base
 
 

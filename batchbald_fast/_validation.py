@@ -4,6 +4,7 @@ Checks run before any heavy work and name the first offending index. Nothing her
 writes to the caller's arrays.
 """
 
+import importlib.util
 import numbers
 
 import numpy as np
@@ -16,17 +17,26 @@ def _first_index(mask):
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
-def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
+def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C", strict=True):
     """Validate probabilities (or log-probabilities) of shape (N, K, C).
 
     Parameters
     ----------
     probs_N_K_C : array-like of shape (n_points, n_members, n_classes)
-        ``p(y_n = c | x_n, ω_k)``; float32 or float64, any strides, read-only accepted.
+        ``p(y_n = c | x_n, ω_k)``; any strides, read-only accepted. Any real floating type
+        (float16 is upcast exactly) or integer type (0/1: members' hard predictions, one-hot)
+        is converted to float64. bool is refused (NumPy does not count it as a number):
+        a mask passed by mistake must not pass as one-hot predictions.
     log_probs : bool, default=False
         Whether the values are natural logarithms of probabilities.
     name : str
         The argument's name in error messages.
+    strict : bool, default=True
+        Whether the values must be probabilities: ≥ 0, each row summing to 1 within
+        ``SUM_TOLERANCE``. False skips the sign and row-sum checks, for callers that turn
+        any finite values into inputs by their own convention (scikit-activeml clips every
+        value to ``[eps, 1]`` and never renormalises); BatchBALD's guarantees, and the
+        engine's certified bounds, are for probabilities.
 
     Returns
     -------
@@ -36,18 +46,20 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
     Raises
     ------
     TypeError
-        If the dtype is not a real floating or integer type.
+        If the dtype is not a real floating or integer type (bool included).
     ValueError
         If the shape, values or row sums are wrong.
     """
     arr = np.asarray(probs_N_K_C)
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating)
-                                     or np.issubdtype(arr.dtype, np.integer)):
+    if arr.dtype == np.bool_:
+        raise TypeError(f"{name} must hold real numbers, got dtype bool; for one-hot "
+                        f"predictions pass {name}.astype(float)")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != 3:
         raise ValueError(f"{name} must have 3 dimensions (N, K, C), got shape {arr.shape}")
     if 0 in arr.shape:
-        raise ValueError(f"{name} must have N, K and C all ≥ 1, got shape {arr.shape}")
+        raise ValueError(f"{name} must have no empty axis, got shape {arr.shape}")
 
     nan = np.isnan(arr)
     if nan.any():
@@ -64,11 +76,13 @@ def check_probs(probs_N_K_C, *, log_probs=False, name="probs_N_K_C"):
         if bad.any():
             raise ValueError(f"{name} holds inf, first at index {_first_index(bad)}")
         bad = arr < 0
-        if bad.any():
+        if strict and bad.any():
             idx = _first_index(bad)
             raise ValueError(f"{name} holds a negative probability ({float(arr[idx])}) "
                              f"at index {idx}")
         probs = np.ascontiguousarray(arr, dtype=np.float64)
+    if not strict:
+        return probs
 
     sums_N_K = probs.sum(axis=2)
     if log_probs:
@@ -132,14 +146,21 @@ def check_candidates(candidates, N):
 
 
 def check_random_state(random_state):
-    """A ``numpy.random.Generator`` or ``RandomState`` from None, an int or either of them."""
+    """A ``numpy.random.Generator`` or ``RandomState`` from None, an int or either of them.
+
+    Raises
+    ------
+    ValueError
+        For anything else (``np.nan``, a string, a float, a seed outside [0, 2**32)), as
+        scikit-learn's ``check_random_state`` does.
+    """
     if isinstance(random_state, np.random.Generator):
         return random_state
     try:
         return _sklearn_check_random_state(random_state)
     except ValueError as exc:
-        raise TypeError(f"random_state must be None, an int, a RandomState or a Generator, "
-                        f"got {random_state!r}") from exc
+        raise ValueError(f"random_state must be None, an int in [0, 2**32), a RandomState or "
+                         f"a Generator, got {random_state!r}") from exc
 
 
 def check_num_threads(num_threads):
@@ -167,6 +188,19 @@ def check_compute_dtype(dtype):
     if dtype not in (np.float64, np.float32):
         raise TypeError(f"dtype must be numpy.float64 or numpy.float32, got {dtype}")
     return dtype.type
+
+
+def check_progress(progress):
+    """False or None (silent), True (a tqdm bar: needs tqdm) or ``progress(done, total)``."""
+    if progress is None or isinstance(progress, (bool, np.bool_)):
+        if progress and importlib.util.find_spec("tqdm") is None:
+            raise ImportError('progress=True shows a tqdm bar, and tqdm is not installed: '
+                              'pip install "batchbald_fast[progress]", or pass a callable')
+        return bool(progress)
+    if callable(progress):
+        return progress
+    raise TypeError(f"progress must be a bool or a callable progress(done, total), "
+                    f"got {progress!r}")
 
 
 _BYTE_UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20,

@@ -4,6 +4,8 @@ Shared by ``benchmarks/`` and the ``batchbald-fast bench`` command, so that ever
 figure of the project is quoted on the same inputs and the same calls.
 """
 
+import contextlib
+import importlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -35,6 +37,9 @@ WORKLOADS = {w.name: w for w in [
     Workload("W4", 5000, 10, 100, 5, 10000),
     Workload("W5", 200, 10, 2, 4, 10),
     Workload("W6", 59000, 100, 10, 10, 40000),
+    # Large batches, 95 steps past the exact ones; W7s (W2's input) nears ln K in ~20 picks.
+    Workload("W7", 10000, 100, 10, 100, 10000),
+    Workload("W7s", 10000, 20, 10, 100, 10000),
 ]}
 
 # Run by default: seconds each on the NumPy backend.
@@ -44,10 +49,11 @@ DEFAULT = ("W1", "W3", "W5")
 # laptop, and skips the same anchors on every machine with that much free.
 BENCH_MEMORY_BUDGET = 4 * 2**30
 
-# Where the reference implementations are not run for their time (WORKLOADS.md); memory
-# is predicted from their array shapes (``ANCHOR_PEAK_BYTES``).
+# Where the reference implementations are not run for their time (docs/workloads.md);
+# their memory is predicted from their array shapes (``ANCHOR_PEAK_BYTES``).
 ANCHOR_SKIPS = {
-    "batchbald_redux": {"W4": "~7 min", "W6": "hours"},
+    "batchbald_redux": {"W4": "~6 min", "W6": "hours", "W7": "hours",
+                        "W7s": "~30 min (~18 s per step at W2's size)"},
 }
 
 
@@ -99,6 +105,20 @@ def skip_reason(runner_name, w, room):
         return (f"predicted peak {format_bytes(predict(w))} over the {format_bytes(room)} "
                 "the memory budget leaves (--memory-budget)")
     return ANCHOR_SKIPS.get(runner_name, {}).get(w.name)
+
+
+# The libraries the runners import at their first call: imported before any timing.
+RUNNER_MODULES = {"batchbald_redux": "batchbald_redux.batchbald",
+                  "scikit-activeml": "skactiveml.pool",
+                  "baal": "baal.active.heuristics",
+                  "batchbald_fast.baal": "batchbald_fast.baal"}
+
+
+def import_runner_modules(names):
+    """Import the libraries of these runners now, so that no timing includes the import."""
+    for name in names:
+        if name in RUNNER_MODULES:
+            importlib.import_module(RUNNER_MODULES[name])
 
 
 def make_probs(N, K, C, seed=0, scale=3.0, noise=1.0):
@@ -156,6 +176,58 @@ def run_scikit_activeml(probs_N_K_C, batch_size, num_samples, num_threads=None):
     return np.nanargmax(utilities, axis=1)
 
 
+def _thread_limit(num_threads):
+    """BLAS and OpenMP threads (ours follow OpenMP's limit) capped, or left alone for None:
+    scanning the libraries torch loads costs ~10 ms."""
+    if num_threads is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(num_threads)
+
+
+class _RecordingArray(np.ndarray):
+    """Keeps the first list an index takes: baal's ``predictions[history]`` hands it the
+    very list it appends each pick to, so afterwards it holds the picks in pick order."""
+
+    history = None
+
+    def __getitem__(self, index):
+        if isinstance(index, list) and _RecordingArray.history is None:
+            _RecordingArray.history = index
+        return super().__getitem__(index)
+
+
+def run_baal(probs_N_K_C, batch_size, num_samples, num_threads=None):
+    """baal 2.1.0's ``BatchBALD(batch_size, num_draw=num_samples // K)`` as an
+    ``ActiveLearningLoop`` calls it (``get_ranks`` on [N, C, K]; it picks ``batch_size + 1``
+    points); returns its first ``batch_size`` picks in pick order."""
+    import torch
+    from baal.active.heuristics import BatchBALD
+
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    K = probs_N_K_C.shape[1]
+    predictions = np.ascontiguousarray(probs_N_K_C.transpose(0, 2, 1)).view(_RecordingArray)
+    _RecordingArray.history = None
+    with _thread_limit(num_threads):
+        BatchBALD(batch_size, num_draw=max(1, num_samples // K)).get_ranks(predictions)
+    return np.asarray(_RecordingArray.history[:batch_size])
+
+
+def run_baal_adapter(probs_N_K_C, batch_size, num_samples, num_threads=None):
+    """Our ``batchbald_fast.baal.BatchBALD`` in baal's place, the same call; returns the
+    first ``batch_size`` ranks (the picks, in pick order)."""
+    from .baal import BatchBALD
+
+    K = probs_N_K_C.shape[1]
+    predictions = np.ascontiguousarray(probs_N_K_C.transpose(0, 2, 1))
+    heuristic = BatchBALD(batch_size, num_draw=max(1, num_samples // K), random_state=0)
+    with _thread_limit(num_threads):
+        return heuristic(predictions)[:batch_size]
+
+
 def available_runners():
     """Runners installed here, by name: our backends (each also ``-plain``, scoring every
     candidate, without pruning and incremental sampling), then the reference implementations."""
@@ -170,4 +242,7 @@ def available_runners():
         runners["batchbald_redux"] = run_batchbald_redux
     if importlib.util.find_spec("skactiveml"):
         runners["scikit-activeml"] = run_scikit_activeml
+    if all(importlib.util.find_spec(m) for m in ("torch", "baal")):
+        runners["baal"] = run_baal
+        runners["batchbald_fast.baal"] = run_baal_adapter
     return runners

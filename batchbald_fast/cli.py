@@ -2,7 +2,7 @@
 
 import argparse
 import contextlib
-import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -11,9 +11,7 @@ import time
 
 import numpy as np
 
-# The libraries the anchors import at their first call: imported before any timing.
-ANCHOR_MODULES = {"batchbald_redux": "batchbald_redux.batchbald",
-                  "scikit-activeml": "skactiveml.pool"}
+from . import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,14 +57,56 @@ class _Progress:
                 sys.stderr.flush()
 
 
+class _StepLine:
+    """``progress(done, total)`` for ``batchbald`` when tqdm is not installed: one line of
+    picks done, time taken and time left on stderr, ended by a newline when it closes."""
+
+    def __init__(self, label):
+        self.label = label
+        self._start = time.perf_counter()
+        self._written = -np.inf
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, done, total):
+        now = time.perf_counter()
+        if now - self._written < 0.2 and done < total:  # a terminal needs no more
+            return
+        self._written = now
+        elapsed = now - self._start
+        left = elapsed / done * (total - done)
+        sys.stderr.write(f"\r{self.label}: {done}/{total} picks, {_duration(elapsed)}, "
+                         f"about {_duration(left)} left\033[K")
+        sys.stderr.flush()
+
+    def __exit__(self, *exc):
+        if self._written > -np.inf:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _duration(seconds):
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _build_parser():
     parser = _Parser(prog="batchbald-fast",
                      description="Fast, exact-where-possible BatchBALD acquisition.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     select = commands.add_parser("select", help="pick a batch from a .npy of probabilities")
     select.add_argument("probs", metavar="PROBS.npy",
-                        help="array of shape (N, K, C) (see --layout)")
+                        help="array of shape (N, K, C) (see --layout), in a .npy file or "
+                             "an .npz archive (see --key)")
+    select.add_argument("--key", metavar="NAME",
+                        help="the array to use from an .npz archive (needed when it holds "
+                             "more than one)")
     select.add_argument("--batch-size", type=int, required=True)
     select.add_argument("--num-samples", type=int, default=10_000,
                         help="configuration budget M (default 10000)")
@@ -74,20 +114,33 @@ def _build_parser():
                         help="the file holds natural logs of probabilities")
     select.add_argument("--layout", choices=["NKC", "KNC"], default="NKC",
                         help="NKC (batchbald_redux) or KNC (scikit-activeml); default NKC")
-    select.add_argument("--seed", type=int, default=None,
-                        help="seed of the draws in sampled steps")
+    select.add_argument("--seed", type=int, default=0,
+                        help="seed of the draws in sampled steps (default 0: the same "
+                             "file gives the same batch every run; vary it to see which "
+                             "picks depend on the draws)")
     select.add_argument("--threads", type=int, default=None)
     select.add_argument("--memory-budget", metavar="BYTES",
                         help="peak memory the run may take, e.g. 4GiB (default: "
                              "BATCHBALD_FAST_MEMORY_BUDGET, else the available memory)")
     select.add_argument("--json", action="store_true", help="print JSON")
-    select.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    select.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (shown only on a terminal: picks done, "
+                             "time left; a tqdm bar when tqdm is installed)")
 
-    bench = commands.add_parser("bench", help="time the standard workloads (WORKLOADS.md)")
+    from ._workloads import DEFAULT, WORKLOADS
+
+    bench = commands.add_parser(
+        "bench", help="time the standard workloads (docs/workloads.md in the repository)",
+        description="Time the standard workloads on each installed runner and check that "
+                    "they pick the same points on the exact steps. The workloads, the "
+                    "runners and the commands behind the README's figures are described "
+                    "in docs/workloads.md of the source repository.")
     bench.add_argument("--all", action="store_true", help="every workload, not a subset")
-    bench.add_argument("--workloads", help="comma-separated names, e.g. W1,W5")
+    bench.add_argument("--workloads", help=f"comma-separated names from {', '.join(WORKLOADS)} "
+                                           f"(default {','.join(DEFAULT)})")
     bench.add_argument("--runners", help="comma-separated: numpy, cython, batchbald_redux, "
-                                         "scikit-activeml (default: all installed)")
+                                         "scikit-activeml, baal, batchbald_fast.baal "
+                                         "(default: all installed)")
     bench.add_argument("--repeat", type=int, default=1, help="best of this many runs")
     bench.add_argument("--threads", type=int, default=None)
     bench.add_argument("--memory-budget", metavar="BYTES",
@@ -104,25 +157,54 @@ def _build_parser():
     return parser
 
 
+def _load(path, key):
+    """The array in a .npy file, or the one named ``key`` in an .npz archive."""
+    try:
+        loaded = np.load(path, mmap_mode="r", allow_pickle=False)
+    except OSError as exc:
+        raise _UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # numpy's reasons read oddly here (e.g. "pickled data")
+        raise _UsageError(f"{path} is not a .npy file of numbers") from exc
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        if key is not None:
+            raise _UsageError(f"--key picks an array from an .npz archive; {path} is a "
+                              ".npy file")
+        return loaded
+    with loaded:
+        names = loaded.files
+        if key is None and len(names) == 1:
+            key = names[0]
+        if key not in names:
+            listed = ", ".join(names) if names else "no arrays"
+            choose = (f"--key {key} is not one of them" if key is not None else
+                      "choose one with --key NAME")
+            raise _UsageError(f"{path} is an .npz archive holding {listed}: {choose}")
+        try:
+            return loaded[key]
+        except ValueError as exc:
+            raise _UsageError(f"{path}: array {key} is not an array of numbers") from exc
+
+
 def _select(args):
     from ._api import batchbald
     from ._backend import backend_info
 
-    try:
-        probs = np.load(args.probs, mmap_mode="r", allow_pickle=False)
-    except OSError as exc:
-        raise _UsageError(f"cannot read {args.probs}: {exc.strerror or exc}") from exc
-    except ValueError as exc:  # numpy's reasons read oddly here (e.g. "pickled data")
-        raise _UsageError(f"{args.probs} is not a .npy file of numbers") from exc
+    probs = _load(args.probs, args.key)
     if args.layout == "KNC":
         if probs.ndim != 3:
             raise _UsageError(f"{args.probs} must have 3 dimensions, got shape {probs.shape}")
         probs = probs.transpose(1, 0, 2)
-    with _Progress("batchbald-fast select", not args.quiet):
+    # Progress on a terminal only: a log file gets no carriage returns.
+    show = not args.quiet and sys.stderr.isatty()
+    reporter = contextlib.nullcontext(show)  # True: batchbald's tqdm bar
+    if show and importlib.util.find_spec("tqdm") is None:
+        reporter = _StepLine("batchbald-fast select")
+    with reporter as progress:
         try:
             result = batchbald(probs, args.batch_size, num_samples=args.num_samples,
                                log_probs=args.log_probs, random_state=args.seed,
-                               num_threads=args.threads, memory_budget=args.memory_budget)
+                               num_threads=args.threads, memory_budget=args.memory_budget,
+                               progress=progress)
         except ValueError as exc:
             if args.log_probs or "negative probability" not in str(exc):
                 raise
@@ -189,9 +271,7 @@ def _bench(args):
 
     os.environ.setdefault("TQDM_DISABLE", "1")  # batchbald_redux's own progress bars
     # The runners import their library at each call: import once so no timing includes it.
-    for runner_name, module in ANCHOR_MODULES.items():
-        if runner_name in runners:
-            importlib.import_module(module)
+    _workloads.import_runner_modules(runners)
     widths = {name: max(len(name), 9) for name in runners}
     header = f"{'workload':<8} {'N':>6} {'K':>4} {'C':>4} {'b':>3} {'M':>6}"
     print(header + "".join(f" {name:>{widths[name]}}" for name in runners)
@@ -251,7 +331,8 @@ def _demo(args):
 
 
 def main(argv=None):
-    """Run the command line; returns the exit status (2 for bad files or arguments)."""
+    """Run the command line; returns the exit status (2 for bad files or arguments, 130
+    when interrupted by Ctrl-C)."""
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
@@ -265,4 +346,7 @@ def main(argv=None):
     except ImportError as exc:  # an optional dependency the command needs
         print(f"batchbald-fast: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: the shell's convention, 128 + SIGINT
+        print("batchbald-fast: interrupted", file=sys.stderr)
+        return 130
     return 0

@@ -9,9 +9,7 @@ the CPU whatever ``dtype`` and ``device`` say.
 from dataclasses import dataclass
 from typing import List
 
-import numpy as np
-
-from . import _api, _validation
+from . import _api, _greedy, _validation
 
 __all__ = ["CandidateBatch", "get_bald_batch", "get_batchbald_batch"]
 
@@ -88,10 +86,11 @@ def get_bald_batch(log_probs_N_K_C, batch_size, dtype=None, device=None):
     Returns
     -------
     batch : CandidateBatch
-        The ``batch_size`` highest BALD scores in decreasing order and their indices;
-        ties go to the lowest index.
+        The ``batch_size`` highest BALD scores and their indices, in the order greedy
+        selection picks them: scores within 1e-10 nats of the best remaining one are ties,
+        going to the lowest index.
     """
     batch_size = _validation.check_count(batch_size, "batch_size", minimum=0)
     scores_N = _api.bald(_to_numpy(log_probs_N_K_C), log_probs=True)
-    top = np.argsort(-scores_N, kind="stable")[:batch_size]
+    top = _greedy.top_k(scores_N, batch_size)
     return CandidateBatch(scores_N[top].tolist(), top.tolist())

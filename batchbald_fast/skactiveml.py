@@ -2,10 +2,10 @@
 
 ``from batchbald_fast.skactiveml import BatchBALD`` in place of
 ``from skactiveml.pool import BatchBALD`` gives the same query indices and utilities as
-scikit-activeml 1.0.1 for the same ``random_state``, in exact and in sampled steps: the
-probabilities are clipped to ``[eps, 1]`` as there (on a copy), sampled configurations are
-drawn from the same random numbers in the same order, and ties are broken by the same
-random numbers.
+scikit-activeml 1.0.1 for the same ``random_state``, in exact and in sampled steps: any
+finite values are accepted and clipped to ``[eps, 1]`` as there (on a copy; rows need not
+sum to 1), sampled configurations are drawn from the same random numbers in the same order,
+ties are broken by the same random numbers, and bad arguments raise the same exception types.
 """
 
 import dataclasses
@@ -18,11 +18,12 @@ try:
     from skactiveml.pool._query_by_committee import _check_ensemble
     from skactiveml.base import SkactivemlClassifier
     from skactiveml.utils import check_scalar, check_type, rand_argmax, simple_batch
+    from sklearn.utils import check_array
 except ImportError as exc:  # an optional extra
     raise ImportError("batchbald_fast.skactiveml needs scikit-activeml: "
                       'pip install "batchbald_fast[skactiveml]"') from exc
 
-from . import _backend, _greedy, _joint, _memory, _validation
+from . import _backend, _greedy, _joint, _memory, _pool, _validation
 
 __all__ = ["BatchBALD", "GreedyBALD", "batch_bald"]
 
@@ -30,19 +31,24 @@ __all__ = ["BatchBALD", "GreedyBALD", "batch_bald"]
 def batch_bald(probas, batch_size, n_MC_samples=None, random_state=None, eps=1e-7):
     """BatchBALD utilities in scikit-activeml's layout and conventions.
 
-    A drop-in for ``skactiveml.pool.batch_bald`` (1.0.1): same arguments, same return
-    value, same random numbers drawn. Unlike it, the caller's ``probas`` is not written to.
+    A drop-in for ``skactiveml.pool.batch_bald`` (1.0.1): same arguments, same checks and
+    exception types, same return value, same random numbers drawn. Unlike it, the caller's
+    ``probas`` is never written to.
 
     Parameters
     ----------
     probas : array-like of shape (n_estimators, n_samples, n_classes)
-        Probabilities of every ensemble member (K), sample (N) and class (C).
+        Probabilities of every ensemble member (K), sample (N) and class (C). As in
+        scikit-activeml, any finite values are accepted: they are clipped to ``[eps, 1]``
+        and rows need not sum to 1 (such rows are scored as scikit-activeml scores them).
     batch_size : int
         Samples to select (at most N).
     n_MC_samples : int, default=None
-        Configuration budget M of the joint; None means n_estimators. Where scikit-activeml
-        fails with ``n_MC_samples < n_estimators``, one configuration per member is drawn.
-    random_state : None, int or numpy.random.RandomState, default=None
+        Configuration budget M of the joint; None means n_estimators. With
+        ``n_MC_samples < n_estimators``, where scikit-activeml's sampled steps give nan
+        utilities, one configuration per member is drawn.
+    random_state : None, int, numpy.random.RandomState or numpy.random.Generator, \
+            default=None
         Source of the configurations drawn in sampled steps (when ``C ** t > M``).
     eps : float in (0, 0.1], default=1e-7
         Probabilities are clipped to ``[eps, 1]`` before any logarithm, as scikit-activeml
@@ -53,31 +59,59 @@ def batch_bald(probas, batch_size, n_MC_samples=None, random_state=None, eps=1e-
     utilities : ndarray of shape (batch_size, n_samples)
         ``utilities[t, n]`` is the batch score of adding sample n at step t; nan at the
         samples picked before step t.
+
+    Raises
+    ------
+    AttributeError
+        If ``probas`` is not an array or a (nested) list or tuple.
+    ValueError, TypeError
+        Where scikit-activeml raises them: ``probas`` not 3-D, not numeric, holding nan or
+        inf, or empty; ``batch_size``, ``n_MC_samples`` or ``eps`` of the wrong type or
+        range; ``random_state`` not a seed or random state.
     """
+    # scikit-activeml's own checks, in its order, so that the same argument raises the same
+    # exception.
+    if not hasattr(probas, "ndim") and not isinstance(probas, (list, tuple)):
+        # It reads probas.ndim first; nested lists are accepted here (an extension).
+        raise AttributeError(f"probas must be an array of shape (n_estimators, n_samples, "
+                             f"n_classes), got {type(probas).__name__}")
+    if np.ndim(probas) != 3:
+        raise ValueError(f"probas must have 3 dimensions (n_estimators, n_samples, "
+                         f"n_classes), got {np.ndim(probas)}")
+    probas = check_array(probas, ensure_2d=False, allow_nd=True, input_name="probas")
+    check_scalar(batch_size, "batch_size", int, min_val=1)
+    # check_scalar lets True through, which scikit-activeml then fails on with a TypeError.
+    batch_size = _validation.check_count(batch_size, "batch_size", minimum=1)
     check_scalar(eps, "eps", target_type=(float, int), min_val=0, max_val=0.1,
                  min_inclusive=False)
-    # Checked in the caller's layout, so that error messages index the caller's array.
-    probs_K_N_C = _validation.check_probs(probas, name="probas")
-    K, N, _ = probs_K_N_C.shape
-    batch_size = _validation.check_count(batch_size, "batch_size", minimum=1)
-    num_samples = _validation.check_count(K if n_MC_samples is None else n_MC_samples,
-                                          "n_MC_samples", minimum=1)
+    if n_MC_samples is None:
+        n_MC_samples = len(probas)
+    check_scalar(n_MC_samples, "n_MC_samples", int, min_val=1)
     rng = _validation.check_random_state(random_state)
+    # Any finite values: they become inputs by clipping, below (scikit-activeml's convention).
+    probs_K_N_C = _validation.check_probs(probas, name="probas", strict=False)
+    K, N, _ = probs_K_N_C.shape
 
     # scikit-activeml breaks ties towards the highest of RandomState(0).random(N); ordering
     # the pool by that makes the engine's lowest-index rule the same rule.
     order_N = np.argsort(-np.random.RandomState(0).random(N), kind="stable")
+    # Clipped rows sum to anything in [C·eps, C]. The engine scores them as scikit-activeml
+    # does (exact joints: plain products; sampled ones: labels drawn from the renormalised
+    # rows, weights from the unnormalised products, see _sample_joint), but its certified
+    # bounds (submodularity, pruning, coarse joints) are derived for rows that sum to 1:
+    # lazy=False and _next_joint (no pruning) keep them off; every utility is returned anyway.
     clipped_N_K_C = np.ascontiguousarray(
         np.clip(probs_K_N_C[:, order_N].transpose(1, 0, 2), eps, 1))
-    kernels = _distinct_rows_kernels(clipped_N_K_C)
+    kernels = _backend.get_kernels()
     num_threads = _backend.effective_num_threads(None)
     # Its joint is drawn anew each step, without extra draws: the budget can only refuse.
-    _memory.check(_backend.get_kernels(), clipped_N_K_C, N, batch_size, num_samples,
-                  return_utilities=True, num_threads=num_threads)
-    result = _greedy.select(kernels, clipped_N_K_C, batch_size, np.arange(N),
-                            num_samples=num_samples, rng=rng, return_utilities=True,
-                            num_threads=num_threads, next_joint=_next_joint,
-                            tie_tolerance=0.0)
+    _memory.check(kernels, clipped_N_K_C, N, batch_size, int(n_MC_samples),
+                  return_utilities=True, lazy=False, num_threads=num_threads)
+    pool = _pool.ArrayPool(_distinct_rows_kernels(clipped_N_K_C), clipped_N_K_C,
+                           num_threads=num_threads)
+    result = _greedy.select(pool, batch_size, np.arange(N), num_samples=int(n_MC_samples),
+                            rng=rng, return_utilities=True, next_joint=_next_joint,
+                            lazy=False, tie_tolerance=0.0)
     utilities = np.empty_like(result.utilities)
     utilities[:, order_N] = result.utilities
     return utilities
@@ -121,12 +155,12 @@ class _DistinctRowsKernels:
         return out
 
 
-def _next_joint(state, probs_N_K_C, batch, num_samples, rng):
+def _next_joint(state, probs_A_K_C, num_samples, rng):
     """scikit-activeml's joint: exact while ``C ** |A| <= M``, else drawn anew each step."""
-    C = probs_N_K_C.shape[2]
-    if C ** len(batch) <= num_samples:
-        return _joint.extend_exact(state, probs_N_K_C[batch[-1]])
-    return _sample_joint(probs_N_K_C[batch], num_samples, rng)
+    A, _, C = probs_A_K_C.shape
+    if C ** A <= num_samples:
+        return _joint.extend_exact(state, probs_A_K_C[-1])
+    return _sample_joint(probs_A_K_C, num_samples, rng)
 
 
 def _sample_joint(probs_A_K_C, num_samples, rng):
@@ -206,9 +240,12 @@ class _FastQuery:
         else:
             probas = sample_func(X_cand, **sample_dict)
 
+        # Checked here, before eps is (in batch_bald), as scikit-activeml checks them.
+        n_MC_samples = len(probas) if self.n_MC_samples is None else self.n_MC_samples
+        check_scalar(n_MC_samples, "n_MC_samples", int, min_val=1)
         # GreedyBALD ranks by the first step's utilities (BALD).
         steps = 1 if self.greedy_selection else batch_size
-        utilities_cand = batch_bald(probas, steps, n_MC_samples=self.n_MC_samples,
+        utilities_cand = batch_bald(probas, steps, n_MC_samples=n_MC_samples,
                                     random_state=self.random_state_, eps=self.eps)
         if mapping is None:
             utilities = utilities_cand

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from batchbald_fast._memory import resident_bytes
-from batchbald_fast._workloads import available_runners, bench_budget, skip_reason
+from batchbald_fast._workloads import (available_runners, bench_budget, import_runner_modules,
+                                       skip_reason)
 
 
 def test_workload(benchmark, request, workload, runner_name):
@@ -27,6 +28,7 @@ def test_workload(benchmark, request, workload, runner_name):
     if reason:
         pytest.skip(f"{runner_name} on {workload.name}: {reason}")
     run = runners[runner_name]
+    import_runner_modules([runner_name])
     probs_N_K_C = workload.probs()
 
     args = (probs_N_K_C, workload.batch_size, workload.num_samples)

@@ -8,7 +8,7 @@ def pytest_addoption(parser):
                      help=f"comma-separated workloads, or 'all' (default: {','.join(DEFAULT)})")
     parser.addoption("--runners", default="all",
                      help="comma-separated runners (numpy, cython, batchbald_redux, "
-                          "scikit-activeml), or 'all' installed")
+                          "scikit-activeml, baal, batchbald_fast.baal), or 'all' installed")
     parser.addoption("--memory", action="store_true",
                      help="also trace the peak memory of each call (an untimed second run)")
 

@@ -49,7 +49,7 @@ def main():
             rng = np.random.default_rng(seed)
             state = _joint.empty_joint(K)
             for a in range(A):
-                state = _joint.next_joint(state, probs_N_K_C, np.arange(a + 1),
+                state = _joint.next_joint(state, probs_N_K_C[:a + 1],
                                           args.num_samples, rng, **options)
                 errors[mode][seed, a] = abs(joint_entropy(state, probs_N_K_C, x) - exact[a])
                 rows[mode][seed, a] = state.num_configurations

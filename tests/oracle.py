@@ -50,3 +50,16 @@ def greedy(probs_N_K_C, batch_size, candidates=None):
         utilities.append(util)
         pool.remove(best)
     return batch, scores, utilities
+
+
+def tie_rule_order(scores, tie_tolerance):
+    """Indices by the documented rule, one pick at a time: the lowest index among the
+    remaining scores within ``tie_tolerance`` of the best remaining one."""
+    remaining = list(range(len(scores)))
+    order = []
+    while remaining:
+        best = max(scores[i] for i in remaining)
+        pick = min(i for i in remaining if scores[i] >= best - tie_tolerance)
+        order.append(pick)
+        remaining.remove(pick)
+    return order

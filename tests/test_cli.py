@@ -1,12 +1,20 @@
 """The batchbald-fast command: select, bench, errors."""
 
+import importlib.util
 import json
+import os
+import re
+import select
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
+import batchbald_fast
+from batchbald_fast import _api
 from batchbald_fast.cli import main
 from batchbald_fast._workloads import WORKLOADS
 
@@ -18,8 +26,11 @@ def files(tmp_path):
     probs = WORKLOADS["W5"].probs()
     paths = {"nkc": tmp_path / "w5.npy", "knc": tmp_path / "w5_knc.npy",
              "log": tmp_path / "w5_log.npy", "2d": tmp_path / "flat.npy",
-             "text": tmp_path / "notes.npy"}
+             "text": tmp_path / "notes.npy", "one": tmp_path / "one.npz",
+             "two": tmp_path / "two.npz"}
     np.save(paths["nkc"], probs)
+    np.savez(paths["one"], probs)
+    np.savez(paths["two"], probs=probs, labels=np.arange(3))
     np.save(paths["knc"], probs.transpose(1, 0, 2))
     np.save(paths["log"], np.log(probs))
     np.save(paths["2d"], probs[:, 0])
@@ -63,6 +74,12 @@ def test_select_table_and_seeded_sampled_steps(backend, files, capsys):
     (["select", "{nkc}", "--batch-size", "2", "--threads", "0"], "num_threads"),
     (["select", "{nkc}", "--batch-size", "2", "--layout", "CKN"], "invalid choice"),
     (["select", "{nkc}"], "--batch-size"),
+    (["select", "{two}", "--batch-size", "2"],
+     "two.npz is an .npz archive holding probs, labels: choose one with --key NAME"),
+    (["select", "{two}", "--key", "prob", "--batch-size", "2"],
+     "holding probs, labels: --key prob is not one of them"),
+    (["select", "{nkc}", "--key", "probs", "--batch-size", "2"], "w5.npy is a .npy file"),
+    (["select", "{two}", "--key", "labels", "--batch-size", "2"], "3 dimensions"),
     (["bench", "--workloads", "W9"], "unknown workload W9"),
     (["bench", "--runners", "nope"], "not available"),
     (["demo", "--cycles", "0"], "--cycles"),
@@ -92,3 +109,101 @@ def test_bench_prints_a_table(capsys):
     header, row = capsys.readouterr().out.splitlines()
     assert "numpy" in header and row.startswith("W5") and " s " in row + " "
     assert row.endswith("yes (4 steps)")
+
+
+def test_npz_archives(files, capsys):
+    # One array: no --key needed; several: --key picks one.
+    for argv in ([files["one"]], [files["two"], "--key", "probs"]):
+        out = run_json(capsys, *argv, "--batch-size", "4", "--num-samples", "10")
+        assert out["indices"] == W5_PICKS
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"batchbald-fast {batchbald_fast.__version__}\n"
+
+
+def test_seed_defaults_to_0(files, capsys):
+    argv = [files["nkc"], "--batch-size", "8", "--num-samples", "10"]
+    runs = [run_json(capsys, *argv) for _ in range(2)] + [run_json(capsys, *argv, "--seed", "0")]
+    assert "sampled" in runs[0]["mode"]
+    assert runs[0] == runs[1] == runs[2]
+
+
+@pytest.mark.parametrize("tqdm", [True, False])
+def test_select_shows_picks_on_a_terminal(files, capsys, monkeypatch, tqdm):
+    if tqdm:
+        pytest.importorskip("tqdm")
+    else:
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "tqdm" else find_spec(name, *a))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["select", files["nkc"], "--batch-size", "6", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "6/6" in err and err.endswith("\n")
+    if not tqdm:
+        assert "6/6 picks" in err and "left" in err
+    assert main(["select", files["nkc"], "--batch-size", "6", "--json", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_no_progress_off_a_terminal(files, capsys):
+    assert main(["select", files["nkc"], "--batch-size", "6", "--json"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_ctrl_c_is_one_line_and_status_130(files, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_api, "batchbald", interrupted)
+    assert main(["select", files["nkc"], "--batch-size", "6"]) == 130
+    assert capsys.readouterr().err == "batchbald-fast: interrupted\n"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or sys.platform == "win32",
+                    reason="needs POSIX signals and a pseudo-terminal")
+def test_ctrl_c_during_a_long_select(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    # A run of minutes: interrupted once the progress shows its first picks.
+    path = tmp_path / "pool.npy"
+    np.save(path, np.random.default_rng(0).dirichlet(np.ones(10), size=(2000, 20)))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "batchbald_fast", "select", str(path),
+                             "--batch-size", "2000"], stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+
+    def read(until):
+        out = b""
+        deadline = time.monotonic() + 300  # a safety net, not an assertion on speed
+        while not until(out) and time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the terminal closed with the process
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        return out
+
+    try:
+        err = read(lambda out: re.search(rb"[1-9][0-9]*/2000", out))
+        proc.send_signal(signal.SIGINT)
+        err += read(lambda out: False)  # to the end: the terminal closes with the process
+        status = proc.wait(timeout=300)
+    finally:
+        proc.kill()
+        os.close(master)
+    text = err.decode()
+    assert status == 130
+    assert "Traceback" not in text
+    assert text.rstrip().endswith("batchbald-fast: interrupted")

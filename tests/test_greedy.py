@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import batchbald_fast as bf
-from batchbald_fast import _backend, _greedy, _joint
+from batchbald_fast import _backend, _greedy, _joint, _pool
 import oracle
 from conftest import random_probs
 
@@ -172,11 +172,11 @@ def test_lazy_greedy_matches_full_evaluation(backend, seed, lazy_tile):
     probs_N_K_C = random_probs(rng, 150, 5, 3, concentration=rng.choice([0.1, 1.0]))
     if seed % 3 == 0:
         probs_N_K_C = probs_N_K_C[rng.integers(0, 50, size=150)]  # many exact ties
-    kernels = _backend.get_kernels()
+    pool = _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C)
     candidates = np.arange(150)
-    runs = [_greedy.select(kernels, probs_N_K_C, 5, candidates, num_samples=3 ** 5,
-                           rng=None, return_utilities=False, num_threads=1, lazy=lazy,
-                           lazy_tile=lazy_tile) for lazy in (False, True)]
+    runs = [_greedy.select(pool, 5, candidates, num_samples=3 ** 5, rng=None,
+                           return_utilities=False, lazy=lazy, lazy_tile=lazy_tile)
+            for lazy in (False, True)]
     full, lazy = runs
     np.testing.assert_array_equal(lazy.indices, full.indices)
     np.testing.assert_allclose(lazy.scores, full.scores, rtol=0, atol=1e-12)
@@ -199,8 +199,8 @@ def test_bounded_selection_matches_full_evaluation(backend, seed, lazy_tile):
         probs_N_K_C = probs_N_K_C * rng.uniform(1 - 9e-4, 1 + 9e-4, size=(240, 6, 1))
     next_joint = functools.partial(_joint.next_joint, tol=1e-3, incremental=True)
     full, bounded = [_greedy.select(
-        _backend.get_kernels(), probs_N_K_C, 7, np.arange(240), num_samples=600,
-        rng=np.random.default_rng(seed), return_utilities=False, num_threads=1,
+        _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C), 7, np.arange(240),
+        num_samples=600, rng=np.random.default_rng(seed), return_utilities=False,
         next_joint=next_joint, lazy=lazy, lazy_tile=lazy_tile, coarse_min_work=0)
         for lazy in (False, None)]
     np.testing.assert_array_equal(bounded.indices, full.indices)
@@ -250,9 +250,9 @@ def test_bounded_selection_matches_full_evaluation_in_float32(backend):
     probs_N_K_C = random_probs(np.random.default_rng(15), 300, 6, 4, concentration=0.5)
     next_joint = functools.partial(_joint.next_joint, tol=1e-4, incremental=True)
     full, bounded = [_greedy.select(
-        _backend.get_kernels(), probs_N_K_C, 7, np.arange(300), num_samples=600,
-        rng=np.random.default_rng(0), return_utilities=False, num_threads=1,
-        next_joint=next_joint, lazy=lazy, coarse_min_work=0, dtype=np.float32)
+        _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C, dtype=np.float32), 7,
+        np.arange(300), num_samples=600, rng=np.random.default_rng(0),
+        return_utilities=False, next_joint=next_joint, lazy=lazy, coarse_min_work=0)
         for lazy in (False, None)]
     np.testing.assert_array_equal(bounded.indices, full.indices)
     np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
@@ -272,3 +272,34 @@ def test_default_bounds_big_steps_through_the_api(backend):
     assert big.any() and (bounded.bound_rows[big] > 0).all()
     assert (bounded.bound_rows[~big] == 0).all()
     assert (bounded.num_evaluations[big] < full.num_evaluations[big] / 4).all()
+
+
+@pytest.mark.parametrize("scores, expected", [
+    ([0.98, 0.87, 0.68, 0.96, 0.54], [0, 3, 1, 2, 4]),
+    ([0.5, 0.5, 0.7, 0.5], [2, 0, 1, 3]),  # exact ties: lowest index first
+    # 1 and 4 lie within TIE of the best, 2: 1 first; then 2, then 0 ties with 4.
+    ([1.0, 1 + 0.4 * TIE, 1 + 1.2 * TIE, 0.5, 1 + 0.4 * TIE], [1, 2, 0, 4, 3]),
+    # A chain: each within TIE of the next, the ends not.
+    ([1.0, 1 + 0.6 * TIE, 1 + 1.2 * TIE, 1 + 1.8 * TIE], [2, 3, 0, 1]),
+    ([3.0], [0]),
+    ([], []),
+])
+def test_top_k_repeats_the_greedy_tie_rule(scores, expected):
+    assert _greedy.top_k(np.array(scores, dtype=float)).tolist() == expected
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_top_k_follows_the_tie_rule(seed):
+    rng = np.random.default_rng(seed)
+    # Scores on a grid a fraction of the tolerance apart: exact ties, near-ties, and chains
+    # of near-ties wider than the tolerance (where plain index order would be wrong).
+    step = _greedy.TIE_TOLERANCE * rng.choice([0.3, 0.6, 1.5])
+    scores = 1.0 + step * rng.integers(0, 12, size=40)
+    expected = oracle.tie_rule_order(scores, _greedy.TIE_TOLERANCE)
+    for k in (0, 1, 7, 40, 50):
+        assert _greedy.top_k(scores, k).tolist() == expected[:k]
+
+
+def test_top_k_without_near_ties_is_a_sort():
+    scores = np.random.default_rng(0).random(1000)
+    np.testing.assert_array_equal(_greedy.top_k(scores, 100), np.argsort(-scores)[:100])

@@ -102,7 +102,7 @@ def test_incremental_draws_extend_the_previous_ones(backend):
     probs_N_K_C = random_probs(np.random.default_rng(5), 8, 4, 3)
     rng = np.random.default_rng(0)
     state = _joint.sample_joint(probs_N_K_C[:3], 40, rng)
-    grown = _joint.next_joint(state, probs_N_K_C, np.arange(4), 40, rng, incremental=True)
+    grown = _joint.next_joint(state, probs_N_K_C[:4], 40, rng, incremental=True)
     # Draws are known by (member, rank); those that stayed kept their first three labels.
     before = {(k, r): tuple(row) for k, r, row in zip(
         state.draws.member_M, state.draws.rank_M, state.draws.labels_M_A)}
@@ -125,7 +125,7 @@ def test_incremental_sampling_is_as_accurate_as_resampling(backend):
             rng = np.random.default_rng(seed)
             state = _joint.sample_joint(probs_N_K_C[:4], 200, rng)
             for n in range(5, 8):
-                state = _joint.next_joint(state, probs_N_K_C, np.arange(n), 200, rng,
+                state = _joint.next_joint(state, probs_N_K_C[:n], 200, rng,
                                           incremental=incremental)
             estimate = joint_entropy_estimate(state, probs_N_K_C, 7)
             errors[incremental].append(estimate - exact)

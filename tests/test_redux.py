@@ -9,7 +9,7 @@ import pytest
 from batchbald_fast._workloads import WORKLOADS
 from batchbald_fast.redux import CandidateBatch, get_bald_batch, get_batchbald_batch
 
-# WORKLOADS.md: the picks both anchors make on W5, and the batch scores.
+# The picks batchbald_redux and scikit-activeml both make on W5, and the batch scores.
 W5_PICKS = [143, 49, 131, 81]
 W5_SCORES = [0.29820, 0.54338, 0.75305, 0.93849]
 
@@ -86,3 +86,24 @@ def test_same_as_batchbald_redux_on_exact_steps(backend, redux_reference, name):
     ours_bald = get_bald_batch(torch.from_numpy(log_probs(name)), w.batch_size)
     assert ours_bald.indices == theirs_bald.indices
     np.testing.assert_allclose(ours_bald.scores, theirs_bald.scores, rtol=0, atol=1e-9)
+
+
+def test_bald_batch_ties_mathematically_equal_points(backend):
+    # One point's predictions repeated at scattered positions: exact copies, members or
+    # classes reordered. Their BALD is equal; computed, it differs by rounding on some seeds.
+    from batchbald_fast import bald
+
+    positions = [0, 3, 7, 11]
+    disordered = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        probs_N_K_C = np.repeat(rng.dirichlet(np.ones(5), size=(16, 1)), 7, axis=1)  # BALD 0
+        a_K_C = rng.dirichlet(np.ones(5), size=7)
+        copies = [a_K_C[:, ::-1], a_K_C[::-1], a_K_C,
+                  a_K_C[rng.permutation(7)][:, rng.permutation(5)]]
+        probs_N_K_C[positions] = copies
+        lp = np.log(probs_N_K_C)
+        raw = bald(lp, log_probs=True)[positions]
+        disordered += np.argmax(raw) != 0  # a plain sort would not put point 0 first
+        assert get_bald_batch(lp, 5).indices[:4] == positions
+    assert disordered  # the rule was exercised

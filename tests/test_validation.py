@@ -21,9 +21,9 @@ def bad(probs, index, value):
 @pytest.mark.parametrize("make, error, match", [
     (lambda p: p[0], ValueError, r"3 dimensions.*\(3, 4\)"),
     (lambda p: p[None], ValueError, "3 dimensions"),
-    (lambda p: p[:0], ValueError, "N, K and C all ≥ 1"),
-    (lambda p: p[:, :0], ValueError, "N, K and C all ≥ 1"),
-    (lambda p: p[:, :, :0], ValueError, "N, K and C all ≥ 1"),
+    (lambda p: p[:0], ValueError, "must have no empty axis"),
+    (lambda p: p[:, :0], ValueError, "must have no empty axis"),
+    (lambda p: p[:, :, :0], ValueError, "must have no empty axis"),
     (lambda p: bad(p, (2, 1, 3), np.nan), ValueError, r"nan, first at index \(2, 1, 3\)"),
     (lambda p: bad(p, (4, 0, 1), np.inf), ValueError, r"inf, first at index \(4, 0, 1\)"),
     (lambda p: bad(p, (1, 2, 0), -np.inf), ValueError, r"inf, first at index \(1, 2, 0\)"),
@@ -73,7 +73,12 @@ def test_rows_within_tolerance_are_accepted(backend, probs_N_K_C):
     ({"candidates": [3, 1, 3]}, ValueError, r"candidates\[2\] = 3 repeats candidates\[0\]"),
     ({"candidates": [0.0, 1.0]}, TypeError, "integer indices"),
     ({"candidates": [[0, 1]]}, ValueError, "1-D"),
-    ({"random_state": "seed"}, TypeError, "random_state"),
+    # ValueError, as scikit-learn's check_random_state raises.
+    ({"random_state": "seed"}, ValueError, "random_state must be None, an int"),
+    ({"random_state": np.nan}, ValueError, "random_state must be None, an int"),
+    ({"random_state": 1.5}, ValueError, "random_state must be None, an int"),
+    ({"random_state": -1}, ValueError, "random_state must be None, an int"),
+    ({"random_state": 2**32}, ValueError, "random_state must be None, an int"),
     ({"num_threads": 0}, ValueError, "num_threads must be ≥ 1"),
     ({"dtype": np.float16}, TypeError, "dtype must be numpy.float64 or numpy.float32"),
     ({"dtype": "int"}, TypeError, "dtype must be numpy.float64 or numpy.float32"),
@@ -103,3 +108,31 @@ def test_backend_info(backend):
     assert info["backend"] == backend
     assert info["num_threads"] >= 1
     assert isinstance(info["openmp"], bool)
+
+
+def test_bool_probabilities_refused_with_a_hint(backend, probs_N_K_C):
+    onehot = probs_N_K_C == probs_N_K_C.max(axis=2, keepdims=True)
+    with pytest.raises(TypeError, match=r"dtype bool; for one-hot predictions pass "
+                                        r"probs_N_K_C.astype\(float\)"):
+        bf.batchbald(onehot, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int64])
+def test_integer_one_hot_probabilities_accepted(backend, dtype):
+    # Hard predictions of a committee: each member says one class with certainty.
+    labels_N_K = np.random.default_rng(1).integers(3, size=(12, 5))
+    onehot_N_K_C = np.eye(3)[labels_N_K]
+    expected = bf.batchbald(onehot_N_K_C, 4)
+    result = bf.batchbald(onehot_N_K_C.astype(dtype), 4)
+    np.testing.assert_array_equal(result.indices, expected.indices)
+    np.testing.assert_array_equal(result.scores, expected.scores)
+
+
+def test_float16_probabilities_upcast(backend):
+    probs16 = random_probs(np.random.default_rng(2), 20, 4, 3).astype(np.float16)
+    # float16 rounding leaves rows within the sum tolerance (relative error ≤ 2^-11).
+    result = bf.batchbald(probs16, 3)
+    expected = bf.batchbald(probs16.astype(np.float64), 3)
+    np.testing.assert_array_equal(result.indices, expected.indices)
+    np.testing.assert_array_equal(result.scores, expected.scores)
+    np.testing.assert_array_equal(bf.bald(probs16), bf.bald(probs16.astype(np.float64)))
