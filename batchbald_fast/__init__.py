@@ -3,8 +3,10 @@
 from ._api import bald, batchbald, conditional_entropy, entropy
 from ._backend import backend_info
 from ._greedy import BatchResult, SaturationWarning
+from ._memory import MemoryBudgetError
 from .sklearn import ensemble_probas
 
-__all__ = ["BatchResult", "SaturationWarning", "backend_info", "bald", "batchbald",
+__all__ = ["BatchResult", "MemoryBudgetError", "SaturationWarning", "backend_info", "bald",
+           "batchbald",
            "conditional_entropy", "ensemble_probas", "entropy"]
 __version__ = "0.1.0"

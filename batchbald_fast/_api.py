@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-from . import _backend, _greedy, _joint, _pool, _validation
+from . import _backend, _greedy, _joint, _memory, _pool, _validation
 
 # Certified error allowed in a pruned joint (nats): ~100x below the typical error of the
 # sampled estimator it replaces (1e-2), and enough to keep a confident model's joint exact
@@ -16,7 +16,7 @@ DEFAULT_TOL = 1e-4
 def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
               candidates=None, random_state=None, return_utilities=False, num_threads=None,
               lazy=None, tol=DEFAULT_TOL, incremental=True, dtype=np.float64,
-              progress=False, saturation="restart"):
+              memory_budget=None, progress=False, saturation="restart"):
     """Select a batch of pool points by greedy BatchBALD.
 
     Each step adds the point x maximising the mutual information
@@ -78,6 +78,15 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         near-ties may resolve differently. It is independent of the pool's own dtype: a
         float32 pool computed in float64 gives the results of the float64 array of the
         same values.
+    memory_budget : int, float, str or None, default=None
+        Bytes the run's arrays may take at their peak: a number, or a string such as
+        ``"4GiB"`` or ``"512MB"``; ``"inf"`` for no limit. None: the
+        ``BATCHBALD_FAST_MEMORY_BUDGET`` environment variable, else the memory available
+        when the call starts. The peak is estimated from the shapes before any step (the
+        exact joint has ``C ** t`` rows, a sampled one ``num_samples`` draws); over the
+        budget, sampled steps first give up the extra draws they add while draws merge,
+        then the call raises a ``ValueError`` naming the estimate and the ``num_samples``
+        that fits. ``num_samples`` itself is never lowered behind the caller's back.
     progress : bool or callable, default=False
         Report the picks as they are made. True shows a tqdm bar on stderr (picks done of
         the batch, rate, time left; needs ``pip install "batchbald_fast[progress]"``). A
@@ -128,18 +137,26 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     progress = _validation.check_progress(progress)
     saturation = _validation.check_choice(saturation, "saturation",
                                           _greedy.SATURATION_POLICIES)
-    next_joint = functools.partial(_joint.next_joint, tol=tol, incremental=bool(incremental))
+    kernels = _backend.get_kernels()
+    lazy = None if lazy is None else bool(lazy)
+    # The budget covers the driver's arrays; a Dask pool's chunks live on its workers.
+    max_draw_bytes = _memory.check(
+        kernels, probs_N_K_C, len(candidates), batch_size, num_samples, tol=tol,
+        incremental=bool(incremental), dtype=dtype, return_utilities=bool(return_utilities),
+        lazy=lazy, num_threads=_backend.effective_num_threads(num_threads),
+        memory_budget=memory_budget)
+    next_joint = functools.partial(_joint.next_joint, tol=tol, incremental=bool(incremental),
+                                   max_draw_bytes=max_draw_bytes)
     if _validation.is_lazy(probs_N_K_C):  # values are checked chunk by chunk there
         from .dask import DaskPool
         pool = DaskPool(probs_N_K_C, log_probs=log_probs, dtype=dtype, num_threads=num_threads)
     else:
-        pool = _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C, dtype=dtype,
+        pool = _pool.ArrayPool(kernels, probs_N_K_C, dtype=dtype,
                                num_threads=_backend.effective_num_threads(num_threads))
     with _step_reporter(progress, min(batch_size, len(candidates))) as on_step:
         return _greedy.select(pool, batch_size, candidates, num_samples=num_samples, rng=rng,
                               return_utilities=bool(return_utilities), next_joint=next_joint,
-                              lazy=None if lazy is None else bool(lazy), on_step=on_step,
-                              saturation=saturation)
+                              lazy=lazy, on_step=on_step, saturation=saturation)
 
 
 @contextlib.contextmanager

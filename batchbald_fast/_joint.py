@@ -20,6 +20,7 @@ Every state is what the kernels score against::
   enter per member, weighted by x's row sums (which the input may leave off 1 by 1e-3).
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -41,6 +42,8 @@ COARSE_FRACTION = 1 / 8
 # Lloyd iterations grouping the rows: the bound is valid after any number, only its
 # tightness improves.
 COARSE_ITERATIONS = 8
+# The rows × groups products of the grouping run in chunks of at most this many bytes.
+COARSE_CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ def mass_error_bound(mass, num_atoms):
     return mass * (math.log(num_atoms) - math.log(mass))
 
 
-def extend_pruned(state, probs_K_C, num_points, tol):
+def extend_pruned(state, probs_K_C, num_points, tol, max_rows=None):
     """The exact joint with one more point, less the lightest configurations it can spare.
 
     Drops configurations, lightest first, while the certified error of every
@@ -168,11 +171,13 @@ def extend_pruned(state, probs_K_C, num_points, tol):
         |A| including the new point.
     tol : float
         Certified error allowed, in nats.
+    max_rows : int or None
+        Give up, before copying the kept rows, when more than this many would be kept.
 
     Returns
     -------
-    state : JointState
-        Pruned (or exact, when nothing could be spared).
+    state : JointState or None
+        Pruned (or exact, when nothing could be spared); None past ``max_rows``.
     """
     C = probs_K_C.shape[1]
     joint_M_K = _expand(state.joint_M_K, probs_K_C)
@@ -187,6 +192,8 @@ def extend_pruned(state, probs_K_C, num_points, tol):
         bounds = np.where(dropped_mass_j > 0, dropped_mass_j * (
             math.log(num_atoms) - np.log(dropped_mass_j)), 0.0)
     num_dropped = int(np.searchsorted(bounds > tol, True))  # the bound grows with r
+    if max_rows is not None and len(joint_M_K) - num_dropped > max_rows:
+        return None
     offset_K = np.zeros(joint_M_K.shape[1])
     if num_dropped == 0 and carried == 0:
         return JointState(joint_M_K, np.ones(len(joint_M_K)), offset_K, "exact")
@@ -351,7 +358,8 @@ def sample_joint(probs_A_K_C, num_samples, rng):
     return from_draws(_fresh_draws(probs_A_K_C, S, 0, rng), probs_A_K_C.shape[2])
 
 
-def next_joint(state, probs_A_K_C, num_samples, rng, *, tol=0.0, incremental=False):
+def next_joint(state, probs_A_K_C, num_samples, rng, *, tol=0.0, incremental=False,
+               max_draw_bytes=MAX_DRAW_BYTES):
     """The joint for the next greedy step, once the batch has grown by one point.
 
     ``probs_A_K_C`` holds the batch's rows in pick order, the new point last. Exact while
@@ -359,23 +367,26 @@ def next_joint(state, probs_A_K_C, num_samples, rng, *, tol=0.0, incremental=Fal
     kept within the certified error ``tol`` fit ``num_samples``; then sampled.
     ``incremental``: the previous step's draws get a label for the new point and the draws
     are fitted to the budget of distinct rows (:func:`fit_budget`); otherwise every label
-    is drawn anew (:func:`sample_joint`).
+    is drawn anew (:func:`sample_joint`). ``max_draw_bytes`` caps the draws that fitting
+    adds.
     """
     A, K, C = probs_A_K_C.shape
     probs_K_C = probs_A_K_C[-1]
     if state.mode == "exact" and C ** A <= num_samples:
         return extend_exact(state, probs_K_C)
     if state.mode != "sampled" and tol > 0:
-        pruned = extend_pruned(state, probs_K_C, A, tol)
-        if pruned.num_configurations <= num_samples and pruned.error_bound <= tol:
+        pruned = extend_pruned(state, probs_K_C, A, tol, max_rows=num_samples)
+        if pruned is not None and pruned.error_bound <= tol:
             return pruned
+        del pruned  # not held while the draws are made
     if not incremental:
-        return sample_joint(probs_A_K_C, num_samples, rng)
+        # The next step draws anew: its draws need not outlive the merge.
+        return dataclasses.replace(sample_joint(probs_A_K_C, num_samples, rng), draws=None)
     if state.draws is not None:
         draws = extend_draws(state.draws, probs_K_C, rng)
     else:
         draws = _fresh_draws(probs_A_K_C, max(1, num_samples // K), 0, rng)
-    return fit_budget(draws, probs_A_K_C, num_samples, rng)
+    return fit_budget(draws, probs_A_K_C, num_samples, rng, max_draw_bytes)
 
 
 def coarsen(state, row_sum_range=(1.0, 1.0), num_groups=COARSE_ROWS,
@@ -422,7 +433,7 @@ def coarsen(state, row_sum_range=(1.0, 1.0), num_groups=COARSE_ROWS,
     if G < 2:
         return None, 0.0
     mass_M = weights_M * sums_M
-    group_M = _group_rows(joint_M_K, sums_M, mass_M, G, iterations)
+    group_M = _group_rows(joint_M_K, sums_M, weights_M, mass_M, G, iterations)
     joint_G_K = _group_sums(group_M, G, weights_M) @ joint_M_K
     live = sums_M > 0  # rows of zero probability add nothing either way
     group_mass_M = np.bincount(group_M, weights=mass_M, minlength=G)[group_M[live]]
@@ -434,24 +445,31 @@ def coarsen(state, row_sum_range=(1.0, 1.0), num_groups=COARSE_ROWS,
     return joint_G_K, correction
 
 
-def _group_rows(joint_M_K, sums_M, mass_M, G, iterations):
+def _group_rows(joint_M_K, sums_M, weights_M, mass_M, G, iterations):
     """Rows grouped by their posterior over members, minimising ``Σ mass_m KL(π_m ‖ π_g)``.
 
     KL is a Bregman divergence, so the best ``π_g`` of a group is its mass-weighted mean and
     the assignment step is a product with ``log π_g`` (Lloyd's algorithm in that geometry).
+    The posteriors ``π_m = J_m / S_m`` are never formed, so that grouping takes O(M) memory
+    beside the joint: the positive scale 1/S_m moves no row's argmax, and a group's
+    ``Σ mass_m π_m`` is ``Σ w_m J_m``. The products run in chunks of rows for the same reason.
     The first centres are rows drawn by mass from a fixed seed: the grouping only decides
     how tight the bound is, never a result, so it must not consume the caller's draws.
     """
-    posterior_M_K = joint_M_K / np.where(sums_M > 0, sums_M, 1.0)[:, None]
-    first = np.random.default_rng(0).choice(len(mass_M), G, replace=False,
-                                            p=mass_M / mass_M.sum())
-    centre_G_K = posterior_M_K[first]
+    M = len(joint_M_K)
+    first = np.random.default_rng(0).choice(M, G, replace=False, p=mass_M / mass_M.sum())
+    centre_G_K = joint_M_K[first] / sums_M[first, None]
+    live_weights_M = np.where(sums_M > 0, weights_M, 0.0)
+    chunk = max(1, COARSE_CHUNK_BYTES // (np.dtype(np.float64).itemsize * G))
+    group_M = np.empty(M, dtype=np.intp)
     tiny = np.finfo(np.float64).tiny
     for _ in range(iterations):
-        group_M = (posterior_M_K @ np.log(np.maximum(centre_G_K, tiny)).T).argmax(axis=1)
+        log_centre_K_G = np.log(np.maximum(centre_G_K, tiny)).T
+        for m0 in range(0, M, chunk):
+            group_M[m0:m0 + chunk] = (joint_M_K[m0:m0 + chunk] @ log_centre_K_G).argmax(axis=1)
         group_mass_G = np.bincount(group_M, weights=mass_M, minlength=G)
         filled = group_mass_G > 0
-        sums_G_K = _group_sums(group_M, G, mass_M) @ posterior_M_K
+        sums_G_K = _group_sums(group_M, G, live_weights_M) @ joint_M_K
         centre_G_K[filled] = sums_G_K[filled] / group_mass_G[filled, None]
     return group_M
 

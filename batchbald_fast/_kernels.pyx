@@ -211,6 +211,18 @@ cdef void score_candidates_nogil(
             out[start + i] = -total
 
 
+def scratch_bytes(M, K, C, n, itemsize, num_threads=None, tile_bytes=None):
+    """Bytes ``score_candidates`` allocates to score n candidates against M rows: each
+    thread's gathered tile (and P in float32) and sums."""
+    if n == 0:
+        return 0
+    # Past 2^62 rows (estimates of huge joints) the plan no longer depends on M.
+    cdef ScorePlan plan = score_candidates_plan(
+        min(M, 2**62), K, C, n, -1 if num_threads is None else num_threads, itemsize,
+        0 if tile_bytes is None else tile_bytes)
+    return plan.num_threads * (plan.work_size * itemsize + plan.acc_size * 8)
+
+
 def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
                      const floating[:, :, ::1] probs_N_K_C, const intp_t[::1] candidates,
                      double[::1] out, num_threads=None, tile_bytes=None):

@@ -19,6 +19,16 @@ def _tile_shape(M, C, tile_bytes):
     return rows, cols
 
 
+def scratch_bytes(M, K, C, n, itemsize, num_threads=None, tile_bytes=WORKING_SET_BYTES):
+    """Bytes ``score_candidates`` allocates to score n candidates against M rows: a tile of
+    P and P·log P (and in float32 the float64 copy the weighted sum makes), the tile's
+    gathered probabilities (twice: gather, then transpose) and its sums."""
+    rows, cols = _tile_shape(M, C, tile_bytes)
+    width = min(cols, n)
+    per_entry = 2 * itemsize + (8 if itemsize != 8 else 0)
+    return rows * width * C * per_entry + width * C * (2 * K * itemsize + 16)
+
+
 def score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
                      num_threads=None, tile_bytes=WORKING_SET_BYTES):
     """Weighted joint entropy of the joint state with each candidate.

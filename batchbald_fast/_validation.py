@@ -325,3 +325,30 @@ def check_progress(progress):
         return progress
     raise TypeError(f"progress must be a bool or a callable progress(done, total), "
                     f"got {progress!r}")
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20,
+               "mib": 2**20, "mb": 10**6, "g": 2**30, "gib": 2**30, "gb": 10**9,
+               "t": 2**40, "tib": 2**40, "tb": 10**12}
+
+
+def check_memory_budget(budget, name="memory_budget"):
+    """Bytes > 0 (inf: no budget) from a number or a string such as ``"4GiB"``, ``"512M"``
+    (binary: K, M, G, T, KiB, ...; decimal: KB, MB, GB, TB) or ``"inf"``."""
+    if isinstance(budget, str):
+        text = budget.strip().lower()
+        number = text.rstrip("kmgtib ")
+        unit = text[len(number):].strip()
+        try:
+            value = float(number) * _BYTE_UNITS[unit]
+        except (ValueError, KeyError):
+            raise ValueError(f"{name} must be a number of bytes, optionally with a unit "
+                             f"(e.g. 4GiB, 512MB, inf), got {budget!r}") from None
+    elif isinstance(budget, (bool, np.bool_)) or not isinstance(budget, numbers.Real):
+        raise TypeError(f"{name} must be a number of bytes or a string such as '4GiB', "
+                        f"got {budget!r}")
+    else:
+        value = float(budget)
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0 bytes, got {budget!r}")
+    return value

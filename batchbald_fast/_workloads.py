@@ -76,16 +76,66 @@ W8 = ChunkedWorkload("W8", 2_000_000, 20, 10, 10, 10000, chunk=125_000, first_se
 # Run by default: seconds each on the NumPy backend.
 DEFAULT = ("W1", "W3", "W5")
 
-# Where the reference implementations are not run, and why (docs/workloads.md).
+# The memory ``bench`` may take unless told otherwise: the plain command then fits an 8 GB
+# laptop, and skips the same anchors on every machine with that much free.
+BENCH_MEMORY_BUDGET = 4 * 2**30
+
+# Where the reference implementations are not run for their time (docs/workloads.md);
+# their memory is predicted from their array shapes (``ANCHOR_PEAK_BYTES``).
 ANCHOR_SKIPS = {
-    # It builds an N × M × C float64 array (W2: 7.5 GiB) and temporaries of the same size.
-    "scikit-activeml": dict.fromkeys(["W2", "W2c", "W4", "W6", "W7", "W7s"], "out of memory"),
-    "batchbald_redux": {"W4": "~6 min, 24 GiB", "W6": "hours", "W7": "hours",
+    "batchbald_redux": {"W4": "~6 min", "W6": "hours", "W7": "hours",
                         "W7s": "~30 min (~18 s per step at W2's size)"},
-    # Estimated, not measured: baal holds two N x M x C float64 arrays at once.
-    "baal": {**dict.fromkeys(["W2", "W2c", "W7", "W7s"], "estimated 15 GiB"),
-             "W4": "estimated 75 GiB", "W6": "estimated 350 GiB"},
 }
+
+
+def _largest_joint(w):
+    """Rows of the reference implementations' largest joint on workload w: C^t while that
+    is at most M, then M // K draws per member."""
+    t = 0
+    while t + 1 < w.batch_size and w.C ** (t + 1) <= w.num_samples:
+        t += 1
+    sampled = w.K * (w.num_samples // w.K) if w.C ** (w.batch_size - 1) > w.num_samples else 0
+    return max(w.C ** t, sampled)
+
+
+# Peak bytes each reference implementation allocates beyond its imports, from its array
+# shapes, checked against benchmarks/peak_rss.py (process peak less the imports'):
+# - scikit-activeml 1.0.1 scores every candidate at once: P (N × M × C float64), its log
+#   and their product (1.4 GiB at N=5000, M=1000, C=10 where P is 0.37 GiB; W3 12.3 GB);
+# - batchbald_redux 2.0.5 does the same in chunks of 1024 candidates (3.0 GiB at N=1024
+#   and at N=3000, M=10^4, C=10; P is 0.76 GiB); both also hold a few N × K × C arrays;
+# - baal 2.1.0 samples every step (M = K·(num_samples // K)), holds N × M × C twice while
+#   dividing it by K, then once beside two chunks of 10000 candidates (2.2 GiB at
+#   N=2000, M=5000, C=10; 1.5 GiB at N=20000, M=500).
+ANCHOR_PEAK_BYTES = {
+    "scikit-activeml": lambda w: 8 * (3 * w.N * _largest_joint(w) * w.C + 3 * w.N * w.K * w.C),
+    "batchbald_redux": lambda w: 8 * (3 * min(w.N, 1024) * _largest_joint(w) * w.C
+                                      + 3 * w.N * w.K * w.C),
+    "baal": lambda w: 8 * w.K * max(1, w.num_samples // w.K) * w.C * max(
+        2 * w.N, w.N + 2 * min(w.N, 10_000)),
+}
+
+
+def bench_budget(memory_budget=None):
+    """Bytes a benchmark's process may reach: ``memory_budget``, else
+    ``BATCHBALD_FAST_MEMORY_BUDGET``, else the least of 4 GiB and the available memory."""
+    from . import _memory
+
+    if memory_budget is not None or os.environ.get(_memory.ENV_VAR, "").strip():
+        return _memory.resolve_budget(memory_budget)[0]
+    return min(BENCH_MEMORY_BUDGET, _memory.available_memory() or BENCH_MEMORY_BUDGET)
+
+
+def skip_reason(runner_name, w, room):
+    """Why a reference implementation is not run on workload w, or None: its predicted
+    peak over ``room`` (the bytes the budget leaves), or a hand-kept time limit."""
+    from ._memory import format_bytes
+
+    predict = ANCHOR_PEAK_BYTES.get(runner_name)
+    if predict is not None and predict(w) > room:
+        return (f"predicted peak {format_bytes(predict(w))} over the {format_bytes(room)} "
+                "the memory budget leaves (--memory-budget)")
+    return ANCHOR_SKIPS.get(runner_name, {}).get(w.name)
 
 
 # The libraries the runners import at their first call: imported before any timing.

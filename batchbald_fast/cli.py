@@ -124,6 +124,9 @@ def _build_parser():
     select.add_argument("--scheduler", metavar="ADDRESS",
                         help="run on this Dask scheduler (e.g. tcp://host:8786), the pool's "
                              "chunks read and held by its workers")
+    select.add_argument("--memory-budget", metavar="BYTES",
+                        help="peak memory the run may take, e.g. 4GiB (default: "
+                             "BATCHBALD_FAST_MEMORY_BUDGET, else the available memory)")
     select.add_argument("--json", action="store_true", help="print JSON")
     select.add_argument("--quiet", action="store_true",
                         help="no progress on stderr (shown only on a terminal: picks done, "
@@ -145,6 +148,11 @@ def _build_parser():
                                          "(default: all installed)")
     bench.add_argument("--repeat", type=int, default=1, help="best of this many runs")
     bench.add_argument("--threads", type=int, default=None)
+    bench.add_argument("--memory-budget", metavar="BYTES",
+                       help="peak memory of the whole run, e.g. 16GiB; runners predicted "
+                            "to need more are skipped (default: "
+                            "BATCHBALD_FAST_MEMORY_BUDGET, else 4 GiB or the available "
+                            "memory if less)")
     bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     demo = commands.add_parser("demo", help="scikit-activeml's BatchBALD example: GIF + PNG")
@@ -207,7 +215,8 @@ def _select(args):
         try:
             result = batchbald(probs, args.batch_size, num_samples=args.num_samples,
                                log_probs=args.log_probs, random_state=args.seed,
-                               num_threads=args.threads, progress=progress)
+                               num_threads=args.threads, memory_budget=args.memory_budget,
+                               progress=progress)
         except ValueError as exc:
             if args.log_probs or "negative probability" not in str(exc):
                 raise
@@ -246,8 +255,22 @@ def _dask_client(address):
         raise _UsageError(f"cannot reach a Dask scheduler at {address}: {exc}") from exc
 
 
+@contextlib.contextmanager
+def _environ(name, value):
+    """``os.environ[name] = value`` for the duration."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
 def _bench(args):
-    from . import _workloads
+    from . import _memory, _workloads
 
     if args.workloads:
         names = [n.strip() for n in args.workloads.split(",") if n.strip()]
@@ -267,6 +290,7 @@ def _bench(args):
         runners = {r: runners[r] for r in wanted}
     if args.repeat < 1:
         raise _UsageError(f"--repeat must be ≥ 1, got {args.repeat}")
+    budget = _workloads.bench_budget(args.memory_budget)
 
     os.environ.setdefault("TQDM_DISABLE", "1")  # batchbald_redux's own progress bars
     # The runners import their library at each call: import once so no timing includes it.
@@ -286,18 +310,25 @@ def _bench(args):
         cells, picks = [], {}
         for runner_name, run in runners.items():
             done += 1
-            skip = _workloads.ANCHOR_SKIPS.get(runner_name, {}).get(name)
+            # What the budget leaves beside this process: our runs get it as theirs.
+            room = budget - _memory.resident_bytes()
+            skip = _workloads.skip_reason(runner_name, w, room)
             if skip:
                 cells.append("skipped")
                 notes.append(f"{runner_name} skipped on {name}: {skip}")
                 continue
             best = np.inf
-            with _Progress(f"[{done}/{total}] {name} {runner_name}", not args.quiet):
+            with _Progress(f"[{done}/{total}] {name} {runner_name}", not args.quiet), \
+                    _environ(_memory.ENV_VAR, str(max(1, int(room)))):
                 try:
                     for _ in range(args.repeat):
                         start = time.perf_counter()
                         indices = run(probs, w.batch_size, w.num_samples, args.threads)
                         best = min(best, time.perf_counter() - start)
+                except _memory.MemoryBudgetError as exc:
+                    cells.append("skipped")
+                    notes.append(f"{runner_name} skipped on {name}: {exc}")
+                    continue
                 except (Exception, MemoryError) as exc:  # one runner failing ends no table
                     print(f"{name} {runner_name}: {type(exc).__name__}: {exc}",
                           file=sys.stderr)

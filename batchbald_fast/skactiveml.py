@@ -8,6 +8,8 @@ sum to 1), sampled configurations are drawn from the same random numbers in the 
 ties are broken by the same random numbers, and bad arguments raise the same exception types.
 """
 
+import dataclasses
+
 import numpy as np
 
 try:
@@ -21,7 +23,7 @@ except ImportError as exc:  # an optional extra
     raise ImportError("batchbald_fast.skactiveml needs scikit-activeml: "
                       'pip install "batchbald_fast[skactiveml]"') from exc
 
-from . import _backend, _greedy, _joint, _pool, _validation
+from . import _backend, _greedy, _joint, _memory, _pool, _validation
 
 __all__ = ["BatchBALD", "GreedyBALD", "batch_bald"]
 
@@ -95,13 +97,18 @@ def batch_bald(probas, batch_size, n_MC_samples=None, random_state=None, eps=1e-
     order_N = np.argsort(-np.random.RandomState(0).random(N), kind="stable")
     # Clipped rows sum to anything in [C·eps, C]. The engine scores them as scikit-activeml
     # does (exact joints: plain products; sampled ones: labels drawn from the renormalised
-    # rows, weights from the unnormalised products, see _draw_labels), but its certified
+    # rows, weights from the unnormalised products, see _sample_joint), but its certified
     # bounds (submodularity, pruning, coarse joints) are derived for rows that sum to 1:
     # lazy=False and _next_joint (no pruning) keep them off; every utility is returned anyway.
     clipped_N_K_C = np.ascontiguousarray(
         np.clip(probs_K_N_C[:, order_N].transpose(1, 0, 2), eps, 1))
+    kernels = _backend.get_kernels()
+    num_threads = _backend.effective_num_threads(None)
+    # Its joint is drawn anew each step, without extra draws: the budget can only refuse.
+    _memory.check(kernels, clipped_N_K_C, N, batch_size, int(n_MC_samples),
+                  return_utilities=True, lazy=False, num_threads=num_threads)
     pool = _pool.ArrayPool(_distinct_rows_kernels(clipped_N_K_C), clipped_N_K_C,
-                           num_threads=_backend.effective_num_threads(None))
+                           num_threads=num_threads)
     result = _greedy.select(pool, batch_size, np.arange(N), num_samples=int(n_MC_samples),
                             rng=rng, return_utilities=True, next_joint=_next_joint,
                             lazy=False, tie_tolerance=0.0, saturation="greedy")
@@ -153,20 +160,17 @@ def _next_joint(state, probs_A_K_C, num_samples, rng):
     A, _, C = probs_A_K_C.shape
     if C ** A <= num_samples:
         return _joint.extend_exact(state, probs_A_K_C[-1])
-    return _joint_from_labels(probs_A_K_C, _draw_labels(probs_A_K_C, num_samples, rng))
+    return _sample_joint(probs_A_K_C, num_samples, rng)
 
 
-def _draw_labels(probs_A_K_C, num_samples, rng):
+def _sample_joint(probs_A_K_C, num_samples, rng):
     """``max(1, M // K)`` configurations per member, drawn as scikit-activeml draws them.
 
     It calls ``RandomState.choice(C, size=S, p=p / p.sum())`` for each point a of the batch
     and member k in turn, which is one ``random_sample`` of S doubles and an inverse-CDF
-    lookup on the normalised cumulative sum; one draw of (A, K, S) doubles gives the same
-    numbers. Configuration ``k * S + s`` is member k's s-th draw.
-
-    Returns
-    -------
-    labels_M_A : ndarray of shape (K * S, A), intp
+    lookup on the normalised cumulative sum; one draw of (K, S) doubles per point, point
+    after point, gives the same numbers. Configuration ``k * S + s`` is member k's s-th
+    draw. The draws are not kept in the state: the next step draws anew.
     """
     A, K, C = probs_A_K_C.shape
     S = max(1, num_samples // K)
@@ -175,23 +179,13 @@ def _draw_labels(probs_A_K_C, num_samples, rng):
     p_A_K_C /= p_A_K_C.sum(axis=2, keepdims=True)
     cdf_A_K_C = np.cumsum(p_A_K_C, axis=2)
     cdf_A_K_C /= cdf_A_K_C[:, :, -1:]
-    u_A_K_S = rng.random((A, K, S))
-    labels_M_A = np.empty((K * S, A), dtype=np.intp)
+    draws = _joint.start_draws(K, S)
     for a in range(A):  # one point at a time keeps the comparison at M·C
+        u_K_S = rng.random((K, S))
         # searchsorted(cdf, u, side="right") is the count of cdf entries <= u.
-        below_K_S_C = cdf_A_K_C[a][:, None, :] <= u_A_K_S[a][:, :, None]
-        labels_M_A[:, a] = below_K_S_C.sum(axis=2).reshape(K * S)
-    return labels_M_A
-
-
-def _joint_from_labels(probs_A_K_C, labels_M_A):
-    """Sampled joint state of the configurations ``labels_M_A`` (member k's s-th draw in
-    row ``k * S + s``)."""
-    A, K, C = probs_A_K_C.shape
-    draws = _joint.start_draws(K, len(labels_M_A) // K)
-    for a in range(A):
-        draws = _joint.append_labels(draws, probs_A_K_C[a], labels_M_A[:, a])
-    return _joint.from_draws(draws, C)
+        labels_M = (cdf_A_K_C[a][:, None, :] <= u_K_S[:, :, None]).sum(axis=2).reshape(K * S)
+        draws = _joint.append_labels(draws, probs_A_K_C[a], labels_M)
+    return dataclasses.replace(_joint.from_draws(draws, C), draws=None)
 
 
 class _FastQuery:

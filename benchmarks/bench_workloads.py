@@ -6,7 +6,8 @@
 Each round is one full batch; ``extra_info`` carries the picks and, with ``--memory``, the
 peak memory NumPy allocated during a second, untimed run under tracemalloc (tracing slows
 allocations, so it never runs inside the timed one). Compare ratios within one run: the
-machine is shared and noisy.
+machine is shared and noisy. Anchors are skipped as by ``batchbald-fast bench`` (their
+predicted peak over ``BATCHBALD_FAST_MEMORY_BUDGET``, else 4 GiB, or a time limit).
 """
 
 import tracemalloc
@@ -14,14 +15,16 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from batchbald_fast._workloads import ANCHOR_SKIPS, available_runners, import_runner_modules
+from batchbald_fast._memory import resident_bytes
+from batchbald_fast._workloads import (available_runners, bench_budget, import_runner_modules,
+                                       skip_reason)
 
 
 def test_workload(benchmark, request, workload, runner_name):
     runners = available_runners()
     if runner_name not in runners:
         pytest.skip(f"{runner_name} is not installed")
-    reason = ANCHOR_SKIPS.get(runner_name, {}).get(workload.name)
+    reason = skip_reason(runner_name, workload, bench_budget() - resident_bytes())
     if reason:
         pytest.skip(f"{runner_name} on {workload.name}: {reason}")
     run = runners[runner_name]
