@@ -14,7 +14,7 @@ whichever thread was preempted (measured: 2 threads no faster than 1 with one bu
 core; dynamic recovers most of the second core).
 
 Threads are sized to the work and to the cores free now (``_threads``): small calls run
-on the calling thread alone, and long ones are cut into chunks of ~8 ms (candidates or
+on the calling thread alone, and long ones are cut into chunks of ~60 ms (candidates or
 rows), each deciding again. Each chunk that started threads ends them when done
 (``omp_pause_resource_all``): OpenMP's idle threads otherwise spin for milliseconds
 (libgomp: ``GOMP_SPINCOUNT``, ~8 ms on an EPYC) on cores the caller's next step wants.

@@ -13,7 +13,7 @@ caller's own BLAS work, OpenBLAS keeps its idle threads busy-waiting for 2^28 cl
 already spinning. Other processes take cores too. So threads start only on the cores
 that the threads running now leave free (Linux's count of runnable threads, in
 ``/proc/loadavg``: one read, ~10 µs; :func:`threads_for`), and a long call decides again
-every ``DECISION_WORK`` units per thread (:func:`chunks`, ~8 ms): once the spinning ends,
+every ``DECISION_WORK`` units per thread (:func:`chunks`, ~60 ms): once the spinning ends,
 its next chunk takes the freed core.
 
 One unit is one multiply-add of the kernels' products; a logarithm (with its product and
@@ -33,10 +33,11 @@ from threadpoolctl import ThreadpoolController
 
 LOG_COST = 40
 MIN_WORK_PER_THREAD = 2**23
-# ~8 ms of one thread's work: chunks this long make the decision's costs (a file read,
-# starting and ending threads: ~0.1 ms) negligible, and a spinning BLAS thread is done
-# with after a chunk or few.
-DECISION_WORK = 2**27
+# ~60 ms of one thread's work. Each chunk ends with its threads released and a tail where
+# one thread waits for the other: at ~8 ms chunks that cost W2 scoring every candidate
+# ~20% (1123 chunks, ~2 ms each); at ~60 ms it is a few %, and OpenBLAS's ~0.1 s of
+# spinning still costs at most a chunk or two on one thread.
+DECISION_WORK = 2**30
 _LOADAVG = "/proc/loadavg"
 
 _controller = None
