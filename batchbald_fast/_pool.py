@@ -19,6 +19,8 @@ import numpy as np
 # Rows gathered (and cast) at a time when the kernels cannot read the pool in place: a
 # float64 block stays 8 MiB whatever the pool.
 BLOCK_VALUES = 2**20
+# An in-memory pool keeps its row sums (N·K float64) up to this size.
+ROW_SUMS_MAX_BYTES = 64 * 2**20
 
 
 def _block_points(K, C):
@@ -30,22 +32,27 @@ def conditional_entropy(kernels, probs_N_K_C):
     return point_stats(kernels, probs_N_K_C)[0]
 
 
-def point_stats(kernels, probs_N_K_C):
+def point_stats(kernels, probs_N_K_C, keep_row_sums=False):
     """Conditional entropies and the range of row sums, one pass over the points.
 
     Parameters
     ----------
     kernels : module
     probs_N_K_C : ndarray of shape (N, K, C), float32 or float64, any strides
+    keep_row_sums : bool, default=False
+        Also return every row sum.
 
     Returns
     -------
     cond_entropy_N : ndarray of shape (N,), float64
     row_sum_range : (float, float)
         Least and largest ``Σ_c p[n, k, c]``.
+    row_sums_N_K : ndarray of shape (N, K), float64
+        Only with ``keep_row_sums``.
     """
     N, K, C = probs_N_K_C.shape
     cond_entropy_N = np.empty(N)
+    row_sums_N_K = np.empty((N, K)) if keep_row_sums else None
     low, high = np.inf, -np.inf
     block = _block_points(K, C)
     for n0 in range(0, N, block):
@@ -56,6 +63,10 @@ def point_stats(kernels, probs_N_K_C):
         cond_entropy_N[n0:n0 + n] = entropy_nK.reshape(n, K).mean(axis=1)
         sums_n_K = probs_n_K_C.sum(axis=2)
         low, high = min(low, sums_n_K.min()), max(high, sums_n_K.max())
+        if keep_row_sums:
+            row_sums_N_K[n0:n0 + n] = sums_n_K
+    if keep_row_sums:
+        return cond_entropy_N, (float(low), float(high)), row_sums_N_K
     return cond_entropy_N, (float(low), float(high))
 
 
@@ -72,11 +83,13 @@ def rows(probs_N_K_C, xs):
     return np.ascontiguousarray(probs_N_K_C[np.asarray(xs, dtype=np.intp)], dtype=np.float64)
 
 
-def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs, num_threads):
+def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs, num_threads,
+                  row_sums_N_K=None):
     """The two parts of a joint state's entropy with each candidate (see ``ArrayPool``).
 
     The kernels read the pool in place when it is C-contiguous in the compute dtype (that
-    of ``joint_M_K``); otherwise they score blocks of gathered rows cast to it.
+    of ``joint_M_K``); otherwise they score blocks of gathered rows cast to it. The offset
+    term reads ``row_sums_N_K`` when given, else sums the gathered rows.
     """
     n = len(xs)
     weighted_n = np.empty(n)
@@ -85,6 +98,8 @@ def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs, num_
     if in_place:
         kernels.score_candidates(joint_M_K, weights_M, probs_N_K_C, xs, weighted_n,
                                  num_threads)
+    if in_place and row_sums_N_K is not None and offset_K.any():
+        return weighted_n, row_sums_N_K[xs] @ offset_K
     if in_place and not offset_K.any():
         return weighted_n, offset_n
     block = _block_points(*probs_N_K_C.shape[1:])
@@ -132,7 +147,13 @@ class ArrayPool:
         self._kernels = kernels
         self._probs_N_K_C = probs_N_K_C
         self._num_threads = num_threads
-        self.cond_entropy_N, self.row_sum_range = point_stats(kernels, probs_N_K_C)
+        N, K, _ = probs_N_K_C.shape
+        # Kept when small beside the pool: gathering a sampled step's candidates' rows only
+        # to sum them cost W3 ~10%; a W8-sized pool (320 MB of sums) gathers instead.
+        keep = N * K * 8 <= ROW_SUMS_MAX_BYTES
+        self.cond_entropy_N, self.row_sum_range, *sums = point_stats(
+            kernels, probs_N_K_C, keep_row_sums=keep)
+        self._row_sums_N_K = sums[0] if keep else None
 
     def rows(self, xs):
         """``probs_N_K_C[xs]``, float64, shape (len(xs), K, C)."""
@@ -157,4 +178,4 @@ class ArrayPool:
             ``Σ_k offset_K[k] Σ_c p[x, k, c]``: the row scales of a sampled state.
         """
         return joint_entropy(self._kernels, self._probs_N_K_C, joint_M_K, weights_M,
-                             offset_K, xs, self._num_threads)
+                             offset_K, xs, self._num_threads, self._row_sums_N_K)
