@@ -148,9 +148,12 @@ class ArrayPool:
         self._probs_N_K_C = probs_N_K_C
         self._num_threads = num_threads
         N, K, _ = probs_N_K_C.shape
-        # Kept when small beside the pool: gathering a sampled step's candidates' rows only
-        # to sum them cost W3 ~10%; a W8-sized pool (320 MB of sums) gathers instead.
-        keep = N * K * 8 <= ROW_SUMS_MAX_BYTES
+        # Where the kernels read the pool in place, a sampled step gathered its candidates'
+        # rows only to sum them (W3: ~10% of its time): keep the sums when they are small
+        # beside the pool. Elsewhere the rows are gathered for the kernels anyway, and a
+        # W8-sized pool (320 MB of sums) gathers too.
+        keep = (probs_N_K_C.dtype == self.dtype and probs_N_K_C.flags.c_contiguous
+                and N * K * 8 <= ROW_SUMS_MAX_BYTES)
         self.cond_entropy_N, self.row_sum_range, *sums = point_stats(
             kernels, probs_N_K_C, keep_row_sums=keep)
         self._row_sums_N_K = sums[0] if keep else None

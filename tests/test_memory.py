@@ -72,7 +72,8 @@ def test_kernel_scratch_estimate(backend, M, n, dtype):
 
     score()  # the first call's one-off objects (the BLAS thread controller) are no tile
     peak, _ = traced_peak(score)
-    assert peak <= kernels.scratch_bytes(M, K, C, n, np.dtype(dtype).itemsize, 2) + 4096
+    # Beyond the arrays: the call's Python objects (memoryviews, float32's BLAS limit).
+    assert peak <= kernels.scratch_bytes(M, K, C, n, np.dtype(dtype).itemsize, 2) + 16384
 
 
 def test_huge_num_samples_raises_before_allocating(backend, monkeypatch):
