@@ -98,13 +98,12 @@ class BatchResult:
         Candidates whose utility the step computed, on some or all of its rows (fewer
         than the pool when bounds or tests showed the others cannot be picked).
     bound_rows : ndarray of shape (b,), int64
-        Rows G of the coarse joint that bounded candidates' utilities (0 when none did).
+        Rows G of the finest coarse joint that could bound candidates' utilities (0 when
+        none did); coarser ones, from 16 rows up, bounded them first.
     num_bounded : ndarray of shape (b,), int64
-        Candidates bounded with it.
+        Candidates bounded by the coarsest.
     rows_scored : ndarray of shape (b,), int64
-        Candidate × configuration rows the step scored, bounds included
-        (``num_bounded·G + num_evaluations·M`` unless sampled steps were evaluated
-        sequentially).
+        Candidate × configuration rows the step scored, bounds included.
     decision_rows : ndarray of shape (b,), int64
         Configuration rows behind the pick's utility: M, plus the rows of extra draws on
         sampled steps that needed them.
@@ -193,7 +192,8 @@ def _tie_rule_order(sorted_n, index_n, tie_tolerance):
 def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
            next_joint=_joint.next_joint, lazy=None, lazy_tile=LAZY_TILE,
            coarse_min_work=COARSE_MIN_WORK, tie_tolerance=TIE_TOLERANCE, on_step=None,
-           saturation="restart", sequential=False, max_extra_rounds=MAX_EXTRA_ROUNDS):
+           saturation="restart", sequential=False, max_extra_rounds=MAX_EXTRA_ROUNDS,
+           resolution=0.0):
     """Greedy BatchBALD over validated inputs.
 
     Parameters
@@ -264,13 +264,14 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
         state = _joint.empty_joint(K)
         probs_A_K_C = np.empty((0, K, C))  # the segment's rows, in pick order
         batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
-        segment, restart = 0, False
+        segment, restart, centres = 0, False, None
         for t in range(steps):
             if restart:
                 # A new greedy run: earlier picks stay out of the pool, their gains are void.
                 state, probs_A_K_C = _joint.empty_joint(K), np.empty((0, K, C))
                 batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
                 upper_gain_N[:] = np.inf
+                centres = None
                 segment += 1
             elif t > 0:
                 probs_A_K_C = np.concatenate([probs_A_K_C,
@@ -294,17 +295,31 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
 
             utility = scorer(state.joint_M_K, state.weights_M, state.offset_K)
             stale = not return_utilities and (lazy if lazy is not None else not sampled)
-            joint_G_K, correction = (None, 0.0)
+            levels, bound_rows = [], [0]
             if not return_utilities and lazy is not False and \
                     len(remaining) * state.num_configurations >= coarse_min_work:
-                joint_G_K, correction = _joint.coarsen(state, pool.row_sum_range)
-            bounds = []
-            if joint_G_K is not None:
-                # A bound costs G rows where a score costs M: bound that many more per call.
-                bounds.append((scorer(joint_G_K, np.ones(len(joint_G_K)), state.offset_K,
-                                      correction),
-                               lazy_tile * state.num_configurations // len(joint_G_K)))
-            G = 0 if joint_G_K is None else len(joint_G_K)
+                levels = _joint.CoarseLevels(state, pool.row_sum_range, centres)
+                centres = levels.centres
+
+            def bound(level, state=state, levels=levels):
+                """Upper bounds of utilities from one coarse level."""
+                def f(xs):
+                    joint_G_K, correction = levels[level]
+                    bound_rows[0] += len(xs) * len(joint_G_K)
+                    return scorer(joint_G_K, np.ones(len(joint_G_K)), state.offset_K,
+                                  correction)(xs)
+                return f
+            # A bound costs G rows where a score costs M: its calls start with as many
+            # candidates as cost an eighth of a scoring call (a coarser level may rule the
+            # rest out in the meantime).
+            bounds = [(bound(level), max(lazy_tile, lazy_tile * state.num_configurations
+                                         // (8 * G)))
+                      for level, G in enumerate(levels.rows if levels else [])]
+
+            def resolve(xs, state=state):
+                """A fraction of the paired standard error of two candidates' utilities."""
+                terms = [_joint.estimator_terms(state, probs_K_C)[0] for probs_K_C in pool.rows(xs)]
+                return resolution * _paired_error(terms[0] - terms[1], state.counts_M)
             std_error, ambiguous = np.nan, False
             decision_rows = state.num_configurations
             if sequential and sampled and lazy is None and not return_utilities:
@@ -321,23 +336,26 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
                                [len(block[0]) for block in blocks])
                 (evaluated, utility_n, best, std_error, ambiguous, num_bounded,
                  rows_scored, decision_rows) = _sequential_evaluate(
-                    rounds(), remaining, bounds[0][0] if bounds else None, G, lazy_tile,
-                    tie_tolerance)
+                    rounds(), remaining, bounds[0][0] if bounds else None,
+                    levels.rows[0] if levels else 0, lazy_tile, tie_tolerance)
                 slack_n = np.zeros(len(evaluated))
             else:
                 if stale or bounds:
                     upper_n = batch_score + batch_error + upper_gain_N[remaining] if stale \
                         else np.full(len(remaining), np.inf)
                     # Sampled steps report the runner-up's distance too: it must be true.
-                    evaluated, utility_n, slack_n, num_bounded = _bounded_evaluate(
-                        bounds, utility, remaining, upper_n, lazy_tile, tie_tolerance,
-                        top=2 if sampled else 1)
+                    evaluated, utility_n, slack_n, num_bounded, unresolved = \
+                        _bounded_evaluate(bounds, utility, remaining, upper_n, lazy_tile,
+                                          tie_tolerance, top=2 if sampled else 1,
+                                          resolution=resolve if sampled and resolution
+                                          else None)
                 else:
                     evaluated, (utility_n, slack_n) = remaining, utility(remaining)
-                    num_bounded = 0
-                rows_scored = len(evaluated) * state.num_configurations + num_bounded * G
+                    num_bounded, unresolved = 0, False
+                rows_scored = bound_rows[0] + len(evaluated) * state.num_configurations
                 if sampled:
                     std_error, ambiguous = _sampling_noise(state, pool, evaluated, utility_n)
+                    ambiguous |= unresolved
                 # evaluated is ascending, so the first near-maximum is the lowest tied index.
                 best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
             upper_gain_N[evaluated] = utility_n + 2 * slack_n + state.error_bound - batch_score
@@ -356,7 +374,8 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
                                  else state.error_bound),
                                 ("std_errors", std_error), ("ambiguous", ambiguous),
                                 ("num_evaluations", len(evaluated)),
-                                ("bound_rows", G), ("num_bounded", num_bounded),
+                                ("bound_rows", levels.rows[-1] if levels else 0),
+                                ("num_bounded", num_bounded),
                                 ("saturated", saturated), ("segments", segment),
                                 ("rows_scored", rows_scored),
                                 ("decision_rows", decision_rows)]:
@@ -388,7 +407,8 @@ def _warn_saturated(out, K, saturation):
         f"for batches this large.", SaturationWarning, stacklevel=4)
 
 
-def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1):
+def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1,
+                      resolution=None):
     """Score candidates best bound first until no unscored one can be among the ``top``.
 
     Branch and bound over refinements of increasing cost: each candidate starts at its
@@ -397,7 +417,10 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
     next: its refinement, on the open candidates at its level, highest bounds first, a tile
     that doubles at each call of that level. Stops once every candidate not scored has a
     bound more than ``tie_tolerance`` below the ``top``-th best utility, so those top
-    candidates (and their tie-breaks) are the ones full evaluation gives.
+    candidates (and their tie-breaks) are the ones full evaluation gives. With
+    ``resolution``, once two candidates are scored, bounds need only fall below the
+    ``top``-th best utility plus ``resolution(best two)``: candidates left unscored then
+    are at most that much better.
 
     Parameters
     ----------
@@ -412,6 +435,8 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
         Candidates of the first ``utility`` call.
     tie_tolerance : float
     top : int
+    resolution : callable or None
+        ``resolution(xs) -> float`` of the best two scored candidates (nats, ≥ 0).
 
     Returns
     -------
@@ -420,18 +445,24 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
         Their utilities and rounding.
     num_bounded : int
         Candidates whose bound was refined by ``bounds``.
+    unresolved : bool
+        Whether candidates were left unscored within ``resolution`` of the ``top``.
     """
     refine = [f for f, _ in bounds] + [utility]
     tiles = [t for _, t in bounds] + [tile]
     level_n = np.zeros(len(pool), dtype=np.intp)  # refinements done; len(refine): scored
     bound_n = np.array(upper_n, dtype=np.float64)  # the utility once scored
     slack_n = np.zeros(len(pool))
+    margin, resolved = 0.0, resolution is None  # resolved: the margin is known
     while True:
         scored = level_n == len(refine)
         threshold = -np.inf
         if scored.sum() >= top:
             threshold = np.partition(bound_n[scored], -top)[-top] - tie_tolerance
-        open_ = np.flatnonzero(~scored & (bound_n >= threshold))
+        if not resolved and scored.sum() >= 2:
+            best_two = np.flatnonzero(scored)[np.argsort(-bound_n[scored])[:2]]
+            margin, resolved = resolution(pool[np.sort(best_two)]), True
+        open_ = np.flatnonzero(~scored & (bound_n >= threshold + margin))
         if not len(open_):
             break
         open_ = open_[np.argsort(-bound_n[open_], kind="stable")]  # ties: lowest index first
@@ -450,7 +481,8 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
         level_n[chosen] = level + 1
     scored = np.flatnonzero(level_n == len(refine))
     num_bounded = int(np.count_nonzero(level_n > 0)) if bounds else 0
-    return pool[scored], bound_n[scored], slack_n[scored], num_bounded
+    unresolved = bool((bound_n[level_n < len(refine)] >= threshold).any())
+    return pool[scored], bound_n[scored], slack_n[scored], num_bounded, unresolved
 
 
 def _sequential_evaluate(rounds, pool, bound, bound_rows, tile, tie_tolerance,
@@ -603,14 +635,15 @@ def _sampling_noise(state, pool, evaluated, utility_n):
     terms = [_joint.estimator_terms(state, probs_K_C)
              for probs_K_C in pool.rows(evaluated[top])]
     counts_M = terms[0][1]
-    M = counts_M.sum()
-
-    def std_error(g_M):
-        mean = counts_M @ g_M / M
-        return np.sqrt(counts_M @ (g_M - mean) ** 2 / (M - 1) / M) if M > 1 else np.inf
-
-    std_error_top = std_error(terms[0][0])
+    std_error_top = _paired_error(terms[0][0], counts_M)
     if len(top) < 2:
         return std_error_top, False
     gap = utility_n[top[0]] - utility_n[top[1]]
-    return std_error_top, bool(gap <= 2 * std_error(terms[0][0] - terms[1][0]))
+    return std_error_top, bool(gap <= 2 * _paired_error(terms[0][0] - terms[1][0], counts_M))
+
+
+def _paired_error(g_M, counts_M):
+    """Standard error of the mean of per-row terms ``g_M`` (rows of ``counts_M`` draws)."""
+    M = counts_M.sum()
+    mean = counts_M @ g_M / M
+    return np.sqrt(counts_M @ (g_M - mean) ** 2 / (M - 1) / M) if M > 1 else np.inf

@@ -359,3 +359,74 @@ cdef void _entropy_chunk(const floating[:, ::1] probs_R_C, double[::1] out, Py_s
             out[r0 + r] = -total
     if nt > 1:
         bbf_release_threads()
+
+
+def nearest_subgroups(const double[:, ::1] joint_M_K, const intp_t[::1] parent_M,
+                      const double[:, :, ::1] log_centre_P_K_W, intp_t[::1] out,
+                      num_threads=None):
+    """Each row's best sub-centre of its group: the assignment step of splitting groups.
+
+    ``out[m] = W·parent_M[m] + argmax_w Σ_k joint_M_K[m, k] · log_centre_P_K_W[parent_M[m],
+    k, w]`` (the lowest w among equal sums).
+
+    Parameters
+    ----------
+    joint_M_K : ndarray of shape (M, K), float64, C-contiguous
+    parent_M : ndarray of shape (M,), intp
+        Each row's group, in [0, P).
+    log_centre_P_K_W : ndarray of shape (P, K, W), float64, C-contiguous
+        The log sub-centres of every group, one per column (very negative for a sub-centre
+        unused).
+    out : ndarray of shape (M,), intp
+        Written in place.
+    num_threads : int or None
+        Most OpenMP threads; None: ``omp_get_max_threads()``.
+
+    Returns
+    -------
+    out : ndarray of shape (M,)
+    """
+    cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
+    cdef Py_ssize_t W = log_centre_P_K_W.shape[2]
+    if parent_M.shape[0] != M or out.shape[0] != M or log_centre_P_K_W.shape[1] != K:
+        raise ValueError("nearest_subgroups: inconsistent shapes")
+    if M == 0:
+        return out.base
+    cdef Py_ssize_t start, stop
+    cdef int nt
+    cdef double[:, ::1] work
+    for start, stop, threads in _threads.chunks(M, W * K, _limit(num_threads)):
+        nt = threads
+        work = np.empty((nt, W))
+        with nogil:
+            _nearest_chunk(joint_M_K, parent_M, log_centre_P_K_W, out, start, stop, nt, work)
+    return out.base
+
+
+cdef void _nearest_chunk(const double[:, ::1] joint_M_K, const intp_t[::1] parent_M,
+                         const double[:, :, ::1] log_centre_P_K_W, intp_t[::1] out,
+                         Py_ssize_t start, Py_ssize_t stop, int nt,
+                         double[:, ::1] work) noexcept nogil:
+    """``nearest_subgroups`` on rows [start, stop), ``nt`` threads."""
+    cdef Py_ssize_t K = joint_M_K.shape[1], W = log_centre_P_K_W.shape[2]
+    cdef Py_ssize_t m, w, k, best
+    cdef double *acc
+    cdef const double *centre
+    cdef double J
+    for m in prange(start, stop, schedule="static", num_threads=nt):
+        acc = &work[threadid(), 0]
+        centre = &log_centre_P_K_W[parent_M[m], 0, 0]
+        for w in range(W):
+            acc[w] = 0.0
+        # One accumulator per sub-centre: the loop over w vectorises as it is.
+        for k in range(K):
+            J = joint_M_K[m, k]
+            for w in range(W):
+                acc[w] = acc[w] + J * centre[k * W + w]
+        best = 0
+        for w in range(1, W):
+            if acc[w] > acc[best]:
+                best = w
+        out[m] = W * parent_M[m] + best
+    if nt > 1:
+        bbf_release_threads()

@@ -101,3 +101,40 @@ def _xlogx(x):
     np.log(xlogx, out=xlogx)
     xlogx *= x
     return xlogx
+
+
+def nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, out, num_threads=None,
+                      tile_bytes=WORKING_SET_BYTES // 4):
+    """Each row's best sub-centre of its group: the assignment step of splitting groups.
+
+    ``out[m] = W·parent_M[m] + argmax_w Σ_k joint_M_K[m, k] · log_centre_P_K_W[parent_M[m],
+    k, w]`` (the lowest w among equal sums).
+
+    Parameters
+    ----------
+    joint_M_K : ndarray of shape (M, K), float64, C-contiguous
+    parent_M : ndarray of shape (M,), intp
+        Each row's group, in [0, P).
+    log_centre_P_K_W : ndarray of shape (P, K, W), float64, C-contiguous
+        The log sub-centres of every group, one per column (very negative for a sub-centre
+        unused).
+    out : ndarray of shape (M,), intp
+        Written in place.
+    num_threads : int or None
+        Unused: the products are not BLAS calls.
+    tile_bytes : int
+        Bytes of the sub-centres gathered at a time.
+
+    Returns
+    -------
+    out : ndarray of shape (M,)
+    """
+    M, K = joint_M_K.shape
+    W = log_centre_P_K_W.shape[2]
+    rows = max(1, tile_bytes // (W * K * np.dtype(np.float64).itemsize))
+    for m0 in range(0, M, rows):
+        parent_m = parent_M[m0:m0 + rows]
+        totals_m_W = np.einsum("mk,mkw->mw", joint_M_K[m0:m0 + rows],
+                               log_centre_P_K_W[parent_m])
+        out[m0:m0 + rows] = W * parent_m + totals_m_W.argmax(axis=1)
+    return out

@@ -25,8 +25,11 @@ _FLOAT = 8  # bytes of a float64 or an intp
 # copy, mask, inverse, first indices, counts).
 _UNIQUE_BYTES_PER_DRAW = 8 * _FLOAT
 # Bytes per row of the coarse grouping beside its chunked products: the sparse grouping
-# matrix, the draw of first centres, group ids and per-row sums (measured: ~34).
-_COARSE_BYTES_PER_ROW = 6 * _FLOAT
+# matrix, the draw of first centres, each level's group ids, per-row sums, and a split's
+# sort keys and ranks.
+_COARSE_BYTES_PER_ROW = 14 * _FLOAT
+# Of which kept while the step scores: sums, masses and a group id per level.
+_COARSE_KEPT_BYTES_PER_ROW = 5 * _FLOAT
 # Small arrays and objects no formula follows (the result, the candidates' bounds).
 _SLACK_BYTES = 2**20
 
@@ -249,7 +252,9 @@ class Run:
         extra = self.scratch_bytes(M, n)
         if self.lazy is not False and not self.return_utilities and \
                 (n - t) * M >= self.coarse_min_work:
-            extra = max(extra, M * _COARSE_BYTES_PER_ROW + _joint.COARSE_CHUNK_BYTES)
+            # The levels, grouped on demand, keep their rows' sums and groups while scoring.
+            extra = max(extra + M * _COARSE_KEPT_BYTES_PER_ROW,
+                        M * _COARSE_BYTES_PER_ROW + _joint.COARSE_CHUNK_BYTES)
         if sampled:  # two candidates' P (M x C), p log p and per-row terms
             extra = max(extra, M * F * (2 * self.C + 6))
         return (state + 10 * n * F + extra,

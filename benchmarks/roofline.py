@@ -12,7 +12,7 @@ vectorised log (``entropy_rows``). Bounds that rule candidates out, pruning and 
 duplicate configurations skip work the formula counts, and the fused kernel overlaps
 multiplies with logs (the sum is then not a strict bound), so a fraction above 1 is
 possible; the last columns recount the bound with the rows each step of the run really
-scored, ``num_evaluations·M + num_bounded·G`` (fraction = bound / measured: 1 is the
+scored, ``result.rows_scored`` (fraction = bound / measured: 1 is the
 roofline, 0.67 is 1.5x slower).
 
     python benchmarks/roofline.py [--measure [--plain]] [--threads 2] [W1 W2 ...]
@@ -77,8 +77,7 @@ def bound(w, flops, logs, result=None):
         M = w.C ** t if w.C ** t <= w.num_samples else (w.num_samples // w.K) * w.K
         rows = (w.N - t) * M
         if result is not None:
-            rows = (result.num_evaluations[t] * result.num_configurations[t]
-                    + result.num_bounded[t] * result.bound_rows[t])
+            rows = result.rows_scored[t]
         total += 2 * rows * w.K * w.C / flops + rows * w.C / logs
     return total
 

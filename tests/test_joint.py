@@ -208,12 +208,17 @@ def test_result_reports_sampling_noise(backend):
     assert not result.ambiguous[~sampled].any()
 
 
-def coarse_joint_entropy(state, probs_N_K_C, xs, row_sum_range, **kwargs):
-    joint_G_K, correction = _joint.coarsen(state, row_sum_range, **kwargs)
-    out = np.empty(len(xs))
-    _backend.get_kernels().score_candidates(joint_G_K, np.ones(len(joint_G_K)), probs_N_K_C,
-                                            xs, out, 1)
-    return out + correction + probs_N_K_C[xs].sum(axis=2) @ state.offset_K
+def coarse_joint_entropies(state, probs_N_K_C, xs, row_sum_range, **kwargs):
+    """Every level's bound on the state's joint entropy with each candidate, coarsest first."""
+    levels = _joint.CoarseLevels(state, row_sum_range, **kwargs)
+    out = []
+    for level in range(len(levels)):
+        joint_G_K, correction = levels[level]
+        weighted = np.empty(len(xs))
+        _backend.get_kernels().score_candidates(joint_G_K, np.ones(len(joint_G_K)),
+                                                probs_N_K_C, xs, weighted, 1)
+        out.append(weighted + correction + probs_N_K_C[xs].sum(axis=2) @ state.offset_K)
+    return out
 
 
 def states_of_every_mode(probs_N_K_C, batch):
@@ -241,28 +246,57 @@ def test_coarse_joint_bounds_every_candidate(backend, seed, row_sum):
     for mode, state in states_of_every_mode(probs_N_K_C, batch).items():
         assert state.mode == mode
         full = np.array([joint_entropy_estimate(state, probs_N_K_C, x) for x in xs])
-        for num_groups in (2, 7, 30):
-            coarse = coarse_joint_entropy(state, probs_N_K_C, xs,
-                                          (row_sums.min(), row_sums.max()),
-                                          num_groups=num_groups, fraction=1.0)
-            assert (coarse >= full - 1e-12).all(), (mode, num_groups, (coarse - full).min())
+        for num_groups, ways in [(2, 3), (7, 2), (30, 8)]:
+            bounds = coarse_joint_entropies(state, probs_N_K_C, xs,
+                                            (row_sums.min(), row_sums.max()),
+                                            num_groups=num_groups, ways=ways, fraction=1.0)
+            assert len(bounds) >= 1 + (num_groups < 30)
+            for coarse in bounds:
+                assert (coarse >= full - 1e-12).all(), (mode, num_groups,
+                                                        (coarse - full).min())
         # One group per row: nothing merged, the bound is the score.
         if row_sum == 1.0:
-            exact_bound = coarse_joint_entropy(state, probs_N_K_C, xs, (1.0, 1.0),
-                                               num_groups=state.num_configurations,
-                                               fraction=1.0)
+            exact_bound, = coarse_joint_entropies(state, probs_N_K_C, xs, (1.0, 1.0),
+                                                  num_groups=state.num_configurations,
+                                                  fraction=1.0)
             np.testing.assert_allclose(exact_bound, full, atol=1e-12)
 
 
-def test_coarse_joint_is_tighter_with_more_groups(backend):
+def test_coarse_levels_tighten_as_they_split(backend):
+    # Each level splits the groups of the last, so its bound can only be tighter; the first
+    # grouping may start from given centres (the last step's) and still bounds.
     probs_N_K_C = random_probs(np.random.default_rng(11), 60, 8, 4, concentration=0.3)
     state = _joint.sample_joint(probs_N_K_C[:6], 2000, np.random.default_rng(0))
     xs = np.arange(6, 60)
     full = np.array([joint_entropy_estimate(state, probs_N_K_C, x) for x in xs])
-    looseness = [np.mean(coarse_joint_entropy(state, probs_N_K_C, xs, (1.0, 1.0),
-                                              num_groups=G, fraction=1.0) - full)
-                 for G in (2, 16, 128)]
+    levels = _joint.CoarseLevels(state, num_groups=2, ways=8, max_groups=128, fraction=1.0)
+    assert levels.rows == [2, 16, 128]
+    bounds = coarse_joint_entropies(state, probs_N_K_C, xs, (1.0, 1.0), num_groups=2,
+                                    ways=8, max_groups=128, fraction=1.0)
+    looseness = [np.mean(bound - full) for bound in bounds]
     assert looseness[0] > looseness[1] > looseness[2] > 0, looseness
-    assert _joint.coarsen(state, num_groups=128, fraction=1 / 8)[0].shape == (
-        state.num_configurations // 8, 8)
-    assert _joint.coarsen(_joint.empty_joint(8))[0] is None  # too few rows to merge
+    warm = coarse_joint_entropies(state, probs_N_K_C, xs, (1.0, 1.0), num_groups=2, ways=8,
+                                  max_groups=128, fraction=1.0, centres=levels.centres)
+    for bound in warm:
+        assert (bound >= full - 1e-12).all()
+    # The defaults: 128 rows, split while a level stays within 1/8 of the joint's rows.
+    levels = _joint.CoarseLevels(state)
+    assert levels.rows[0] == min(128, state.num_configurations // 8)
+    assert levels.rows[-1] <= state.num_configurations // 8
+    assert levels[len(levels) - 1][0].shape[1] == 8
+    assert len(_joint.CoarseLevels(_joint.empty_joint(8))) == 0  # too few rows to merge
+
+
+def test_split_groups_refine_their_parents(backend):
+    rng = np.random.default_rng(3)
+    joint_M_K = rng.dirichlet(np.full(6, 0.3), size=500) * rng.uniform(0.1, 1, (500, 1))
+    joint_M_K[:5] = 0.0  # rows of zero probability go somewhere, and weigh nothing
+    sums_M, weights_M = joint_M_K.sum(axis=1), rng.uniform(0.5, 2, 500)
+    parent_M = rng.integers(0, 7, 500)
+    group_M, G = _joint._split_groups(joint_M_K, sums_M, weights_M, weights_M * sums_M,
+                                      parent_M, 7, 4, iterations=3)
+    assert sorted(set(group_M)) == list(range(G)) and 7 < G <= 28
+    # every finer group lies within one parent
+    assert all(len(set(parent_M[group_M == g])) == 1 for g in range(G))
+
+

@@ -153,6 +153,27 @@ def test_entropy_rows(R, C):
     assert kernels.entropy_rows(probs_R_C[:1], np.empty(1))[0] == 0.0  # exactly
 
 
+@pytest.mark.parametrize("M, K, P, W", [(0, 3, 1, 2), (1, 1, 1, 1), (300, 7, 5, 4),
+                                        (2000, 20, 40, 8)])
+def test_nearest_subgroups(M, K, P, W):
+    rng = np.random.default_rng(M + K)
+    joint_M_K = rng.random((M, K))
+    parent_M = rng.integers(0, P, M)
+    log_centre_P_K_W = np.log(rng.random((P, K, W)))
+    log_centre_P_K_W[0, :, -1] = -708.0  # an unused sub-centre is never the best
+    expected = np.array([W * parent_M[m] + max(range(W), key=lambda w: (
+        sum(joint_M_K[m, k] * log_centre_P_K_W[parent_M[m], k, w] for k in range(K)), -w))
+        for m in range(M)], dtype=np.intp)
+    for module, kwargs in [(_kernels_numpy, {"tile_bytes": 1000}), (_kernels_numpy, {}),
+                           (kernels, {"num_threads": 1}), (kernels, {"num_threads": 2})]:
+        out = np.empty(M, dtype=np.intp)
+        module.nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, out, **kwargs)
+        np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="inconsistent"):
+        kernels.nearest_subgroups(joint_M_K, np.append(parent_M, 0), log_centre_P_K_W,
+                                  np.empty(M, dtype=np.intp))
+
+
 def test_log_matches_libm_over_the_range():
     """The vectorised log, through entropy_rows, against NumPy's across all magnitudes."""
     x = np.geomspace(np.finfo(np.float64).tiny, 1e300, 100_001).reshape(-1, 1)
