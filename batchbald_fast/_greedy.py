@@ -309,11 +309,8 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
                     return scorer(joint_G_K, np.ones(len(joint_G_K)), state.offset_K,
                                   correction)(xs)
                 return f
-            # A bound costs G rows where a score costs M: its calls start with as many
-            # candidates as cost an eighth of a scoring call (a coarser level may rule the
-            # rest out in the meantime).
-            bounds = [(bound(level), max(lazy_tile, lazy_tile * state.num_configurations
-                                         // (8 * G)))
+            # A bound costs G rows where a score costs M: bound that many more per call.
+            bounds = [(bound(level), lazy_tile * state.num_configurations // G)
                       for level, G in enumerate(levels.rows if levels else [])]
 
             def resolve(xs, state=state):
