@@ -264,14 +264,14 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
         state = _joint.empty_joint(K)
         probs_A_K_C = np.empty((0, K, C))  # the segment's rows, in pick order
         batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
-        segment, restart, centres = 0, False, None
+        segment, restart, centres, coarsest = 0, False, None, True
         for t in range(steps):
             if restart:
                 # A new greedy run: earlier picks stay out of the pool, their gains are void.
                 state, probs_A_K_C = _joint.empty_joint(K), np.empty((0, K, C))
                 batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
                 upper_gain_N[:] = np.inf
-                centres = None
+                centres, coarsest = None, True
                 segment += 1
             elif t > 0:
                 probs_A_K_C = np.concatenate([probs_A_K_C,
@@ -298,7 +298,7 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
             levels, bound_rows = [], [0]
             if not return_utilities and lazy is not False and \
                     len(remaining) * state.num_configurations >= coarse_min_work:
-                levels = _joint.CoarseLevels(state, pool.row_sum_range, centres)
+                levels = _joint.CoarseLevels(state, pool.row_sum_range, centres, coarsest)
                 centres = levels.centres
 
             def bound(level, state=state, levels=levels):
@@ -341,11 +341,15 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
                     upper_n = batch_score + batch_error + upper_gain_N[remaining] if stale \
                         else np.full(len(remaining), np.inf)
                     # Sampled steps report the runner-up's distance too: it must be true.
-                    evaluated, utility_n, slack_n, num_bounded, unresolved = \
+                    evaluated, utility_n, slack_n, level_counts, unresolved = \
                         _bounded_evaluate(bounds, utility, remaining, upper_n, lazy_tile,
                                           tie_tolerance, top=2 if sampled else 1,
                                           resolution=resolve if sampled and resolution
                                           else None)
+                    num_bounded = int(level_counts[1:].sum()) if bounds else 0
+                    if levels and levels.coarsest:
+                        # It pays while it rules out an eighth of what it bounds.
+                        coarsest = 8 * level_counts[1] >= num_bounded
                 else:
                     evaluated, (utility_n, slack_n) = remaining, utility(remaining)
                     num_bounded, unresolved = 0, False
@@ -440,8 +444,9 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
     evaluated : ndarray, ascending
     utility_n, slack_n : ndarray
         Their utilities and rounding.
-    num_bounded : int
-        Candidates whose bound was refined by ``bounds``.
+    level_counts : ndarray of int
+        Candidates left at each level: 0 (not refined), 1 (by ``bounds[0]`` only), ...,
+        ``len(bounds) + 1`` (scored).
     unresolved : bool
         Whether candidates were left unscored within ``resolution`` of the ``top``.
     """
@@ -477,9 +482,9 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
             bound_n[chosen] = np.minimum(bound_n[chosen], value_n + 2 * slack)
         level_n[chosen] = level + 1
     scored = np.flatnonzero(level_n == len(refine))
-    num_bounded = int(np.count_nonzero(level_n > 0)) if bounds else 0
     unresolved = bool((bound_n[level_n < len(refine)] >= threshold).any())
-    return pool[scored], bound_n[scored], slack_n[scored], num_bounded, unresolved
+    return (pool[scored], bound_n[scored], slack_n[scored],
+            np.bincount(level_n, minlength=len(refine) + 1), unresolved)
 
 
 def _sequential_evaluate(rounds, pool, bound, bound_rows, tile, tie_tolerance,

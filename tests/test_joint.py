@@ -287,6 +287,21 @@ def test_coarse_levels_tighten_as_they_split(backend):
     assert len(_joint.CoarseLevels(_joint.empty_joint(8))) == 0  # too few rows to merge
 
 
+def test_coarsest_level_groups_the_first_levels_rows(backend):
+    probs_N_K_C = random_probs(np.random.default_rng(12), 60, 8, 4, concentration=0.3)
+    state = _joint.sample_joint(probs_N_K_C[:6], 4000, np.random.default_rng(0))
+    xs = np.arange(6, 60)
+    full = np.array([joint_entropy_estimate(state, probs_N_K_C, x) for x in xs])
+    levels = _joint.CoarseLevels(state, coarsest=True, num_groups=64, fraction=1.0)
+    assert levels.coarsest and levels.rows[:2] == [_joint.COARSEST_GROUPS, 64]
+    bounds = coarse_joint_entropies(state, probs_N_K_C, xs, (1.0, 1.0), coarsest=True,
+                                    num_groups=64, fraction=1.0)
+    looseness = [np.mean(bound - full) for bound in bounds]
+    assert min(looseness) > 0 and looseness == sorted(looseness, reverse=True), looseness
+    # Too few groups to group again: no coarsest level.
+    assert not _joint.CoarseLevels(state, coarsest=True, num_groups=20, fraction=1.0).coarsest
+
+
 def test_split_groups_refine_their_parents(backend):
     rng = np.random.default_rng(3)
     joint_M_K = rng.dirichlet(np.full(6, 0.3), size=500) * rng.uniform(0.1, 1, (500, 1))
