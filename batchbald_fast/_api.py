@@ -16,7 +16,7 @@ DEFAULT_TOL = 1e-4
 def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
               candidates=None, random_state=None, return_utilities=False, num_threads=None,
               lazy=None, tol=DEFAULT_TOL, incremental=True, dtype=np.float64,
-              memory_budget=None, progress=False, saturation="restart"):
+              memory_budget=None, progress=False, saturation="restart", extra_rounds=0):
     """Select a batch of pool points by greedy BatchBALD.
 
     Each step adds the point x maximising the mutual information
@@ -101,6 +101,16 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         ``result.saturated`` and a ``SaturationWarning`` names K once per call. Restart
         is the default: at b = 100 it is ~5× faster, with batch information no lower
         (docs/sampled_steps.md).
+    extra_rounds : int, default=0
+        On a sampled step whose top two are within noise of each other, draw up to this
+        many rounds of fresh configurations (each as many as the step's, from the same
+        posterior samples) for the contenders, the candidates within noise of the pick,
+        until the pick is resolved to 1e-3 nats with confidence; ``ambiguous`` then means
+        still unresolved. The rounds score at most half the rows of the step (and
+        contenders must all have been scored, so that ``lazy=None`` is needed). 8 rounds
+        made 100% (C = 3) and 88% (C = 4) of small sampled steps' picks right at
+        ``num_samples=1000``, against 71% and 65% without, for 3.5-4.3× the time; on W2
+        they double the time (docs/sampled_steps.md).
 
     Returns
     -------
@@ -137,6 +147,7 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     progress = _validation.check_progress(progress)
     saturation = _validation.check_choice(saturation, "saturation",
                                           _greedy.SATURATION_POLICIES)
+    extra_rounds = _validation.check_count(extra_rounds, "extra_rounds", minimum=0)
     kernels = _backend.get_kernels()
     lazy = None if lazy is None else bool(lazy)
     # The budget covers the driver's arrays; a Dask pool's chunks live on its workers.
@@ -144,7 +155,7 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         kernels, probs_N_K_C, len(candidates), batch_size, num_samples, tol=tol,
         incremental=bool(incremental), dtype=dtype, return_utilities=bool(return_utilities),
         lazy=lazy, num_threads=_backend.effective_num_threads(num_threads),
-        memory_budget=memory_budget)
+        memory_budget=memory_budget, extra_rounds=extra_rounds)
     next_joint = functools.partial(_joint.next_joint, tol=tol, incremental=bool(incremental),
                                    max_draw_bytes=max_draw_bytes)
     if _validation.is_lazy(probs_N_K_C):  # values are checked chunk by chunk there
@@ -156,7 +167,8 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     with _step_reporter(progress, min(batch_size, len(candidates))) as on_step:
         return _greedy.select(pool, batch_size, candidates, num_samples=num_samples, rng=rng,
                               return_utilities=bool(return_utilities), next_joint=next_joint,
-                              lazy=lazy, on_step=on_step, saturation=saturation)
+                              lazy=lazy, on_step=on_step, saturation=saturation,
+                              extra_rounds=extra_rounds)
 
 
 @contextlib.contextmanager

@@ -29,24 +29,16 @@ COARSE_MIN_WORK = 2**22
 # Candidates of the first kernel call that scores candidates by bound (later calls double):
 # enough to keep every thread busy.
 LAZY_TILE = 64
-# Sequential evaluation of sampled steps (docs/sampled_steps.md). One-sided error
-# probability of each test that drops a candidate or declares a step resolved.
+# Extra draws for a sampled step's contenders (docs/sampled_steps.md): one-sided error
+# probability of each test that drops a contender or declares the pick resolved.
 ALPHA = 1e-3
-# Blocks a sampled step's rows are dealt into, how many of them the first look scores, and
-# the blocks of each round of fresh draws. Every block scored is one kernel call over the
-# candidates still in: few, larger blocks keep the calls' fixed cost below their work
-# (64 blocks per round of fresh draws made the pick-fidelity calls ~30x slower).
-NUM_BLOCKS = 32
-FIRST_LOOK = 8
-EXTRA_BLOCKS = 8
 # Utilities this close are equally good picks: a step is resolved once every contender is
 # confidently at most this far above the pick (the pick-fidelity benchmark's criterion).
 RESOLUTION = 1e-3
-# Rounds of fresh draws, each as many as the step's own, for contenders still unresolved;
-# they may score at most EXTRA_WORK times the rows the step scored before them (many
-# contenders within noise of each other are a tie no affordable number of draws resolves).
-MAX_EXTRA_ROUNDS = 8
-EXTRA_WORK = 1.0
+# Fresh draws for the contenders within noise of the pick score at most EXTRA_WORK times the
+# rows the step scored, and at most EXTRA_ROWS_MAX rows (their per-row terms are kept).
+EXTRA_WORK = 0.5
+EXTRA_ROWS_MAX = 2**23
 SATURATION_POLICIES = ("restart", "greedy")
 
 
@@ -83,9 +75,8 @@ class BatchResult:
         Standard error of the picked point's utility on sampled steps (nan otherwise).
     ambiguous : ndarray of shape (b,), bool
         Sampled steps whose top-two utilities lie within two standard errors of their
-        difference: the pick there is decided by sampling noise. (With the experimental
-        sequential evaluation: a contender may still be more than 1e-3 nats better than
-        the pick after the extra draws' cap; docs/sampled_steps.md.)
+        difference, after any extra draws for the contenders (then: a contender may still
+        be more than 1e-3 nats better than the pick; docs/sampled_steps.md).
     saturated : ndarray of shape (b,), bool
         Steps whose batch score is within noise of ``log K`` or whose gain is within
         noise of 0 (two standard errors on sampled steps, the certified error plus the
@@ -192,8 +183,7 @@ def _tie_rule_order(sorted_n, index_n, tie_tolerance):
 def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
            next_joint=_joint.next_joint, lazy=None, lazy_tile=LAZY_TILE,
            coarse_min_work=COARSE_MIN_WORK, tie_tolerance=TIE_TOLERANCE, on_step=None,
-           saturation="restart", sequential=False, max_extra_rounds=MAX_EXTRA_ROUNDS,
-           resolution=0.0):
+           saturation="restart", extra_rounds=0):
     """Greedy BatchBALD over validated inputs.
 
     Parameters
@@ -226,12 +216,9 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
     saturation : {"restart", "greedy"}
         After a sampled step whose score is within noise of ``ln K``: start a new greedy
         run from an empty batch (the picks so far stay picked), or keep extending this one.
-    sequential : bool
-        Evaluate sampled steps sequentially (:func:`_sequential_evaluate`) when ``lazy``
-        is None. Experimental, off by default: its better picks cost ~3× the time of the
-        default at small pools and ~5× on W2 (docs/sampled_steps.md).
-    max_extra_rounds : int
-        Rounds of fresh draws (each as many as the step's) for unresolved contenders.
+    extra_rounds : int
+        Most rounds of fresh draws (each as many as the step's) for the contenders of an
+        ambiguous sampled step (:func:`_resolve_contenders`; with ``lazy=None`` only).
 
     Returns
     -------
@@ -313,52 +300,48 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
             bounds = [(bound(level), lazy_tile * state.num_configurations // G)
                       for level, G in enumerate(levels.rows if levels else [])]
 
-            def resolve(xs, state=state):
-                """A fraction of the paired standard error of two candidates' utilities."""
-                terms = [_joint.estimator_terms(state, probs_K_C)[0] for probs_K_C in pool.rows(xs)]
-                return resolution * _paired_error(terms[0] - terms[1], state.counts_M)
             std_error, ambiguous = np.nan, False
             decision_rows = state.num_configurations
-            if sequential and sampled and lazy is None and not return_utilities:
-                S = int(round(state.counts_M.sum())) // K
-
-                def rounds(state=state, probs_A_K_C=probs_A_K_C):
-                    """The step's rows, then fresh draws of as many, dealt into blocks."""
-                    for r in range(max_extra_rounds + 1):
-                        if r:
-                            state = _joint.fresh_state(probs_A_K_C, S, rng)
-                        blocks, draws_B = _joint.split_rows(
-                            state, EXTRA_BLOCKS if r else NUM_BLOCKS, rng)
-                        yield ([scorer(*block) for block in blocks], draws_B,
-                               [len(block[0]) for block in blocks])
-                (evaluated, utility_n, best, std_error, ambiguous, num_bounded,
-                 rows_scored, decision_rows) = _sequential_evaluate(
-                    rounds(), remaining, bounds[0][0] if bounds else None,
-                    levels.rows[0] if levels else 0, lazy_tile, tie_tolerance)
-                slack_n = np.zeros(len(evaluated))
+            if stale or bounds:
+                upper_n = batch_score + batch_error + upper_gain_N[remaining] if stale \
+                    else np.full(len(remaining), np.inf)
+                # Sampled steps report the runner-up's distance too: it must be true.
+                evaluated, utility_n, slack_n, level_counts, open_bound = _bounded_evaluate(
+                    bounds, utility, remaining, upper_n, lazy_tile, tie_tolerance,
+                    top=2 if sampled else 1)
+                num_bounded = int(level_counts[1:].sum()) if bounds else 0
+                if levels and levels.coarsest:
+                    # It pays while it rules out an eighth of what it bounds.
+                    coarsest = 8 * level_counts[1] >= num_bounded
             else:
-                if stale or bounds:
-                    upper_n = batch_score + batch_error + upper_gain_N[remaining] if stale \
-                        else np.full(len(remaining), np.inf)
-                    # Sampled steps report the runner-up's distance too: it must be true.
-                    evaluated, utility_n, slack_n, level_counts, unresolved = \
-                        _bounded_evaluate(bounds, utility, remaining, upper_n, lazy_tile,
-                                          tie_tolerance, top=2 if sampled else 1,
-                                          resolution=resolve if sampled and resolution
-                                          else None)
-                    num_bounded = int(level_counts[1:].sum()) if bounds else 0
-                    if levels and levels.coarsest:
-                        # It pays while it rules out an eighth of what it bounds.
-                        coarsest = 8 * level_counts[1] >= num_bounded
-                else:
-                    evaluated, (utility_n, slack_n) = remaining, utility(remaining)
-                    num_bounded, unresolved = 0, False
-                rows_scored = bound_rows[0] + len(evaluated) * state.num_configurations
-                if sampled:
-                    std_error, ambiguous = _sampling_noise(state, pool, evaluated, utility_n)
-                    ambiguous |= unresolved
-                # evaluated is ascending, so the first near-maximum is the lowest tied index.
-                best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
+                evaluated, (utility_n, slack_n) = remaining, utility(remaining)
+                num_bounded, open_bound = 0, -np.inf
+            rows_scored = bound_rows[0] + len(evaluated) * state.num_configurations
+            # evaluated is ascending, so the first near-maximum is the lowest tied index.
+            best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
+            if sampled:
+                std_error, ambiguous, pair_error = _sampling_noise(state, pool, evaluated,
+                                                                   utility_n)
+                # Contenders: within noise of the pick, all of them scored, affordable.
+                margin = scipy.special.ndtri(1 - ALPHA) * pair_error
+                contenders = np.flatnonzero(utility_n >= utility_n[best] - margin)
+                budget = min(EXTRA_WORK * rows_scored, EXTRA_ROWS_MAX)
+                if ambiguous and lazy is None and not return_utilities and \
+                        extra_rounds > 0 and open_bound < utility_n[best] - margin and \
+                        len(contenders) * state.num_configurations <= budget:
+                    S = int(round(state.counts_M.sum())) // K
+                    (lead, estimate, std_error, ambiguous, extra_rows,
+                     rounds) = _resolve_contenders(
+                        state, pool.rows(evaluated[contenders]), utility_n[contenders],
+                        lambda fresh, at: scorer(fresh.joint_M_K, fresh.weights_M,
+                                                 fresh.offset_K)(evaluated[contenders[at]])[0],
+                        lambda: _joint.fresh_state(probs_A_K_C, S, rng),
+                        budget, extra_rounds, tie_tolerance)
+                    best = int(contenders[lead])
+                    utility_n = utility_n.copy()
+                    utility_n[best] = estimate  # the pick's score from every round
+                    rows_scored += extra_rows
+                    decision_rows = state.num_configurations * rounds
             upper_gain_N[evaluated] = utility_n + 2 * slack_n + state.error_bound - batch_score
             pick = int(evaluated[best])
             # Noise of the score and of the gain: what cannot tell a gain from nothing.
@@ -408,8 +391,7 @@ def _warn_saturated(out, K, saturation):
         f"for batches this large.", SaturationWarning, stacklevel=4)
 
 
-def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1,
-                      resolution=None):
+def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1):
     """Score candidates best bound first until no unscored one can be among the ``top``.
 
     Branch and bound over refinements of increasing cost: each candidate starts at its
@@ -418,10 +400,7 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
     next: its refinement, on the open candidates at its level, highest bounds first, a tile
     that doubles at each call of that level. Stops once every candidate not scored has a
     bound more than ``tie_tolerance`` below the ``top``-th best utility, so those top
-    candidates (and their tie-breaks) are the ones full evaluation gives. With
-    ``resolution``, once two candidates are scored, bounds need only fall below the
-    ``top``-th best utility plus ``resolution(best two)``: candidates left unscored then
-    are at most that much better.
+    candidates (and their tie-breaks) are the ones full evaluation gives.
 
     Parameters
     ----------
@@ -436,8 +415,6 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
         Candidates of the first ``utility`` call.
     tie_tolerance : float
     top : int
-    resolution : callable or None
-        ``resolution(xs) -> float`` of the best two scored candidates (nats, ≥ 0).
 
     Returns
     -------
@@ -447,24 +424,20 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
     level_counts : ndarray of int
         Candidates left at each level: 0 (not refined), 1 (by ``bounds[0]`` only), ...,
         ``len(bounds) + 1`` (scored).
-    unresolved : bool
-        Whether candidates were left unscored within ``resolution`` of the ``top``.
+    open_bound : float
+        The highest bound of a candidate left unscored (-inf when none).
     """
     refine = [f for f, _ in bounds] + [utility]
     tiles = [t for _, t in bounds] + [tile]
     level_n = np.zeros(len(pool), dtype=np.intp)  # refinements done; len(refine): scored
     bound_n = np.array(upper_n, dtype=np.float64)  # the utility once scored
     slack_n = np.zeros(len(pool))
-    margin, resolved = 0.0, resolution is None  # resolved: the margin is known
     while True:
         scored = level_n == len(refine)
         threshold = -np.inf
         if scored.sum() >= top:
             threshold = np.partition(bound_n[scored], -top)[-top] - tie_tolerance
-        if not resolved and scored.sum() >= 2:
-            best_two = np.flatnonzero(scored)[np.argsort(-bound_n[scored])[:2]]
-            margin, resolved = resolution(pool[np.sort(best_two)]), True
-        open_ = np.flatnonzero(~scored & (bound_n >= threshold + margin))
+        open_ = np.flatnonzero(~scored & (bound_n >= threshold))
         if not len(open_):
             break
         open_ = open_[np.argsort(-bound_n[open_], kind="stable")]  # ties: lowest index first
@@ -482,170 +455,116 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
             bound_n[chosen] = np.minimum(bound_n[chosen], value_n + 2 * slack)
         level_n[chosen] = level + 1
     scored = np.flatnonzero(level_n == len(refine))
-    unresolved = bool((bound_n[level_n < len(refine)] >= threshold).any())
+    open_bound = float(bound_n[level_n < len(refine)].max(initial=-np.inf))
     return (pool[scored], bound_n[scored], slack_n[scored],
-            np.bincount(level_n, minlength=len(refine) + 1), unresolved)
+            np.bincount(level_n, minlength=len(refine) + 1), open_bound)
 
 
-def _sequential_evaluate(rounds, pool, bound, bound_rows, tile, tie_tolerance,
-                         alpha=ALPHA, resolution=RESOLUTION, first_look=FIRST_LOOK):
-    """A sampled step's pick, resolved only as far as its sampling noise allows.
+def _resolve_contenders(state, probs_c_K_C, utility_c, score, fresh, budget, max_rounds,
+                        tie_tolerance, alpha=ALPHA, resolution=RESOLUTION):
+    """The pick among a sampled step's contenders, resolved with fresh draws where needed.
 
-    The step's rows come dealt into blocks, each an estimator of every utility by itself.
-    The ``tile`` candidates of highest coarse bound are scored on every block; the best of
-    them leads, and candidates whose bound lies more than twice the largest paired noise
-    (``t·se`` of the difference with the leader) below the leader's utility are dropped.
-    The rest are scored on a doubling number of blocks; after each look a candidate is
-    dropped once the leader is better with confidence (one-sided t-test of the block
-    means of the paired differences, level ``alpha``). Once every survivor has every
-    block, the step is resolved when every contender is confidently at most
-    ``resolution`` above the leader; otherwise the contenders get the blocks of the next
-    round of fresh draws, until resolved or ``rounds`` ends (then ``ambiguous``).
-    docs/sampled_steps.md derives the rule and its error probability.
+    Each round of fresh draws (from the same members, as many as the step's) is an
+    independent estimator of every utility; a contender's estimate is the mean over the
+    rounds, and its difference with the leader's has the variance of the paired per-row
+    terms summed over the rounds. After each round a contender is dropped once the leader
+    is better with confidence (one-sided, level ``alpha``); the step is resolved once every
+    one left is confidently at most ``resolution`` above the leader. Rounds stop there, after
+    ``max_rounds``, or before their rows would exceed ``budget``. docs/sampled_steps.md
+    derives the rule and its error probability.
 
     Parameters
     ----------
-    rounds : iterator of (list of callable, ndarray, list of int)
-        Per round of draws, per block: ``f(xs) -> (utility_n, slack_n)``, the block's draws
-        and its rows. The first round is the step's own rows.
-    pool : ndarray of intp, ascending
-        Candidates.
-    bound : callable or None
-        ``bound(xs) -> (bound_n, slack_n)``, upper bounds of the first round's estimate.
-    bound_rows : int
-        Rows of one ``bound`` evaluation.
-    tile : int
-        Candidates scored on every block first.
+    state : JointState
+        The step's sampled state (round 0).
+    probs_c_K_C : ndarray of shape (c, K, C)
+        The contenders' rows, in ascending pool order.
+    utility_c : ndarray of shape (c,)
+        Their utilities from ``state``.
+    score : callable
+        ``score(fresh_state, positions) -> utilities`` of those contenders against another
+        sampled state.
+    fresh : callable
+        ``fresh() -> JointState``: new draws, independent of every earlier one.
+    budget : float
+        Candidate × rows the rounds may score.
+    max_rounds : int
     tie_tolerance, alpha, resolution : float
-    first_look : int
-        Blocks of the first look.
 
     Returns
     -------
-    evaluated : ndarray of intp, ascending
-        Candidates scored on any block.
-    utility_n : ndarray
-        Their estimates from the blocks each was scored on.
-    best : int
-        Position of the pick in ``evaluated``.
-    std_error : float
-        Standard error of the pick's utility (batch means).
+    lead : int
+        Position of the pick among the contenders.
+    estimate, std_error : float
+        Its utility from every round, and the standard error of that.
     ambiguous : bool
-        Unresolved after the last round.
-    num_bounded, rows_scored, decision_rows : int
-        Candidates bounded; candidate × rows scored; rows behind the pick's utility.
+        Unresolved when the rounds stopped.
+    extra_rows : int
+        Candidate × rows of the fresh rounds.
+    rounds : int
+        Rounds behind the pick, the step's own included.
     """
-    scorers, draws, rows = next(rounds)
-    B, n = len(scorers), len(pool)
-    draws_B, rows_B = np.asarray(draws), list(rows)
-    values_n_B = np.full((n, B), np.nan)
-    rows_scored = 0
+    z = scipy.special.ndtri(1 - alpha)
+    n = len(utility_c)
 
-    def score(idx, blocks):
-        nonlocal rows_scored
-        for b in blocks:
-            values_n_B[idx, b] = scorers[b](pool[idx])[0]
-            rows_scored += len(idx) * rows_B[b]
+    def terms(round_state, alive):
+        """The alive contenders' per-row terms in one round (rows of dropped ones unused)."""
+        terms_c_M = np.zeros((n, round_state.num_configurations))
+        terms_c_M[alive] = _joint.estimator_terms(round_state, probs_c_K_C[alive])[0]
+        return terms_c_M, round_state.counts_M
 
-    def estimate(idx):
-        return values_n_B[idx, :len(draws_B)] @ draws_B / draws_B.sum()
-
-    def leader(idx):  # lowest index among the tied best
-        utility_i = estimate(idx)
-        return idx[np.argmax(utility_i >= utility_i.max() - tie_tolerance)]
-
-    def own_error(i):
-        """Standard error of one candidate's utility, from its blocks' spread."""
-        deviation_B = values_n_B[i] - estimate(i)
-        return float(np.sqrt(deviation_B ** 2 @ draws_B ** 2 / draws_B.sum() ** 2
-                             * len(draws_B) / max(len(draws_B) - 1, 1)))
-
-    def paired(idx, lead, columns):
-        """Mean and standard error of ``U(lead) − U(x)`` over the first blocks, t quantile."""
-        d_B = draws_B[:columns]
-        diff_i_B = values_n_B[lead, :columns] - values_n_B[idx, :columns]
-        mean_i = diff_i_B @ d_B / d_B.sum()
-        if columns < 2:
-            return mean_i, np.full(len(idx), np.inf), np.inf
-        var_i = (diff_i_B - mean_i[:, None]) ** 2 @ d_B ** 2 / d_B.sum() ** 2
-        return (mean_i, np.sqrt(var_i * columns / (columns - 1)),
-                scipy.special.stdtrit(columns - 1, 1 - alpha))
-
-    order = np.arange(n)
-    num_bounded = 0
-    if bound is not None:
-        bound_n, slack_n = bound(pool)
-        bound_n = bound_n + 2 * slack_n
-        order = np.argsort(-bound_n, kind="stable")
-        num_bounded, rows_scored = n, n * bound_rows
-    first = np.sort(order[:tile])
-    score(first, range(B))
-    lead = leader(first)
-    rest = order[tile:]
-    if len(rest) and bound is not None:
-        mean_i, se_i, crit = paired(first, lead, B)
-        others = first != lead
-        spread = np.median(se_i[others]) if others.any() else 2 * own_error(lead)
-        rest = rest[bound_n[rest] >= estimate(lead) - crit * spread]
-    columns = 0
-    while len(rest) and columns < B:
-        done, columns = columns, min(B, max(first_look, 2 * columns))
-        score(rest, range(done, columns))
-        mean_i, se_i, crit = paired(rest, lead, columns)
-        rest = rest[mean_i - crit * se_i <= 0]
-    alive = np.union1d(first, rest)
-    extra_budget = EXTRA_WORK * rows_scored
+    sum_c = np.array(utility_c, dtype=np.float64)
+    alive = np.arange(n)
+    rounds, extra_rows = [terms(state, alive)], 0
     while True:
-        utility_i = estimate(alive)
-        lead = alive[np.argmax(utility_i >= utility_i.max() - tie_tolerance)]
-        mean_i, se_i, crit = paired(alive, lead, len(draws_B))
-        keep = (mean_i - crit * se_i <= 0) | (alive == lead)
-        alive, mean_i, se_i = alive[keep], mean_i[keep], se_i[keep]
-        contenders = alive != lead
-        ambiguous = bool((mean_i[contenders] - crit * se_i[contenders] <= -resolution).any())
-        if not ambiguous:
+        R = len(rounds)
+        mean_c = sum_c / R
+        lead = alive[np.argmax(mean_c[alive] >= mean_c[alive].max() - tie_tolerance)]
+        # Every contender alive has every round: the paired variances sum over them.
+        variance_c = np.zeros(n)
+        for terms_c_M, counts_M in rounds:
+            paired_c_M = terms_c_M[lead] - terms_c_M
+            paired_c_M[lead] = terms_c_M[lead]  # the leader's own error
+            variance_c += _paired_error(paired_c_M, counts_M) ** 2
+        se_c = np.sqrt(variance_c) / R
+        gap_c = mean_c[lead] - mean_c
+        alive = alive[(gap_c[alive] <= z * se_c[alive]) | (alive == lead)]
+        others = alive[alive != lead]
+        resolved = bool((gap_c[others] >= z * se_c[others] - resolution).all())
+        next_rows = len(alive) * state.num_configurations
+        if resolved or R > max_rounds or extra_rows + next_rows > budget:
             break
-        if len(alive) * sum(rows_B[:B]) > extra_budget:
-            break
-        try:
-            more, draws, rows = next(rounds)
-        except StopIteration:
-            break
-        extra_budget -= len(alive) * sum(rows)
-        start = len(draws_B)
-        scorers = scorers + more
-        values_n_B = np.hstack([values_n_B, np.full((n, len(more)), np.nan)])
-        draws_B, rows_B = np.concatenate([draws_B, draws]), rows_B + list(rows)
-        score(alive, range(start, len(draws_B)))
-    # Each candidate's utility from the blocks it was scored on: the pick's from them all.
-    evaluated = np.flatnonzero(~np.isnan(values_n_B[:, 0]))
-    scored_i_B = ~np.isnan(values_n_B[evaluated])
-    utility_n = np.where(scored_i_B, values_n_B[evaluated], 0) @ draws_B / \
-        (scored_i_B @ draws_B)
-    return (pool[evaluated], utility_n, int(np.searchsorted(evaluated, lead)),
-            own_error(lead), ambiguous, num_bounded, rows_scored, int(sum(rows_B)))
+        round_state = fresh()
+        # Dropped contenders are never used again: their sums go stale.
+        sum_c[alive] += score(round_state, alive)
+        rounds.append(terms(round_state, alive))
+        extra_rows += len(alive) * round_state.num_configurations
+    return lead, float(mean_c[lead]), float(se_c[lead]), not resolved, extra_rows, len(rounds)
 
 
 def _sampling_noise(state, pool, evaluated, utility_n):
-    """Standard error of the top utility, and whether the runner-up is within two standard
-    errors of the difference (both from the same draws, so the difference is paired).
+    """Standard error of the top utility, whether the runner-up is within two standard
+    errors of the difference (both from the same draws, so the difference is paired), and
+    that standard error.
 
     Draws are treated as independent from the mixture; with S draws per member the
     stratified estimator's variance is no larger, so the standard error is conservative.
     """
     top = np.argsort(-utility_n, kind="stable")[:2]
-    terms = [_joint.estimator_terms(state, probs_K_C)
-             for probs_K_C in pool.rows(evaluated[top])]
-    counts_M = terms[0][1]
-    std_error_top = _paired_error(terms[0][0], counts_M)
+    terms_t_M, counts_M = _joint.estimator_terms(state, pool.rows(evaluated[top]))
+    std_error_top = _paired_error(terms_t_M[0], counts_M)
     if len(top) < 2:
-        return std_error_top, False
+        return std_error_top, False, 0.0
     gap = utility_n[top[0]] - utility_n[top[1]]
-    return std_error_top, bool(gap <= 2 * _paired_error(terms[0][0] - terms[1][0], counts_M))
+    pair_error = _paired_error(terms_t_M[0] - terms_t_M[1], counts_M)
+    return std_error_top, bool(gap <= 2 * pair_error), pair_error
 
 
 def _paired_error(g_M, counts_M):
-    """Standard error of the mean of per-row terms ``g_M`` (rows of ``counts_M`` draws)."""
+    """Standard error of the mean of per-row terms ``g_M`` (rows of ``counts_M`` draws;
+    along the last axis)."""
     M = counts_M.sum()
-    mean = counts_M @ g_M / M
-    return np.sqrt(counts_M @ (g_M - mean) ** 2 / (M - 1) / M) if M > 1 else np.inf
+    if M <= 1:
+        return np.full(g_M.shape[:-1], np.inf)[()]
+    mean = g_M @ counts_M / M
+    return np.sqrt((g_M - mean[..., None]) ** 2 @ counts_M / (M - 1) / M)

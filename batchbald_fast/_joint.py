@@ -606,51 +606,28 @@ def _group_sums(group_M, G, weights_M):
                                    shape=(G, len(group_M)))
 
 
-def estimator_terms(state, probs_K_C):
-    """Per-row terms ``g_m`` of a sampled state's estimate of H(y_A, y_x), with counts.
+def estimator_terms(state, probs_n_K_C):
+    """Per-row terms ``g_m`` of a sampled state's estimate of H(y_A, y_x), for n points x.
 
     The estimate is ``counts_M @ g_M / counts_M.sum()``; used for standard errors.
-    """
-    P_M_C = state.joint_M_K @ probs_K_C
-    g_M = (-_xlogx(P_M_C).sum(axis=1) - state.log_scale_M * P_M_C.sum(axis=1)) / \
-        state.joint_M_K.sum(axis=1)
-    return g_M, state.counts_M
-
-
-def split_rows(state, num_blocks, rng):
-    """A sampled state's rows dealt at random into blocks, each a sampled state of its own.
-
-    Every block's weights are rescaled to its own draws, so each block is an estimator of
-    every H(y_A, y_x) by itself, and the draw-weighted mean of the blocks' estimates is the
-    state's. A row goes to one block with all its draws: a row of many draws makes the
-    blocks' estimates spread more, so their spread over-states the noise, never under.
 
     Parameters
     ----------
     state : JointState
         Sampled.
-    num_blocks : int
-        Blocks wanted (fewer when the state has fewer rows).
-    rng : numpy.random.Generator or RandomState
-        Deals the rows (one ``permutation`` call).
+    probs_n_K_C : ndarray of shape (n, K, C)
 
     Returns
     -------
-    blocks : list of (joint_M_K, weights_M, offset_K)
-    draws_B : ndarray of shape (B,)
-        Draws in each block.
+    g_n_M : ndarray of shape (n, M)
+    counts_M : ndarray of shape (M,)
     """
-    counts_M = state.counts_M
-    order = rng.permutation(state.num_configurations)
-    blocks, draws_B = [], []
-    for rows in np.array_split(order, min(num_blocks, state.num_configurations)):
-        rows = np.sort(rows)
-        draws = counts_M[rows].sum()
-        weights_M = state.weights_M[rows] * (counts_M.sum() / draws)
-        joint_M_K = state.joint_M_K[rows]
-        blocks.append((joint_M_K, weights_M, -(weights_M * state.log_scale_M[rows]) @ joint_M_K))
-        draws_B.append(draws)
-    return blocks, np.array(draws_B, dtype=np.float64)
+    n, K, C = probs_n_K_C.shape
+    P_M_n_C = (state.joint_M_K @ probs_n_K_C.transpose(1, 0, 2).reshape(K, n * C)).reshape(
+        -1, n, C)
+    g_M_n = -_xlogx(P_M_n_C).sum(axis=2) - state.log_scale_M[:, None] * P_M_n_C.sum(axis=2)
+    g_M_n /= state.joint_M_K.sum(axis=1)[:, None]
+    return g_M_n.T, state.counts_M
 
 
 def fresh_state(probs_A_K_C, draws_per_member, rng):

@@ -146,6 +146,7 @@ class Run:
     lazy: object
     coarse_min_work: int
     scratch_bytes: object
+    extra_rounds: int = 0
 
     def peak(self, num_samples, max_draw_bytes):
         """Estimated peak bytes of the run's arrays, and what reaches it.
@@ -257,6 +258,10 @@ class Run:
                         M * _COARSE_BYTES_PER_ROW + _joint.COARSE_CHUNK_BYTES)
         if sampled:  # two candidates' P (M x C), p log p and per-row terms
             extra = max(extra, M * F * (2 * self.C + 6))
+        if sampled and self.extra_rounds and self.lazy is None and not self.return_utilities:
+            # Fresh draws for the contenders: a state of new draws beside the step's, and
+            # every round's per-row terms.
+            extra = max(extra, state + 2 * _greedy.EXTRA_ROWS_MAX * F)
         return (state + 10 * n * F + extra,
                 f"step {t}: scoring {n - t} candidates against {M} configurations")
 
@@ -324,7 +329,7 @@ def _num_samples_that_fit(run, num_samples, budget):
 
 def make_run(kernels, probs_N_K_C, num_candidates, batch_size, *, tol=0.0,
              incremental=False, dtype=np.float64, return_utilities=False, lazy=None,
-             num_threads=None):
+             num_threads=None, extra_rounds=0):
     """The :class:`Run` of a greedy call with these arguments (validated)."""
     N, K, C = probs_N_K_C.shape
     itemsize = np.dtype(dtype).itemsize
@@ -333,7 +338,8 @@ def make_run(kernels, probs_N_K_C, num_candidates, batch_size, *, tol=0.0,
         return kernels.scratch_bytes(M, K, C, n, itemsize, num_threads)
 
     return Run(N, K, C, num_candidates, min(batch_size, num_candidates), tol, incremental,
-               itemsize, return_utilities, lazy, _greedy.COARSE_MIN_WORK, scratch_bytes)
+               itemsize, return_utilities, lazy, _greedy.COARSE_MIN_WORK, scratch_bytes,
+               extra_rounds)
 
 
 def check(kernels, probs_N_K_C, num_candidates, batch_size, num_samples, *,

@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/pick_fidelity.py [--num-samples 200,1000] [--seeds 8] [--classes 3,4]
     PYTHONPATH=/work/main python benchmarks/pick_fidelity.py   # another checkout's default
-    PYTHONPATH=. python benchmarks/pick_fidelity.py --variants default,sequential
+    PYTHONPATH=. python benchmarks/pick_fidelity.py --variants default,rounds-8
 
 For C = 3 and C = 4 pools (``make_probs(400, 20, C, seed=100+s, scale=1.5)``, b = 10) it
 runs ``batchbald`` with its defaults, and for every sampled step computes the exact utility
@@ -11,40 +11,27 @@ the prefix's C^|A| configurations, form P for every candidate, sum −P log P; n
 package is used). A pick is right when its exact utility is within ``--within`` nats of
 the exact best. Prints right/sampled steps and the seconds ``batchbald`` took, per C and
 num_samples. Only the public API is used, so it measures any checkout; ``--variants``
-also runs ``_greedy.select`` keyword settings of this checkout (VARIANTS) on the same pools
-in the same loop, so their seconds compare side by side.
+also runs ``batchbald`` keyword settings (VARIANTS, e.g. ``rounds-8``: ``extra_rounds=8``)
+on the same pools in the same loop, so their seconds compare side by side.
 """
 
 import argparse
 import time
 
-import functools
-
 import numpy as np
 
-from batchbald_fast import _greedy, batchbald
+from batchbald_fast import batchbald
 from batchbald_fast._workloads import make_probs
 
 
-# Keyword settings of ``_greedy.select`` this checkout can be measured with, by name.
-VARIANTS = {"default": {}, "sequential": {"sequential": True},
-            **{f"sequential-r{r}": {"sequential": True, "max_extra_rounds": r}
-               for r in (0, 2, 4)}}
-
-
-@functools.lru_cache(maxsize=None)
-def _original_select():
-    return _greedy.select
+# Keyword settings of ``batchbald`` measured side by side, by name (``default``: none, so
+# any checkout's default).
+VARIANTS = {"default": {}, **{f"rounds-{r}": {"extra_rounds": r} for r in (2, 4, 8, 16)}}
 
 
 def run_variant(name, *args, **kwargs):
-    """``batchbald(*args, **kwargs)`` with ``_greedy.select`` given ``VARIANTS[name]``."""
-    select = _original_select()
-    _greedy.select = functools.partial(select, **VARIANTS[name])
-    try:
-        return batchbald(*args, **kwargs)
-    finally:
-        _greedy.select = select
+    """``batchbald(*args, **kwargs, **VARIANTS[name])``."""
+    return batchbald(*args, **kwargs, **VARIANTS[name])
 
 
 def _xlogx(p):

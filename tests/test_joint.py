@@ -186,7 +186,7 @@ def test_standard_error_matches_the_spread_over_seeds(backend):
     estimates, std_errors = [], []
     for seed in range(60):
         state = _joint.sample_joint(probs_N_K_C[:6], 200, np.random.default_rng(seed))
-        g_M, counts_M = _joint.estimator_terms(state, probs_N_K_C[6])
+        (g_M,), counts_M = _joint.estimator_terms(state, probs_N_K_C[6:7])
         M = counts_M.sum()
         estimate = counts_M @ g_M / M
         np.testing.assert_allclose(estimate, joint_entropy_estimate(state, probs_N_K_C, 6),
