@@ -315,3 +315,26 @@ def test_split_groups_refine_their_parents(backend):
     assert all(len(set(parent_M[group_M == g])) == 1 for g in range(G))
 
 
+
+
+def test_unique_rows_of_long_batches_survive_hash_collisions(monkeypatch):
+    # Past C**A >= 2**63 rows are merged by a 64-bit hash checked against the rows; a
+    # collision must fall back to merging the rows themselves.
+    rng = np.random.default_rng(4)
+    labels_M_A = rng.integers(0, 3, size=(500, 45))
+    labels_M_A[250:] = labels_M_A[:250]  # every row twice
+    expected = np.unique(labels_M_A, axis=0, return_counts=True)[1]
+
+    def check():
+        first_U, ids_M, counts_U = _joint._unique_rows(labels_M_A, 3)
+        np.testing.assert_array_equal(labels_M_A[first_U[ids_M]], labels_M_A)
+        assert sorted(counts_U) == sorted(expected) and len(first_U) == 250
+
+    check()
+
+    class Colliding:  # every multiplier 0: one hash for all rows
+        def integers(self, low, high, size, dtype):
+            return np.zeros(size, dtype=dtype)
+
+    monkeypatch.setattr(_joint.np.random, "default_rng", lambda seed: Colliding())
+    check()
