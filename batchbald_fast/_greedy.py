@@ -325,11 +325,12 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
                                                                    utility_n)
                 # Contenders: within noise of the pick, all of them scored, affordable.
                 margin = scipy.special.ndtri(1 - ALPHA) * pair_error
-                contenders = np.flatnonzero(utility_n >= utility_n[best] - margin)
                 budget = min(EXTRA_WORK * rows_scored, EXTRA_ROWS_MAX)
-                if ambiguous and lazy is None and not return_utilities and \
-                        extra_rounds > 0 and open_bound < utility_n[best] - margin and \
-                        len(contenders) * state.num_configurations <= budget:
+                contenders = []
+                if ambiguous and extra_rounds > 0 and lazy is None and not return_utilities \
+                        and open_bound < utility_n[best] - margin:
+                    contenders = np.flatnonzero(utility_n >= utility_n[best] - margin)
+                if 0 < len(contenders) * state.num_configurations <= budget:
                     S = int(round(state.counts_M.sum())) // K
                     (lead, estimate, std_error, ambiguous, extra_rows,
                      rounds) = _resolve_contenders(
@@ -339,7 +340,6 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
                         lambda: _joint.fresh_state(probs_A_K_C, S, rng),
                         budget, extra_rounds, tie_tolerance)
                     best = int(contenders[lead])
-                    utility_n = utility_n.copy()
                     utility_n[best] = estimate  # the pick's score from every round
                     rows_scored += extra_rows
                     decision_rows = state.num_configurations * rounds

@@ -35,10 +35,11 @@ MAX_DRAW_BYTES = 256 * 2**20
 # Draws per member may grow to this many times the budget's share while they merge into
 # fewer distinct rows than the budget; beyond that the counts barely sharpen the estimate.
 MAX_GROWTH = 16
-# Rows of the coarse joints that bound a step's scores: the coarsest has COARSE_GROUPS (W2,
-# M = 10000: 30-80 of 10000 candidates left to score), each next one splits every row of
-# the last into COARSE_WAYS, up to COARSE_ROWS and this fraction of the joint's rows, so
-# that bounding a candidate costs far less than scoring it.
+# Rows of the coarse joints that bound a step's scores: the first has COARSE_GROUPS, each
+# next one splits every row of the last into COARSE_WAYS, up to COARSE_ROWS and this
+# fraction of the joint's rows, so that bounding a candidate costs far less than scoring it
+# (W2, M = 10000: 16-23 of 10000 candidates left to score); a level of COARSEST_GROUPS rows
+# may go in front (CoarseLevels).
 COARSE_GROUPS = 128
 COARSEST_GROUPS = 16
 COARSE_WAYS = 8
@@ -475,7 +476,6 @@ class CoarseLevels:
         group_M, self.centres = _group_rows(state.joint_M_K, self._sums_M, state.weights_M,
                                             self._mass_M, G, iterations, centres)
         self._groups = [(group_M, G)]
-        self.coarsest = False
         if coarsest and G >= 2 * COARSEST_GROUPS:
             # The groups' own rows grouped again: a G-row problem.
             joint_G_K = _group_sums(group_M, G, state.weights_M) @ state.joint_M_K
@@ -553,11 +553,18 @@ def _group_rows(joint_M_K, sums_M, weights_M, mass_M, G, iterations, centres=Non
         log_centre_K_G = np.log(np.maximum(centre_G_K, _TINY)).T
         for m0 in range(0, M, chunk):
             group_M[m0:m0 + chunk] = (joint_M_K[m0:m0 + chunk] @ log_centre_K_G).argmax(axis=1)
-        group_mass_G = np.bincount(group_M, weights=mass_M, minlength=G)
-        filled = group_mass_G > 0
-        sums_G_K = _group_sums(group_M, G, live_weights_M) @ joint_M_K
-        centre_G_K[filled] = sums_G_K[filled] / group_mass_G[filled, None]
+        _update_centres(centre_G_K, group_M, joint_M_K, live_weights_M, mass_M)
     return group_M, centre_G_K
+
+
+def _update_centres(centre_G_K, group_M, joint_M_K, live_weights_M, mass_M):
+    """Lloyd's update in KL geometry, in place: each group's mass-weighted mean posterior
+    (empty groups keep their centre)."""
+    G = len(centre_G_K)
+    group_mass_G = np.bincount(group_M, weights=mass_M, minlength=G)
+    filled = group_mass_G > 0
+    sums_G_K = _group_sums(group_M, G, live_weights_M) @ joint_M_K
+    centre_G_K[filled] = sums_G_K[filled] / group_mass_G[filled, None]
 
 
 def _split_groups(joint_M_K, sums_M, weights_M, mass_M, parent_M, P, ways, iterations):
@@ -592,10 +599,7 @@ def _split_groups(joint_M_K, sums_M, weights_M, mass_M, parent_M, P, ways, itera
         log_centre_P_K_W = np.ascontiguousarray(
             np.log(np.maximum(centre_S_K, _TINY)).reshape(P, ways, K).transpose(0, 2, 1))
         nearest(joint_M_K, parent_M, log_centre_P_K_W, group_M)
-        group_mass_S = np.bincount(group_M, weights=mass_M, minlength=P * ways)
-        filled = group_mass_S > 0
-        sums_S_K = _group_sums(group_M, P * ways, live_weights_M) @ joint_M_K
-        centre_S_K[filled] = sums_S_K[filled] / group_mass_S[filled, None]
+        _update_centres(centre_S_K, group_M, joint_M_K, live_weights_M, mass_M)
     used_G, group_M = np.unique(group_M, return_inverse=True)
     return group_M.reshape(-1), len(used_G)
 

@@ -364,28 +364,8 @@ cdef void _entropy_chunk(const floating[:, ::1] probs_R_C, double[::1] out, Py_s
 def nearest_subgroups(const double[:, ::1] joint_M_K, const intp_t[::1] parent_M,
                       const double[:, :, ::1] log_centre_P_K_W, intp_t[::1] out,
                       num_threads=None):
-    """Each row's best sub-centre of its group: the assignment step of splitting groups.
-
-    ``out[m] = W·parent_M[m] + argmax_w Σ_k joint_M_K[m, k] · log_centre_P_K_W[parent_M[m],
-    k, w]`` (the lowest w among equal sums).
-
-    Parameters
-    ----------
-    joint_M_K : ndarray of shape (M, K), float64, C-contiguous
-    parent_M : ndarray of shape (M,), intp
-        Each row's group, in [0, P).
-    log_centre_P_K_W : ndarray of shape (P, K, W), float64, C-contiguous
-        The log sub-centres of every group, one per column (very negative for a sub-centre
-        unused).
-    out : ndarray of shape (M,), intp
-        Written in place.
-    num_threads : int or None
-        Most OpenMP threads; None: ``omp_get_max_threads()``.
-
-    Returns
-    -------
-    out : ndarray of shape (M,)
-    """
+    """Each row's best sub-centre of its group (``_kernels_numpy.nearest_subgroups``),
+    on at most ``num_threads`` OpenMP threads (None: ``omp_get_max_threads()``)."""
     cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
     cdef Py_ssize_t W = log_centre_P_K_W.shape[2]
     if parent_M.shape[0] != M or out.shape[0] != M or log_centre_P_K_W.shape[1] != K:
