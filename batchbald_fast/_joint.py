@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse
 
 from . import _backend
 from ._kernels_numpy import _xlogx
@@ -50,8 +49,10 @@ COARSE_FRACTION = 1 / 8
 COARSE_ITERATIONS = 8
 WARM_ITERATIONS = 3
 SPLIT_ITERATIONS = 4
-# The rows × groups products of the grouping run in chunks of at most this many bytes.
-COARSE_CHUNK_BYTES = 16 * 2**20
+# The rows × groups products of the grouping run in chunks of at most this many bytes:
+# in cache, and reused by the allocator (a whole 10000 × 128 product is a fresh mapping
+# each time, and its page faults cost more than the product: W7s 6.4 s → 5.0 s).
+COARSE_CHUNK_BYTES = 2 * 2**20
 _TINY = np.finfo(np.float64).tiny
 
 
@@ -225,19 +226,23 @@ def extend_draws(draws, probs_K_C, rng):
     A draw from p(y_A | ω_k) extended by one from p(y_x | ω_k) is a draw from
     p(y_A, y_x | ω_k). One ``rng.random(M)`` call per point.
     """
-    return append_labels(draws, probs_K_C, _draw_labels(probs_K_C, draws.member_M, rng))
+    M, A = draws.labels_M_A.shape
+    labels_M_A = np.empty((M, A + 1), dtype=np.intp)
+    labels_M_A[:, :A] = draws.labels_M_A
+    log_joint_M_K = draws.log_joint_M_K.copy()
+    _draw(probs_K_C, draws.member_M, rng, labels_M_A[:, A], log_joint_M_K)
+    return Draws(labels_M_A, draws.member_M, draws.rank_M, log_joint_M_K)
 
 
-def _draw_labels(probs_K_C, member_M, rng):
-    """A label from ``probs_K_C[member_M[m]]`` for every draw m (one ``rng.random`` call)."""
-    C = probs_K_C.shape[1]
-    cdf_M_C = np.cumsum(probs_K_C, axis=1)[member_M]
-    # u is scaled by the row total so that rows off 1 by rounding draw exactly their own
-    # distribution; a zero-probability class is never drawn.
-    u_M = rng.random(len(member_M)) * cdf_M_C[:, -1]
-    labels_M = (cdf_M_C <= u_M[:, None]).sum(axis=1)
-    last_nonzero_K = C - 1 - np.argmax(probs_K_C[:, ::-1] > 0, axis=1)
-    return np.minimum(labels_M, last_nonzero_K[member_M])
+def _draw(probs_K_C, member_M, rng, labels_M, log_joint_M_K):
+    """A label from ``probs_K_C[member_M[m]]`` for every draw m (one ``rng.random`` call),
+    into ``labels_M``, and its log-probabilities added to ``log_joint_M_K``
+    (the kernels' ``draw_labels``)."""
+    probs_K_C = np.ascontiguousarray(probs_K_C)
+    with np.errstate(divide="ignore"):
+        log_probs_C_K = np.ascontiguousarray(np.log(probs_K_C).T, dtype=np.float64)
+    _backend.get_kernels().draw_labels(probs_K_C, log_probs_C_K, member_M,
+                                       rng.random(len(member_M)), labels_M, log_joint_M_K)
 
 
 def append_labels(draws, probs_K_C, labels_M):
@@ -290,13 +295,9 @@ def _fresh_draws(probs_A_K_C, S, first_rank, rng):
     A, K, _ = probs_A_K_C.shape
     draws = start_draws(K, S, first_rank)
     labels_M_A = np.empty((len(draws), A), dtype=np.intp)
-    log_joint_M_K = draws.log_joint_M_K
-    with np.errstate(divide="ignore"):
-        log_probs_A_K_C = np.log(probs_A_K_C)
-    for a, probs_K_C in enumerate(probs_A_K_C):
-        labels_M_A[:, a] = _draw_labels(probs_K_C, draws.member_M, rng)
-        log_joint_M_K += log_probs_A_K_C[a][:, labels_M_A[:, a]].T
-    return Draws(labels_M_A, draws.member_M, draws.rank_M, log_joint_M_K)
+    for a in range(A):
+        _draw(probs_A_K_C[a], draws.member_M, rng, labels_M_A[:, a], draws.log_joint_M_K)
+    return Draws(labels_M_A, draws.member_M, draws.rank_M, draws.log_joint_M_K)
 
 
 def fit_budget(draws, probs_A_K_C, num_samples, rng, max_draw_bytes=MAX_DRAW_BYTES,
@@ -478,7 +479,7 @@ class CoarseLevels:
         self._groups = [(group_M, G)]
         if coarsest and G >= 2 * COARSEST_GROUPS:
             # The groups' own rows grouped again: a G-row problem.
-            joint_G_K = _group_sums(group_M, G, state.weights_M) @ state.joint_M_K
+            joint_G_K = _group_sums(state.joint_M_K, state.weights_M, group_M, G)
             sums_G = joint_G_K.sum(axis=1)
             if np.count_nonzero(sums_G) >= COARSEST_GROUPS:
                 top_G, _ = _group_rows(joint_G_K, sums_G, np.ones(G), sums_G, COARSEST_GROUPS,
@@ -511,7 +512,7 @@ class CoarseLevels:
 def _merge_groups(state, group_M, G, sums_M, mass_M, row_sum_range):
     """The coarse joint of one grouping and its correction (:class:`CoarseLevels`)."""
     weights_M = state.weights_M
-    joint_G_K = _group_sums(group_M, G, weights_M) @ state.joint_M_K
+    joint_G_K = _group_sums(state.joint_M_K, weights_M, group_M, G)
     live = sums_M > 0  # rows of zero probability add nothing either way
     group_mass_M = np.bincount(group_M, weights=mass_M, minlength=G)[group_M[live]]
     lo, hi = row_sum_range
@@ -563,7 +564,7 @@ def _update_centres(centre_G_K, group_M, joint_M_K, live_weights_M, mass_M):
     G = len(centre_G_K)
     group_mass_G = np.bincount(group_M, weights=mass_M, minlength=G)
     filled = group_mass_G > 0
-    sums_G_K = _group_sums(group_M, G, live_weights_M) @ joint_M_K
+    sums_G_K = _group_sums(joint_M_K, live_weights_M, group_M, G)
     centre_G_K[filled] = sums_G_K[filled] / group_mass_G[filled, None]
 
 
@@ -604,10 +605,10 @@ def _split_groups(joint_M_K, sums_M, weights_M, mass_M, parent_M, P, ways, itera
     return group_M.reshape(-1), len(used_G)
 
 
-def _group_sums(group_M, G, weights_M):
-    """The G × M matrix that sums weighted rows by group (sparse: one entry per row)."""
-    return scipy.sparse.csr_matrix((weights_M, (group_M, np.arange(len(group_M)))),
-                                   shape=(G, len(group_M)))
+def _group_sums(joint_M_K, weights_M, group_M, G):
+    """``joint_G_K[g] = Σ_{m in g} weights_M[m] · joint_M_K[m]`` (the kernels' ``group_sums``)."""
+    return _backend.get_kernels().group_sums(joint_M_K, weights_M, group_M, np.empty(
+        (G, joint_M_K.shape[1])))
 
 
 def estimator_terms(state, probs_n_K_C):

@@ -423,3 +423,86 @@ cdef void _nearest_chunk(const double[:, ::1] joint_M_K, const intp_t[::1] paren
         out[m] = W * parent_M[m] + best
     if nt > 1:
         bbf_release_threads()
+
+
+def draw_labels(const floating[:, ::1] probs_K_C, const double[:, ::1] log_probs_C_K,
+                const intp_t[::1] member_M, const double[::1] u_M, intp_t[:] labels_M,
+                double[:, ::1] log_joint_M_K, num_threads=None):
+    """Inverse-CDF labels of the draws and their log-probabilities added
+    (``_kernels_numpy.draw_labels``), on at most ``num_threads`` OpenMP threads (None:
+    ``omp_get_max_threads()``)."""
+    cdef Py_ssize_t M = member_M.shape[0], K = probs_K_C.shape[0], C = probs_K_C.shape[1]
+    if (u_M.shape[0] != M or labels_M.shape[0] != M or log_joint_M_K.shape[0] != M
+            or log_joint_M_K.shape[1] != K or log_probs_C_K.shape[0] != C
+            or log_probs_C_K.shape[1] != K):
+        raise ValueError("draw_labels: inconsistent shapes")
+    cdef intp_t m
+    for m in range(M):  # an out-of-range member would read wild memory without the GIL
+        if member_M[m] < 0 or member_M[m] >= K:
+            raise IndexError(f"member {member_M[m]} out of range for K={K}")
+    if M == 0 or C == 0:
+        return labels_M.base
+    cdef Py_ssize_t start, stop
+    cdef int nt
+    for start, stop, threads in _threads.chunks(M, K + C, _limit(num_threads)):
+        nt = threads
+        with nogil:
+            _draw_chunk(probs_K_C, log_probs_C_K, member_M, u_M, labels_M, log_joint_M_K,
+                        start, stop, nt)
+    return labels_M.base
+
+
+cdef void _draw_chunk(const floating[:, ::1] probs_K_C, const double[:, ::1] log_probs_C_K,
+                      const intp_t[::1] member_M, const double[::1] u_M, intp_t[:] labels_M,
+                      double[:, ::1] log_joint_M_K, Py_ssize_t start, Py_ssize_t stop,
+                      int nt) noexcept nogil:
+    """``draw_labels`` on draws [start, stop), ``nt`` threads."""
+    cdef Py_ssize_t K = probs_K_C.shape[0], C = probs_K_C.shape[1]
+    cdef Py_ssize_t m, k, c, label, last
+    cdef floating cdf, total
+    cdef double u
+    for m in prange(start, stop, schedule="static", num_threads=nt):
+        k = member_M[m]
+        # The twin's sums in its order: the cumulative sum in the input's precision.
+        total = 0
+        for c in range(C):
+            total = total + probs_K_C[k, c]
+        last = C - 1
+        while last >= 0 and not probs_K_C[k, last] > 0:
+            last = last - 1
+        if last < 0:  # no positive entry: the twin's argmax of all-False is C - 1
+            last = C - 1
+        u = u_M[m] * total
+        cdf = 0
+        label = 0
+        for c in range(C):
+            cdf = cdf + probs_K_C[k, c]
+            if cdf <= u:
+                label = label + 1
+        label = min(label, last)
+        labels_M[m] = label
+        for k in range(K):
+            log_joint_M_K[m, k] += log_probs_C_K[label, k]
+    if nt > 1:
+        bbf_release_threads()
+
+
+def group_sums(const double[:, ::1] joint_M_K, const double[::1] weights_M,
+               const intp_t[::1] group_M, double[:, ::1] out_G_K):
+    """Weighted rows summed by group (``_kernels_numpy.group_sums``); serial, O(M·K)."""
+    cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1], G = out_G_K.shape[0]
+    if weights_M.shape[0] != M or group_M.shape[0] != M or out_G_K.shape[1] != K:
+        raise ValueError("group_sums: inconsistent shapes")
+    cdef Py_ssize_t m, k, g
+    for m in range(M):
+        if group_M[m] < 0 or group_M[m] >= G:
+            raise IndexError(f"group {group_M[m]} out of range for G={G}")
+    cdef double w
+    with nogil:
+        out_G_K[:, :] = 0.0
+        for m in range(M):
+            g = group_M[m]
+            w = weights_M[m]
+            for k in range(K):
+                out_G_K[g, k] += w * joint_M_K[m, k]
+    return out_G_K.base

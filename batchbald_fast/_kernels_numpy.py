@@ -4,6 +4,7 @@ Every kernel here has a twin of the same name and signature in ``_kernels.pyx``.
 """
 
 import numpy as np
+import scipy.sparse
 
 from . import _threads
 
@@ -138,3 +139,64 @@ def nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, out, num_threads=No
                                log_centre_P_K_W[parent_m])
         out[m0:m0 + rows] = W * parent_m + totals_m_W.argmax(axis=1)
     return out
+
+
+def draw_labels(probs_K_C, log_probs_C_K, member_M, u_M, labels_M, log_joint_M_K,
+                num_threads=None):
+    """A label for every draw from its member's row, and its log-probabilities added.
+
+    ``labels_M[m]`` is the inverse CDF of ``probs_K_C[member_M[m]]`` at ``u_M[m]`` times the
+    row's total (so that rows off 1 by rounding draw exactly their own distribution), never
+    a class of zero probability; then ``log_joint_M_K[m] += log_probs_C_K[labels_M[m]]``.
+    The cumulative sums run in the dtype of ``probs_K_C``.
+
+    Parameters
+    ----------
+    probs_K_C : ndarray of shape (K, C), float64 or float32, C-contiguous
+    log_probs_C_K : ndarray of shape (C, K), float64, C-contiguous
+        ``log(probs_K_C).T`` (-inf at 0).
+    member_M : ndarray of shape (M,), intp
+        Each draw's member, in [0, K).
+    u_M : ndarray of shape (M,), float64
+        Uniform numbers in [0, 1), one per draw.
+    labels_M : ndarray of shape (M,), intp (any stride)
+        Written in place.
+    log_joint_M_K : ndarray of shape (M, K), float64, C-contiguous
+        Updated in place.
+    num_threads : int or None
+        Unused.
+
+    Returns
+    -------
+    labels_M : ndarray of shape (M,)
+    """
+    C = probs_K_C.shape[1]
+    cdf_M_C = np.cumsum(probs_K_C, axis=1)[member_M]
+    below_M = (cdf_M_C <= (u_M * cdf_M_C[:, -1])[:, None]).sum(axis=1)
+    last_nonzero_K = C - 1 - np.argmax(probs_K_C[:, ::-1] > 0, axis=1)
+    np.minimum(below_M, last_nonzero_K[member_M], out=labels_M)
+    log_joint_M_K += log_probs_C_K[labels_M]
+    return labels_M
+
+
+def group_sums(joint_M_K, weights_M, group_M, out_G_K):
+    """Weighted rows summed by group: ``out_G_K[g] = Σ_{m: group_M[m] = g} weights_M[m] ·
+    joint_M_K[m]``, in ascending m.
+
+    Parameters
+    ----------
+    joint_M_K : ndarray of shape (M, K), float64
+    weights_M : ndarray of shape (M,), float64
+    group_M : ndarray of shape (M,), intp
+        Each row's group, in [0, G).
+    out_G_K : ndarray of shape (G, K), float64
+        Written in place.
+
+    Returns
+    -------
+    out_G_K : ndarray of shape (G, K)
+    """
+    G, M = len(out_G_K), len(group_M)
+    summing_G_M = scipy.sparse.csr_matrix((weights_M, (group_M, np.arange(M))), shape=(G, M))
+    out_G_K[:] = summing_G_M @ joint_M_K
+    return out_G_K

@@ -174,6 +174,87 @@ def test_nearest_subgroups(M, K, P, W):
                                   np.empty(M, dtype=np.intp))
 
 
+def brute_label(probs_C, u):
+    """The first class whose running sum exceeds u times the row's total, else the last
+    class of positive probability."""
+    total = sum(probs_C)
+    running = 0.0
+    for c, p in enumerate(probs_C):
+        running += p
+        if running > u * total:
+            return c
+    return max(c for c, p in enumerate(probs_C) if p > 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("M, K, C", [(0, 2, 3), (1, 1, 1), (500, 7, 5), (3000, 20, 10)])
+def test_draw_labels(M, K, C, dtype):
+    rng = np.random.default_rng(M + K + C)
+    probs_K_C = rng.dirichlet(np.ones(C), size=K)
+    probs_K_C[probs_K_C < 0.1] = 0.0  # zero classes, first, inside and last
+    probs_K_C[np.arange(K), np.argmax(probs_K_C, axis=1)] += 0.1  # every row has one > 0
+    probs_K_C = probs_K_C.astype(dtype)
+    with np.errstate(divide="ignore"):
+        log_probs_C_K = np.ascontiguousarray(np.log(probs_K_C).T, dtype=np.float64)
+    member_M = rng.integers(0, K, M)
+    u_M = rng.random(M)
+    u_M[: M // 10] = np.nextafter(1.0, 0.0)  # the top of the range: never a zero class
+    start_M_K = rng.normal(size=(M, K))
+    expected_M = np.array([brute_label(probs_K_C[k].astype(np.float64), u)
+                           for k, u in zip(member_M, u_M)], dtype=np.intp)
+    for module, kwargs in [(_kernels_numpy, {}), (kernels, {"num_threads": 1}),
+                           (kernels, {"num_threads": 2})]:
+        labels_M_2 = np.full((M, 2), -1, dtype=np.intp)  # a strided column
+        log_joint_M_K = start_M_K.copy()
+        module.draw_labels(probs_K_C, log_probs_C_K, member_M, u_M, labels_M_2[:, 1],
+                           log_joint_M_K, **kwargs)
+        if dtype == np.float64:
+            np.testing.assert_array_equal(labels_M_2[:, 1], expected_M)
+        else:  # the sums in float32 may round a boundary draw to the next class
+            assert np.sum(labels_M_2[:, 1] != expected_M) <= M // 100
+        assert np.all(labels_M_2[:, 0] == -1)
+        labels_M = labels_M_2[:, 1]
+        assert np.all(probs_K_C[member_M, labels_M] > 0)
+        np.testing.assert_array_equal(log_joint_M_K, start_M_K + log_probs_C_K[labels_M])
+    with pytest.raises(ValueError, match="inconsistent"):
+        kernels.draw_labels(probs_K_C, log_probs_C_K, member_M, u_M[:-1] if M else u_M[:0],
+                            np.empty(M, np.intp), np.empty((M + 1, K)))
+    with pytest.raises(IndexError):
+        kernels.draw_labels(probs_K_C, log_probs_C_K, np.array([K], dtype=np.intp),
+                            np.zeros(1), np.empty(1, np.intp), np.empty((1, K)))
+
+
+def test_draw_labels_follow_the_distribution():
+    """Many draws of one member's row: class frequencies within 5 standard errors."""
+    probs_K_C = np.array([[0.0, 0.2, 0.0, 0.5, 0.3], [1.0, 0.0, 0.0, 0.0, 0.0]])
+    M = 200_000
+    member_M = np.zeros(M, dtype=np.intp)
+    labels_M = np.empty(M, dtype=np.intp)
+    with np.errstate(divide="ignore"):
+        log_probs_C_K = np.ascontiguousarray(np.log(probs_K_C).T)
+    kernels.draw_labels(probs_K_C, log_probs_C_K, member_M,
+                        np.random.default_rng(0).random(M), labels_M, np.zeros((M, 2)))
+    frequencies_C = np.bincount(labels_M, minlength=5) / M
+    error_C = np.sqrt(probs_K_C[0] * (1 - probs_K_C[0]) / M)
+    assert np.all(np.abs(frequencies_C - probs_K_C[0]) <= 5 * error_C + 1e-12)
+
+
+@pytest.mark.parametrize("M, K, G", [(0, 3, 2), (1, 1, 1), (1000, 20, 37)])
+def test_group_sums(M, K, G):
+    rng = np.random.default_rng(M + G)
+    joint_M_K, weights_M = rng.random((M, K)), rng.random(M)
+    group_M = rng.integers(0, G, M)
+    expected_G_K = np.zeros((G, K))
+    for m in range(M):
+        expected_G_K[group_M[m]] += weights_M[m] * joint_M_K[m]
+    for module in (_kernels_numpy, kernels):
+        out_G_K = np.full((G, K), np.nan)
+        module.group_sums(joint_M_K, weights_M, group_M, out_G_K)
+        np.testing.assert_allclose(out_G_K, expected_G_K, rtol=1e-13, atol=1e-300)
+    with pytest.raises(IndexError):
+        kernels.group_sums(np.ones((1, K)), np.ones(1), np.array([G]), np.empty((G, K)))
+
+
 def test_log_matches_libm_over_the_range():
     """The vectorised log, through entropy_rows, against NumPy's across all magnitudes."""
     x = np.geomspace(np.finfo(np.float64).tiny, 1e300, 100_001).reshape(-1, 1)
