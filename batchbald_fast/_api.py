@@ -59,12 +59,16 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     lazy : bool or None, default=None
         Score only the candidates that upper bounds cannot rule out, best bound first,
         until no remaining bound can win. None: certified bounds only, so picks, scores
-        and noise flags are those of scoring every candidate; they come from a coarse
-        joint on every step (groups of configurations merged into one row: entropy is
-        concave, so this can only raise a score) and, on exact and pruned steps, from each
-        candidate's last gain (the objective is submodular). True: last gains on sampled
-        steps too, where they hold only up to sampling noise. False: score every
-        candidate. ``return_utilities=True`` scores every candidate.
+        and noise flags of exact and pruned steps are those of scoring every candidate;
+        they come from a coarse joint on every step (groups of configurations merged into
+        one row: entropy is concave, so this can only raise a score) and, on exact and
+        pruned steps, from each candidate's last gain (the objective is submodular).
+        Sampled steps are resolved to their noise: candidates whose bound is within
+        ``result.resolutions`` (the last sampled step's paired standard error) of the
+        best are left unscored, so the pick's estimate is within that of the best
+        estimate. True: last gains on sampled steps too, where they hold only up to
+        sampling noise. False: score every candidate. ``return_utilities=True`` scores
+        every candidate.
     tol : float, default=1e-4
         Certified error, in nats, allowed in a pruned joint; 0 samples as soon as the
         exact joint outgrows ``num_samples``.
@@ -118,8 +122,8 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         ``indices`` in pick order, ``scores`` (the batch's mutual information after each
         pick), ``utilities`` (when asked), and per step ``num_configurations``, ``exact``,
         ``mode``, ``error_bounds``, ``std_errors``, ``ambiguous``, ``num_evaluations``,
-        ``bound_rows``, ``num_bounded``, ``saturated``, ``segments``, ``rows_scored`` and
-        ``decision_rows``.
+        ``bound_rows``, ``num_bounded``, ``saturated``, ``segments``, ``rows_scored``,
+        ``decision_rows`` and ``resolutions``.
 
     Notes
     -----

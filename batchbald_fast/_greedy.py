@@ -40,6 +40,12 @@ RESOLUTION = 1e-3
 # rows the step scored, and at most EXTRA_ROWS_MAX rows (their per-row terms are kept).
 EXTRA_WORK = 0.5
 EXTRA_ROWS_MAX = 2**23
+# A sampled step's pick is resolved to this fraction of the paired standard error between
+# the last sampled step's top two (docs/sampled_steps.md): candidates whose bound is within
+# it of the best are left unscored. The full-M estimates cannot tell such candidates apart,
+# and W7's late steps have hundreds of them (472 within 0 nats of the best's bound, 43
+# within 0.005, at a paired error of 0.0034).
+RESOLVE_FRACTION = 1.0
 SATURATION_POLICIES = ("restart", "greedy")
 
 
@@ -99,6 +105,13 @@ class BatchResult:
     decision_rows : ndarray of shape (b,), int64
         Configuration rows behind the pick's utility: M, plus the rows of extra draws on
         sampled steps that needed them.
+    resolutions : ndarray of shape (b,), float64
+        How far, in nats, the pick's utility may lie below the best utility of the step's
+        own estimate: candidates whose bound was within this of the best were left
+        unscored. 0 where every candidate that could be best was scored (exact and pruned
+        steps, ``lazy=False``, ``extra_rounds``); on other sampled steps, the standard
+        error of the difference between the last sampled step's top two utilities, which
+        that estimate cannot resolve (docs/sampled_steps.md).
     """
 
     indices: np.ndarray
@@ -117,6 +130,7 @@ class BatchResult:
     segments: np.ndarray
     rows_scored: np.ndarray
     decision_rows: np.ndarray
+    resolutions: np.ndarray
 
 
 def top_k(scores_N, k=None, tie_tolerance=TIE_TOLERANCE):
@@ -184,7 +198,7 @@ def _tie_rule_order(sorted_n, index_n, tie_tolerance):
 def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
            next_joint=_joint.next_joint, lazy=None, lazy_tile=LAZY_TILE,
            coarse_min_work=COARSE_MIN_WORK, tie_tolerance=TIE_TOLERANCE, on_step=None,
-           saturation="restart", extra_rounds=0):
+           saturation="restart", extra_rounds=0, resolve_fraction=RESOLVE_FRACTION):
     """Greedy BatchBALD over validated inputs.
 
     Parameters
@@ -220,6 +234,10 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
     extra_rounds : int
         Most rounds of fresh draws (each as many as the step's) for the contenders of an
         ambiguous sampled step (:func:`_resolve_contenders`; with ``lazy=None`` only).
+    resolve_fraction : float
+        Sampled steps without extra rounds leave unscored the candidates whose bound is
+        within this many paired standard errors (the last sampled step's) of the best
+        scored; 0: every candidate that could be best is scored.
 
     Returns
     -------
@@ -241,7 +259,8 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
         ("exact", bool), ("mode", "<U7"), ("error_bounds", np.float64),
         ("std_errors", np.float64), ("ambiguous", bool), ("num_evaluations", np.int64),
         ("bound_rows", np.int64), ("num_bounded", np.int64), ("saturated", bool),
-        ("segments", np.int64), ("rows_scored", np.int64), ("decision_rows", np.int64)]}
+        ("segments", np.int64), ("rows_scored", np.int64), ("decision_rows", np.int64),
+        ("resolutions", np.float64)]}
     utilities = np.full((steps, N), np.nan) if return_utilities else None
 
     # The driver's own products are small: BLAS threads left spinning after them would take
@@ -253,13 +272,14 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
         probs_A_K_C = np.empty((0, K, C))  # the segment's rows, in pick order
         batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
         segment, restart, centres, coarsest = 0, False, None, True
+        pair_error = 0.0  # the last sampled step's, in this greedy run
         for t in range(steps):
             if restart:
                 # A new greedy run: earlier picks stay out of the pool, their gains are void.
                 state, probs_A_K_C = _joint.empty_joint(K), np.empty((0, K, C))
                 batch_score, batch_error, batch_cond_entropy = 0.0, 0.0, 0.0
                 upper_gain_N[:] = np.inf
-                centres, coarsest = None, True
+                centres, coarsest, pair_error = None, True, 0.0
                 segment += 1
             elif t > 0:
                 probs_A_K_C = np.concatenate([probs_A_K_C,
@@ -303,26 +323,30 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
 
             std_error, ambiguous = np.nan, False
             decision_rows = state.num_configurations
+            # Extra rounds need every contender scored: they resolve the step themselves.
+            resolution = resolve_fraction * pair_error \
+                if sampled and not extra_rounds and np.isfinite(pair_error) else 0.0
             if stale or bounds:
                 upper_n = batch_score + batch_error + upper_gain_N[remaining] if stale \
                     else np.full(len(remaining), np.inf)
-                # Sampled steps report the runner-up's distance too: it must be true.
+                # Sampled steps report the runner-up's distance too: it must be true (to
+                # within the resolution).
                 evaluated, utility_n, slack_n, level_counts, open_bound = _bounded_evaluate(
                     bounds, utility, remaining, upper_n, lazy_tile, tie_tolerance,
-                    top=2 if sampled else 1)
+                    top=2 if sampled else 1, resolution=resolution)
                 num_bounded = int(level_counts[1:].sum()) if bounds else 0
                 if levels and levels.coarsest:
                     # It pays while it rules out an eighth of what it bounds.
                     coarsest = 8 * level_counts[1] >= num_bounded
             else:
                 evaluated, (utility_n, slack_n) = remaining, utility(remaining)
-                num_bounded, open_bound = 0, -np.inf
+                num_bounded, open_bound, resolution = 0, -np.inf, 0.0
             rows_scored = bound_rows[0] + len(evaluated) * state.num_configurations
             # evaluated is ascending, so the first near-maximum is the lowest tied index.
             best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
             if sampled:
                 std_error, ambiguous, pair_error = _sampling_noise(state, pool, evaluated,
-                                                                   utility_n)
+                                                                   utility_n, resolution)
                 # Contenders: within noise of the pick, all of them scored, affordable.
                 margin = scipy.special.ndtri(1 - ALPHA) * pair_error
                 budget = min(EXTRA_WORK * rows_scored, EXTRA_ROWS_MAX)
@@ -363,7 +387,8 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
                                 ("num_bounded", num_bounded),
                                 ("saturated", saturated), ("segments", segment),
                                 ("rows_scored", rows_scored),
-                                ("decision_rows", decision_rows)]:
+                                ("decision_rows", decision_rows),
+                                ("resolutions", resolution)]:
                 out[name][t] = value
             if return_utilities:
                 utilities[t, evaluated] = utility_n
@@ -392,7 +417,8 @@ def _warn_saturated(out, K, saturation):
         f"for batches this large.", SaturationWarning, stacklevel=4)
 
 
-def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1):
+def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1,
+                      resolution=0.0):
     """Score candidates best bound first until no unscored one can be among the ``top``.
 
     Branch and bound over refinements of increasing cost: each candidate starts at its
@@ -400,8 +426,10 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
     ``utility`` the value. The open candidate with the highest bound decides what runs
     next: its refinement, on the open candidates at its level, highest bounds first, a tile
     that doubles at each call of that level. Stops once every candidate not scored has a
-    bound more than ``tie_tolerance`` below the ``top``-th best utility, so those top
-    candidates (and their tie-breaks) are the ones full evaluation gives.
+    bound more than ``tie_tolerance`` below the ``top``-th best utility: those top
+    candidates (and their tie-breaks) are the ones full evaluation gives. With
+    ``resolution > 0``, once no unscored bound is more than ``resolution`` above it: each
+    is then within ``resolution`` of full evaluation's.
 
     Parameters
     ----------
@@ -416,6 +444,8 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
         Candidates of the first ``utility`` call.
     tie_tolerance : float
     top : int
+    resolution : float
+        How far above the ``top``-th best an unscored candidate's bound may be.
 
     Returns
     -------
@@ -437,7 +467,7 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
         scored = level_n == len(refine)
         threshold = -np.inf
         if scored.sum() >= top:
-            threshold = np.partition(bound_n[scored], -top)[-top] - tie_tolerance
+            threshold = np.partition(bound_n[scored], -top)[-top] - tie_tolerance + resolution
         open_ = np.flatnonzero(~scored & (bound_n >= threshold))
         if not len(open_):
             break
@@ -543,10 +573,11 @@ def _resolve_contenders(state, probs_c_K_C, utility_c, score, fresh, budget, max
     return lead, float(mean_c[lead]), float(se_c[lead]), not resolved, extra_rows, len(rounds)
 
 
-def _sampling_noise(state, pool, evaluated, utility_n):
+def _sampling_noise(state, pool, evaluated, utility_n, resolution=0.0):
     """Standard error of the top utility, whether the runner-up is within two standard
     errors of the difference (both from the same draws, so the difference is paired), and
-    that standard error.
+    that standard error. A candidate left unscored may be up to ``resolution`` above the
+    runner-up scored: it counts as within noise when that could be.
 
     Draws are treated as independent from the mixture; with S draws per member the
     stratified estimator's variance is no larger, so the standard error is conservative.
@@ -558,7 +589,7 @@ def _sampling_noise(state, pool, evaluated, utility_n):
         return std_error_top, False, 0.0
     gap = utility_n[top[0]] - utility_n[top[1]]
     pair_error = _paired_error(terms_t_M[0] - terms_t_M[1], counts_M)
-    return std_error_top, bool(gap <= 2 * pair_error), pair_error
+    return std_error_top, bool(gap <= 2 * pair_error + resolution), pair_error
 
 
 def _paired_error(g_M, counts_M):

@@ -190,7 +190,8 @@ def test_lazy_greedy_matches_full_evaluation(backend, seed, lazy_tile):
 @pytest.mark.parametrize("lazy_tile", [1, 8, 64])
 def test_bounded_selection_matches_full_evaluation(backend, seed, lazy_tile):
     # Exact, pruned and sampled steps with joints big enough to be coarsened: skipping what
-    # the bounds rule out changes nothing a full evaluation reports, noise flags included.
+    # the bounds rule out changes nothing a full evaluation reports, noise flags included
+    # (sampled steps resolved to the last; the default resolution is tested below).
     rng = np.random.default_rng(200 + seed)
     probs_N_K_C = random_probs(rng, 240, 6, 4, zeros=seed % 4 == 1,
                                concentration=rng.choice([0.3, 1.0, 3.0]))
@@ -202,8 +203,8 @@ def test_bounded_selection_matches_full_evaluation(backend, seed, lazy_tile):
     full, bounded = [_greedy.select(
         _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C), 7, np.arange(240),
         num_samples=600, rng=np.random.default_rng(seed), return_utilities=False,
-        next_joint=next_joint, lazy=lazy, lazy_tile=lazy_tile, coarse_min_work=0)
-        for lazy in (False, None)]
+        next_joint=next_joint, lazy=lazy, lazy_tile=lazy_tile, coarse_min_work=0,
+        resolve_fraction=0.0) for lazy in (False, None)]
     np.testing.assert_array_equal(bounded.indices, full.indices)
     np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(bounded.mode, full.mode)
@@ -253,8 +254,8 @@ def test_bounded_selection_matches_full_evaluation_in_float32(backend):
     full, bounded = [_greedy.select(
         _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C, dtype=np.float32), 7,
         np.arange(300), num_samples=600, rng=np.random.default_rng(0),
-        return_utilities=False, next_joint=next_joint, lazy=lazy, coarse_min_work=0)
-        for lazy in (False, None)]
+        return_utilities=False, next_joint=next_joint, lazy=lazy, coarse_min_work=0,
+        resolve_fraction=0.0) for lazy in (False, None)]
     np.testing.assert_array_equal(bounded.indices, full.indices)
     np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
     # A restart's first step (BALD) has no last gains to skip by.
@@ -263,18 +264,42 @@ def test_bounded_selection_matches_full_evaluation_in_float32(backend):
     assert (bounded.bound_rows[bounded.mode == "sampled"] > 0).all()
 
 
-def test_default_bounds_big_steps_through_the_api(backend):
-    # Steps of ≥ 2^22 candidate × configuration rows get a coarse joint by default.
+def test_default_bounds_big_steps_through_the_api(backend, monkeypatch):
+    # Steps of ≥ 2^22 candidate × configuration rows get a coarse joint by default. Exact
+    # and pruned steps score every candidate that could be best; a sampled step's pick is
+    # within its resolution of the best utility of its own estimate, computed here by
+    # plain sums from the step's joint state.
     probs_N_K_C = random_probs(np.random.default_rng(16), 2000, 8, 4, concentration=0.5)
-    full, bounded = [bf.batchbald(probs_N_K_C, 8, num_samples=5000, random_state=1, lazy=lazy)
-                     for lazy in (False, None)]
-    np.testing.assert_array_equal(bounded.indices, full.indices)
-    np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
-    np.testing.assert_array_equal(bounded.ambiguous, full.ambiguous)
+    states, original = [], _joint.next_joint
+
+    def next_joint(*args, **kwargs):
+        states.append(original(*args, **kwargs))
+        return states[-1]
+    monkeypatch.setattr(_joint, "next_joint", next_joint)
+    full = bf.batchbald(probs_N_K_C, 8, num_samples=5000, random_state=1, lazy=False)
+    states.clear()
+    bounded = bf.batchbald(probs_N_K_C, 8, num_samples=5000, random_state=1)
+    assert (bounded.segments == 0).all()  # states[t - 1] is step t's
     big = full.num_evaluations * full.num_configurations >= 2**22
     assert big.any() and (bounded.bound_rows[big] > 0).all()
-    assert (bounded.bound_rows[~big] == 0).all()
-    assert (bounded.num_evaluations[big] < full.num_evaluations[big] / 4).all()
+    assert (full.resolutions == 0).all() and (bounded.resolutions[bounded.mode != "sampled"]
+                                              == 0).all()
+    first_sampled = int(np.argmax(bounded.mode == "sampled"))
+    np.testing.assert_array_equal(bounded.indices[:first_sampled + 1],
+                                  full.indices[:first_sampled + 1])
+    assert (bounded.resolutions[first_sampled + 1:] > 0).all()
+    cond_entropy_N = -np.sum(probs_N_K_C * np.log(probs_N_K_C), axis=2).mean(axis=1)
+    for t in range(first_sampled, 8):
+        state = states[t - 1]
+        assert state.mode == "sampled"
+        P_M_N_C = np.einsum("mk,nkc->mnc", state.joint_M_K, probs_N_K_C)
+        entropy_N = state.weights_M @ -np.sum(P_M_N_C * np.log(P_M_N_C), axis=2) \
+            + probs_N_K_C.sum(axis=2) @ state.offset_K
+        utility_N = entropy_N - cond_entropy_N
+        utility_N[bounded.indices[:t]] = -np.inf
+        pick = bounded.indices[t]
+        assert utility_N[pick] >= utility_N.max() - bounded.resolutions[t] - 1e-9
+        assert bounded.num_evaluations[t] < 2000 - t
 
 
 @pytest.mark.parametrize("scores, expected", [
@@ -392,3 +417,28 @@ def test_extra_rounds_need_certified_lazy_and_a_count(backend):
     assert (every.decision_rows[sampled] == every.num_configurations[sampled]).all()
     with pytest.raises(ValueError, match="extra_rounds"):
         bf.batchbald(probs_N_K_C, 2, extra_rounds=-1)
+
+
+def test_bounded_evaluation_resolves_to_its_resolution():
+    # Utilities packed within a few hundredths of each other behind bounds 0.01 too loose,
+    # as on a late sampled step at b = 100: the best bound's candidates are scored until
+    # none left unscored can be more than the resolution above the second best scored.
+    rng = np.random.default_rng(17)
+    utility_N = 1.0 - rng.exponential(0.01, size=500)
+    looseness_N = rng.uniform(0.005, 0.01, size=500)
+    candidates = np.arange(500, dtype=np.intp)
+    top_two = np.sort(utility_N)[-2:]
+    counts = []
+    for resolution in (0.0, 0.002, 0.005, 0.05):
+        evaluated, utility_n, _, _, open_bound = _greedy._bounded_evaluate(
+            [(lambda xs: (utility_N[xs] + looseness_N[xs], np.zeros(len(xs))), 8)],
+            lambda xs: (utility_N[xs], np.zeros(len(xs))), candidates, np.full(500, np.inf),
+            4, 1e-10, top=2, resolution=resolution)
+        np.testing.assert_array_equal(utility_n, utility_N[evaluated])
+        assert np.sort(utility_n)[-1] >= top_two[1] - resolution
+        assert np.sort(utility_n)[-2] >= top_two[0] - resolution
+        assert open_bound <= np.sort(utility_n)[-2] + resolution
+        if resolution == 0:  # every candidate that could be in the top two
+            assert set(np.flatnonzero(utility_N + looseness_N >= top_two[0])) <= set(evaluated)
+        counts.append(len(evaluated))
+    assert counts == sorted(counts, reverse=True) and counts[-1] < counts[0] / 4
