@@ -121,6 +121,12 @@ def _build_parser():
                              "file gives the same batch every run; vary it to see which "
                              "picks depend on the draws)")
     select.add_argument("--threads", type=int, default=None)
+    select.add_argument("--saturation", choices=["restart", "greedy"], default="restart",
+                        help="after a sampled step within noise of ln K: start a new greedy "
+                             "run (restart, default) or keep extending the batch (greedy)")
+    select.add_argument("--extra-rounds", type=int, default=0, metavar="R",
+                        help="rounds of fresh draws for the contenders of a sampled step "
+                             "whose pick is within noise (default 0: none)")
     select.add_argument("--scheduler", metavar="ADDRESS",
                         help="run on this Dask scheduler (e.g. tcp://host:8786), the pool's "
                              "chunks read and held by its workers")
@@ -216,7 +222,8 @@ def _select(args):
             result = batchbald(probs, args.batch_size, num_samples=args.num_samples,
                                log_probs=args.log_probs, random_state=args.seed,
                                num_threads=args.threads, memory_budget=args.memory_budget,
-                               progress=progress)
+                               progress=progress, saturation=args.saturation,
+                               extra_rounds=args.extra_rounds)
         except ValueError as exc:
             if args.log_probs or "negative probability" not in str(exc):
                 raise
@@ -232,6 +239,10 @@ def _select(args):
                           "error_bounds": finite_or_none(result.error_bounds),
                           "std_errors": finite_or_none(result.std_errors),
                           "ambiguous": result.ambiguous.tolist(),
+                          "saturated": result.saturated.tolist(),
+                          "segments": result.segments.tolist(),
+                          "decision_rows": result.decision_rows.tolist(),
+                          "resolutions": result.resolutions.tolist(),
                           "backend": backend_info()["backend"]}))
         return
     print(f"{'step':>4}  {'index':>8}  {'score':>10}  {'joint':>7}  {'configurations':>14}  "

@@ -63,6 +63,25 @@ def test_select_table_and_seeded_sampled_steps(backend, files, capsys):
     assert seeded[0] == seeded[1]
 
 
+def test_select_saturation_and_extra_rounds_as_the_api(backend, files, capsys):
+    probs = WORKLOADS["W5"].probs()
+    outs = []
+    for argv, kwargs in [([], {}), (["--saturation", "greedy"], {"saturation": "greedy"}),
+                         (["--extra-rounds", "4"], {"extra_rounds": 4})]:
+        outs.append(run_json(capsys, files["nkc"], "--batch-size", "20", "--num-samples",
+                             "40", *argv))
+        out = outs[-1]
+        with pytest.warns(batchbald_fast.SaturationWarning):
+            expected = batchbald_fast.batchbald(probs, 20, num_samples=40, random_state=0,
+                                                **kwargs)
+        assert out["indices"] == expected.indices.tolist()
+        for name in ("ambiguous", "saturated", "segments", "decision_rows", "resolutions"):
+            assert out[name] == getattr(expected, name).tolist()
+    # W5 saturates by step 20: the default restarts, greedy does not; rounds change picks.
+    assert max(outs[0]["segments"]) > 0 and max(outs[1]["segments"]) == 0
+    assert outs[2]["indices"] != outs[0]["indices"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["select", "missing.npy", "--batch-size", "2"], "No such file"),
     (["select", "{text}", "--batch-size", "2"], "not a .npy file"),
@@ -73,6 +92,8 @@ def test_select_table_and_seeded_sampled_steps(backend, files, capsys):
     (["select", "{nkc}", "--batch-size", "two"], "invalid int"),
     (["select", "{nkc}", "--batch-size", "2", "--threads", "0"], "num_threads"),
     (["select", "{nkc}", "--batch-size", "2", "--layout", "CKN"], "invalid choice"),
+    (["select", "{nkc}", "--batch-size", "2", "--saturation", "stop"], "invalid choice"),
+    (["select", "{nkc}", "--batch-size", "2", "--extra-rounds", "-1"], "extra_rounds"),
     (["select", "{nkc}"], "--batch-size"),
     (["select", "{two}", "--batch-size", "2"],
      "two.npz is an .npz archive holding probs, labels: choose one with --key NAME"),
