@@ -237,7 +237,8 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
     resolve_fraction : float
         Sampled steps without extra rounds leave unscored the candidates whose bound is
         within this many paired standard errors (the last sampled step's) of the best
-        scored; 0: every candidate that could be best is scored.
+        scored; 0: every candidate that could be best is scored. With extra rounds they
+        score down to ``Φ⁻¹(1 − ALPHA)`` of them below it instead, for the contenders.
 
     Returns
     -------
@@ -323,9 +324,12 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
 
             std_error, ambiguous = np.nan, False
             decision_rows = state.num_configurations
-            # Extra rounds need every contender scored: they resolve the step themselves.
-            resolution = resolve_fraction * pair_error \
-                if sampled and not extra_rounds and np.isfinite(pair_error) else 0.0
+            resolution = 0.0
+            if sampled and np.isfinite(pair_error):
+                # Extra rounds need every contender (within z paired errors of the pick)
+                # scored: score that far below the runner-up, by the last step's error.
+                resolution = -scipy.special.ndtri(1 - ALPHA) * pair_error \
+                    if extra_rounds and lazy is None else resolve_fraction * pair_error
             if stale or bounds:
                 upper_n = batch_score + batch_error + upper_gain_N[remaining] if stale \
                     else np.full(len(remaining), np.inf)
@@ -388,7 +392,7 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
                                 ("saturated", saturated), ("segments", segment),
                                 ("rows_scored", rows_scored),
                                 ("decision_rows", decision_rows),
-                                ("resolutions", resolution)]:
+                                ("resolutions", max(resolution, 0.0))]:
                 out[name][t] = value
             if return_utilities:
                 utilities[t, evaluated] = utility_n
@@ -445,7 +449,8 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
     tie_tolerance : float
     top : int
     resolution : float
-        How far above the ``top``-th best an unscored candidate's bound may be.
+        How far above the ``top``-th best an unscored candidate's bound may be; below 0,
+        candidates whose bound is within ``-resolution`` below it are scored too.
 
     Returns
     -------
@@ -589,7 +594,7 @@ def _sampling_noise(state, pool, evaluated, utility_n, resolution=0.0):
         return std_error_top, False, 0.0
     gap = utility_n[top[0]] - utility_n[top[1]]
     pair_error = _paired_error(terms_t_M[0] - terms_t_M[1], counts_M)
-    return std_error_top, bool(gap <= 2 * pair_error + resolution), pair_error
+    return std_error_top, bool(gap <= 2 * pair_error + max(resolution, 0.0)), pair_error
 
 
 def _paired_error(g_M, counts_M):

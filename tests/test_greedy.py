@@ -422,23 +422,25 @@ def test_extra_rounds_need_certified_lazy_and_a_count(backend):
 def test_bounded_evaluation_resolves_to_its_resolution():
     # Utilities packed within a few hundredths of each other behind bounds 0.01 too loose,
     # as on a late sampled step at b = 100: the best bound's candidates are scored until
-    # none left unscored can be more than the resolution above the second best scored.
+    # none left unscored can be more than the resolution above the second best scored
+    # (below 0: until none is within it below, as extra rounds need).
     rng = np.random.default_rng(17)
     utility_N = 1.0 - rng.exponential(0.01, size=500)
     looseness_N = rng.uniform(0.005, 0.01, size=500)
     candidates = np.arange(500, dtype=np.intp)
     top_two = np.sort(utility_N)[-2:]
     counts = []
-    for resolution in (0.0, 0.002, 0.005, 0.05):
+    for resolution in (-0.005, 0.0, 0.002, 0.005, 0.05):
         evaluated, utility_n, _, _, open_bound = _greedy._bounded_evaluate(
             [(lambda xs: (utility_N[xs] + looseness_N[xs], np.zeros(len(xs))), 8)],
             lambda xs: (utility_N[xs], np.zeros(len(xs))), candidates, np.full(500, np.inf),
             4, 1e-10, top=2, resolution=resolution)
         np.testing.assert_array_equal(utility_n, utility_N[evaluated])
-        assert np.sort(utility_n)[-1] >= top_two[1] - resolution
-        assert np.sort(utility_n)[-2] >= top_two[0] - resolution
+        assert np.sort(utility_n)[-1] >= top_two[1] - max(resolution, 0)
+        assert np.sort(utility_n)[-2] >= top_two[0] - max(resolution, 0)
         assert open_bound <= np.sort(utility_n)[-2] + resolution
-        if resolution == 0:  # every candidate that could be in the top two
-            assert set(np.flatnonzero(utility_N + looseness_N >= top_two[0])) <= set(evaluated)
+        if resolution <= 0:  # every candidate that could be in the top two, and more
+            assert set(np.flatnonzero(utility_N + looseness_N >= top_two[0] + resolution)) \
+                <= set(evaluated)
         counts.append(len(evaluated))
     assert counts == sorted(counts, reverse=True) and counts[-1] < counts[0] / 4
