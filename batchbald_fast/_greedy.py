@@ -340,8 +340,9 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
                     top=2 if sampled else 1, resolution=resolution)
                 num_bounded = int(level_counts[1:].sum()) if bounds else 0
                 if levels and levels.coarsest:
-                    # It pays while it rules out an eighth of what it bounds.
-                    coarsest = 8 * level_counts[1] >= num_bounded
+                    # It pays while the rows it saves (G per candidate it rules out) are
+                    # as many as its own (16 per candidate it bounds).
+                    coarsest = level_counts[1] * levels.rows[1] >= levels.rows[0] * num_bounded
             else:
                 evaluated, (utility_n, slack_n) = remaining, utility(remaining)
                 num_bounded, open_bound, resolution = 0, -np.inf, 0.0

@@ -34,14 +34,17 @@ MAX_DRAW_BYTES = 256 * 2**20
 # Draws per member may grow to this many times the budget's share while they merge into
 # fewer distinct rows than the budget; beyond that the counts barely sharpen the estimate.
 MAX_GROWTH = 16
-# Rows of the coarse joints that bound a step's scores: the first has COARSE_GROUPS, each
-# next one splits every row of the last into COARSE_WAYS, up to COARSE_ROWS and this
-# fraction of the joint's rows, so that bounding a candidate costs far less than scoring it
-# (W2, M = 10000: 16-23 of 10000 candidates left to score); a level of COARSEST_GROUPS rows
-# may go in front (CoarseLevels).
+# Rows of the coarse joints that bound a step's scores: the first has about 3K groups (a
+# power of 2, at most COARSE_GROUPS), each next one splits every row of the last up to
+# COARSE_ROWS and this fraction of the joint's rows, so that bounding a candidate costs
+# far less than scoring it (W2, M = 10000: 16-23 of 10000 candidates left to score); a
+# level of COARSEST_GROUPS rows may go in front (CoarseLevels). Every candidate is bounded
+# by the first level, so its rows are most of a step's work when few are scored: with K =
+# 20, 64 of them then 1024 score 30% fewer rows than 128 then 1024 on W7s (23% on W2); with
+# K = 100, 64 score 2.4x more on W7 and 256 14% more than 128.
 COARSE_GROUPS = 128
+COARSE_GROUPS_PER_MEMBER = 3
 COARSEST_GROUPS = 16
-COARSE_WAYS = 8
 COARSE_ROWS = 1024
 COARSE_FRACTION = 1 / 8
 # Lloyd iterations of the first grouping, from drawn centres or the last step's, and of
@@ -440,6 +443,8 @@ class CoarseLevels:
         rows, which pays where many are far (K = 100: half of them on W6's steps, against
         one in 16 on W7s's).
     num_groups, ways, max_groups : int
+        None: ``COARSE_GROUPS_PER_MEMBER · K`` rounded up to a power of 2, at most
+        ``COARSE_GROUPS``; and as many ways as reach ``max_groups`` in one split.
     fraction : float
     iterations : int
         Lloyd iterations of the first grouping from drawn centres (WARM_ITERATIONS from
@@ -456,9 +461,14 @@ class CoarseLevels:
     """
 
     def __init__(self, state, row_sum_range=(1.0, 1.0), centres=None, coarsest=False,
-                 num_groups=COARSE_GROUPS, ways=COARSE_WAYS, max_groups=COARSE_ROWS,
+                 num_groups=None, ways=None, max_groups=COARSE_ROWS,
                  fraction=COARSE_FRACTION, iterations=COARSE_ITERATIONS):
         self._state, self._row_sum_range = state, row_sum_range
+        if num_groups is None:
+            num_groups = min(COARSE_GROUPS, 2 ** math.ceil(math.log2(
+                COARSE_GROUPS_PER_MEMBER * state.joint_M_K.shape[1])))
+        if ways is None:  # the next level at max_groups
+            ways = max(2, max_groups // num_groups)
         self._sums_M = state.joint_M_K.sum(axis=1)
         most = min(max_groups, int(len(self._sums_M) * fraction),
                    np.count_nonzero(self._sums_M))

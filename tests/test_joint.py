@@ -279,10 +279,13 @@ def test_coarse_levels_tighten_as_they_split(backend):
                                   max_groups=128, fraction=1.0, centres=levels.centres)
     for bound in warm:
         assert (bound >= full - 1e-12).all()
-    # The defaults: 128 rows, split while a level stays within 1/8 of the joint's rows.
+    # The defaults: ~3K rows (K = 8: 32), then one split to the most rows within 1/8 of the
+    # joint's rows (70), at most 1024.
     levels = _joint.CoarseLevels(state)
-    assert levels.rows[0] == min(128, state.num_configurations // 8)
-    assert levels.rows[-1] <= state.num_configurations // 8
+    assert levels.rows == [32, 64]
+    many = _joint.sample_joint(random_probs(np.random.default_rng(2), 12, 100, 10)[:8], 20000,
+                               np.random.default_rng(0))
+    assert _joint.CoarseLevels(many).rows == [128, 1024]
     assert levels[len(levels) - 1][0].shape[1] == 8
     assert len(_joint.CoarseLevels(_joint.empty_joint(8))) == 0  # too few rows to merge
 
