@@ -113,8 +113,8 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         still unresolved. The rounds score at most half the rows of the step (and
         contenders must all have been scored, so that ``lazy=None`` is needed). 8 rounds
         made 100% (C = 3) and 88% (C = 4) of small sampled steps' picks right at
-        ``num_samples=1000``, against 71% and 65% without, for 3.5-4.3× the time; on W2
-        they double the time (docs/sampled_steps.md).
+        ``num_samples=1000``, against 71% and 65% without, for 3.2-4.0× the time; on W2
+        they take 1.7× the time (docs/sampled_steps.md).
 
     Returns
     -------
