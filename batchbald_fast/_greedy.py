@@ -324,13 +324,13 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
 
             std_error, ambiguous = np.nan, False
             decision_rows = state.num_configurations
-            resolution = 0.0
-            if sampled and np.isfinite(pair_error):
-                # Extra rounds need every contender (within z paired errors of the pick)
-                # scored: score that far below the runner-up, by the last step's error.
-                resolution = -scipy.special.ndtri(1 - ALPHA) * pair_error \
-                    if extra_rounds and lazy is None else resolve_fraction * pair_error
+            resolution = 0.0  # every candidate that could be best is scored
             if stale or bounds:
+                if sampled and np.isfinite(pair_error):
+                    # Extra rounds need every contender (within z paired errors of the
+                    # pick) scored: score that far below the runner-up, by the last step's.
+                    resolution = -scipy.special.ndtri(1 - ALPHA) * pair_error \
+                        if extra_rounds and lazy is None else resolve_fraction * pair_error
                 upper_n = batch_score + batch_error + upper_gain_N[remaining] if stale \
                     else np.full(len(remaining), np.inf)
                 # Sampled steps report the runner-up's distance too: it must be true (to
@@ -345,7 +345,7 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
                     coarsest = level_counts[1] * levels.rows[1] >= levels.rows[0] * num_bounded
             else:
                 evaluated, (utility_n, slack_n) = remaining, utility(remaining)
-                num_bounded, open_bound, resolution = 0, -np.inf, 0.0
+                num_bounded, open_bound = 0, -np.inf
             rows_scored = bound_rows[0] + len(evaluated) * state.num_configurations
             # evaluated is ascending, so the first near-maximum is the lowest tied index.
             best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))

@@ -458,17 +458,17 @@ cdef void _draw_chunk(const floating[:, ::1] probs_K_C, const double[:, ::1] log
                       int nt) noexcept nogil:
     """``draw_labels`` on draws [start, stop), ``nt`` threads."""
     cdef Py_ssize_t K = probs_K_C.shape[0], C = probs_K_C.shape[1]
-    cdef Py_ssize_t m, k, c, label, last
+    cdef Py_ssize_t m, k, c, member, label, last
     cdef floating cdf, total
     cdef double u
     for m in prange(start, stop, schedule="static", num_threads=nt):
-        k = member_M[m]
+        member = member_M[m]
         # The twin's sums in its order: the cumulative sum in the input's precision.
         total = 0
         for c in range(C):
-            total = total + probs_K_C[k, c]
+            total = total + probs_K_C[member, c]
         last = C - 1
-        while last >= 0 and not probs_K_C[k, last] > 0:
+        while last >= 0 and not probs_K_C[member, last] > 0:
             last = last - 1
         if last < 0:  # no positive entry: the twin's argmax of all-False is C - 1
             last = C - 1
@@ -476,7 +476,7 @@ cdef void _draw_chunk(const floating[:, ::1] probs_K_C, const double[:, ::1] log
         cdf = 0
         label = 0
         for c in range(C):
-            cdf = cdf + probs_K_C[k, c]
+            cdf = cdf + probs_K_C[member, c]
             if cdf <= u:
                 label = label + 1
         label = min(label, last)
