@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _backend
-from ._kernels_numpy import _xlogx
 
 # Memory the unmerged draws of a sampled joint may take (they are ~M·(K + A) numbers).
 MAX_DRAW_BYTES = 256 * 2**20
@@ -56,6 +55,8 @@ SPLIT_ITERATIONS = 4
 # in cache, and reused by the allocator (a whole 10000 × 128 product is a fresh mapping
 # each time, and its page faults cost more than the product: W7s 6.4 s → 5.0 s).
 COARSE_CHUNK_BYTES = 2 * 2**20
+# Per-row terms of sampled estimates are computed from P in chunks of rows of this size.
+TERMS_CHUNK_BYTES = 2 * 2**20
 _TINY = np.finfo(np.float64).tiny
 
 
@@ -624,7 +625,8 @@ def _group_sums(joint_M_K, weights_M, group_M, G):
 def estimator_terms(state, probs_n_K_C):
     """Per-row terms ``g_m`` of a sampled state's estimate of H(y_A, y_x), for n points x.
 
-    The estimate is ``counts_M @ g_M / counts_M.sum()``; used for standard errors.
+    The estimate is ``counts_M @ g_M / counts_M.sum()``; used for standard errors and the
+    contenders' fresh rounds. The entropies of the M·n rows of P run in the kernels.
 
     Parameters
     ----------
@@ -638,9 +640,17 @@ def estimator_terms(state, probs_n_K_C):
     counts_M : ndarray of shape (M,)
     """
     n, K, C = probs_n_K_C.shape
-    P_M_n_C = (state.joint_M_K @ probs_n_K_C.transpose(1, 0, 2).reshape(K, n * C)).reshape(
-        -1, n, C)
-    g_M_n = -_xlogx(P_M_n_C).sum(axis=2) - state.log_scale_M[:, None] * P_M_n_C.sum(axis=2)
+    M = state.num_configurations
+    probs_K_nC = probs_n_K_C.transpose(1, 0, 2).reshape(K, n * C)
+    # Σ_c P[m, c] = Σ_k J[m, k] Σ_c p[x, k, c]: the row scale's term, without P.
+    g_M_n = -state.log_scale_M[:, None] * (state.joint_M_K @ probs_n_K_C.sum(axis=2).T)
+    entropy = _backend.get_kernels().entropy_rows
+    chunk = max(1, TERMS_CHUNK_BYTES // (8 * n * C))  # P in chunks of rows
+    for m0 in range(0, M, chunk):
+        P_mn_C = (state.joint_M_K[m0:m0 + chunk] @ probs_K_nC).reshape(-1, C)
+        entropy_mn = np.empty(len(P_mn_C))
+        entropy(P_mn_C, entropy_mn)
+        g_M_n[m0:m0 + chunk] += entropy_mn.reshape(-1, n)
     g_M_n /= state.joint_M_K.sum(axis=1)[:, None]
     return g_M_n.T, state.counts_M
 
