@@ -30,16 +30,26 @@ COARSE_MIN_WORK = 2**22
 # With the finer coarse levels a step often needs only the first call, so it is small: 16
 # against 64 scores 43% fewer rows on W2 (0.55 -> 0.50 s) and 25% fewer on W7s.
 LAZY_TILE = 16
-# Extra draws for a sampled step's contenders (docs/sampled_steps.md): one-sided error
-# probability of each test that drops a contender or declares the pick resolved.
-ALPHA = 1e-3
+# Fresh draws for a sampled step's contenders (docs/sampled_steps.md): one-sided error
+# probability of each test that drops a contender or declares the pick resolved, and the
+# most rounds by default. On the pick-fidelity pools (C = 3 and 4, M = 1000, 64 sampled
+# steps), with 16 rounds: α = 1e-3 94% right, 0.01 95%, 0.05 98% (16 steps left
+# unresolved), 0.1 98% (7), in 1.1, 1.2, 0.98 and 0.91 s against 0.40 s without rounds;
+# 8 rounds at 0.05 also 98% (23 unresolved), 32 98% (12). A looser test resolves steps
+# sooner and drops more contenders, which pays for more of the rounds that decide.
+ALPHA = 0.05
+EXTRA_ROUNDS = 16
 # Utilities this close are equally good picks: a step is resolved once every contender is
 # confidently at most this far above the pick (the pick-fidelity benchmark's criterion).
 RESOLUTION = 1e-3
-# Fresh draws for the contenders within noise of the pick score at most EXTRA_WORK times the
-# rows the step scored, and at most EXTRA_ROWS_MAX rows (their per-row terms are kept).
-EXTRA_WORK = 0.5
-EXTRA_ROWS_MAX = 2**23
+# The rounds (and the candidates scored for them) score at most EXTRA_WORK times the rows
+# the step scored and EXTRA_ROWS_MAX rows in all, for at most MAX_CONTENDERS contenders. A
+# fresh round costs more per row than the kernel (drawing and merging its draws, the per-row
+# terms: 50-120 kernel rows per draw), so the cap is low: W2 takes 0.36 s with rounds
+# against 0.33 s without, while the small pools' rounds mostly stop at EXTRA_ROUNDS first.
+EXTRA_WORK = 0.25
+EXTRA_ROWS_MAX = 2**21
+MAX_CONTENDERS = 256
 # A sampled step's pick is resolved to this fraction of the paired standard error between
 # the last sampled step's top two (docs/sampled_steps.md): candidates whose bound is within
 # it of the best are left unscored. The full-M estimates cannot tell such candidates apart,
@@ -109,9 +119,10 @@ class BatchResult:
         How far, in nats, the pick's utility may lie below the best utility of the step's
         own estimate: candidates whose bound was within this of the best were left
         unscored. 0 where every candidate that could be best was scored (exact and pruned
-        steps, ``lazy=False``, ``extra_rounds``); on other sampled steps, the standard
-        error of the difference between the last sampled step's top two utilities, which
-        that estimate cannot resolve (docs/sampled_steps.md).
+        steps, ``lazy=False``, a run's first sampled step, steps whose extra rounds scored
+        the contenders left); on other sampled steps, the standard error of the
+        difference between the last sampled step's top two utilities, which that estimate
+        cannot resolve (docs/sampled_steps.md).
     """
 
     indices: np.ndarray
@@ -198,7 +209,7 @@ def _tie_rule_order(sorted_n, index_n, tie_tolerance):
 def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
            next_joint=_joint.next_joint, lazy=None, lazy_tile=LAZY_TILE,
            coarse_min_work=COARSE_MIN_WORK, tie_tolerance=TIE_TOLERANCE, on_step=None,
-           saturation="restart", extra_rounds=0, resolve_fraction=RESOLVE_FRACTION):
+           saturation="restart", extra_rounds=EXTRA_ROUNDS, resolve_fraction=RESOLVE_FRACTION):
     """Greedy BatchBALD over validated inputs.
 
     Parameters
@@ -235,10 +246,11 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
         Most rounds of fresh draws (each as many as the step's) for the contenders of an
         ambiguous sampled step (:func:`_resolve_contenders`; with ``lazy=None`` only).
     resolve_fraction : float
-        Sampled steps without extra rounds leave unscored the candidates whose bound is
-        within this many paired standard errors (the last sampled step's) of the best
-        scored; 0: every candidate that could be best is scored. With extra rounds they
-        score down to ``Φ⁻¹(1 − ALPHA)`` of them below it instead, for the contenders.
+        Sampled steps leave unscored the candidates whose bound is within this many paired
+        standard errors (the last sampled step's) of the best scored; 0: every candidate
+        that could be best is scored. Extra rounds then score the contenders left, those
+        within ``Φ⁻¹(1 − ALPHA)`` paired errors (the step's own) below the pick, when the
+        rounds can afford them.
 
     Returns
     -------
@@ -327,17 +339,14 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
             resolution = 0.0  # every candidate that could be best is scored
             if stale or bounds:
                 if sampled and np.isfinite(pair_error):
-                    # Extra rounds need every contender (within z paired errors of the
-                    # pick) scored: score that far below the runner-up, by the last step's.
-                    resolution = -scipy.special.ndtri(1 - ALPHA) * pair_error \
-                        if extra_rounds and lazy is None else resolve_fraction * pair_error
+                    resolution = resolve_fraction * pair_error
                 upper_n = batch_score + batch_error + upper_gain_N[remaining] if stale \
                     else np.full(len(remaining), np.inf)
+                search = _BranchAndBound(bounds, utility, remaining, upper_n, lazy_tile)
                 # Sampled steps report the runner-up's distance too: it must be true (to
                 # within the resolution).
-                evaluated, utility_n, slack_n, level_counts, open_bound = _bounded_evaluate(
-                    bounds, utility, remaining, upper_n, lazy_tile, tie_tolerance,
-                    top=2 if sampled else 1, resolution=resolution)
+                evaluated, utility_n, slack_n, level_counts, open_bound_n = search.run(
+                    tie_tolerance, top=2 if sampled else 1, resolution=resolution)
                 num_bounded = int(level_counts[1:].sum()) if bounds else 0
                 if levels and levels.coarsest:
                     # It pays while the rows it saves (G per candidate it rules out) are
@@ -345,33 +354,39 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
                     coarsest = level_counts[1] * levels.rows[1] >= levels.rows[0] * num_bounded
             else:
                 evaluated, (utility_n, slack_n) = remaining, utility(remaining)
-                num_bounded, open_bound = 0, -np.inf
+                num_bounded, open_bound_n = 0, np.empty(0)
             rows_scored = bound_rows[0] + len(evaluated) * state.num_configurations
             # evaluated is ascending, so the first near-maximum is the lowest tied index.
             best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
             if sampled:
                 std_error, ambiguous, pair_error = _sampling_noise(state, pool, evaluated,
                                                                    utility_n, resolution)
-                # Contenders: within noise of the pick, all of them scored, affordable.
+                # Contenders: within z paired errors of the pick, all of them scored (the
+                # branch and bound goes on down to them when that is affordable).
                 margin = scipy.special.ndtri(1 - ALPHA) * pair_error
                 budget = min(EXTRA_WORK * rows_scored, EXTRA_ROWS_MAX)
-                contenders = []
                 if ambiguous and extra_rounds > 0 and lazy is None and not return_utilities \
-                        and open_bound < utility_n[best] - margin:
+                        and np.isfinite(margin):
+                    unscored = np.count_nonzero(open_bound_n >= utility_n[best] - margin)
+                    if 0 < unscored * state.num_configurations <= budget:
+                        evaluated, utility_n, slack_n, _, open_bound_n = search.run(
+                            tie_tolerance, resolution=-margin)
+                        rows_scored = bound_rows[0] + len(evaluated) * state.num_configurations
+                        best = int(np.argmax(utility_n >= utility_n.max() - tie_tolerance))
+                        resolution = 0.0
                     contenders = np.flatnonzero(utility_n >= utility_n[best] - margin)
-                if 0 < len(contenders) * state.num_configurations <= budget:
-                    S = int(round(state.counts_M.sum())) // K
-                    (lead, estimate, std_error, ambiguous, extra_rows,
-                     rounds) = _resolve_contenders(
-                        state, pool.rows(evaluated[contenders]), utility_n[contenders],
-                        lambda fresh, at: scorer(fresh.joint_M_K, fresh.weights_M,
-                                                 fresh.offset_K)(evaluated[contenders[at]])[0],
-                        lambda: _joint.fresh_state(probs_A_K_C, S, rng),
-                        budget, extra_rounds, tie_tolerance)
-                    best = int(contenders[lead])
-                    utility_n[best] = estimate  # the pick's score from every round
-                    rows_scored += extra_rows
-                    decision_rows = state.num_configurations * rounds
+                    if not (open_bound_n >= utility_n[best] - margin).any() and \
+                            len(contenders) <= MAX_CONTENDERS and \
+                            len(contenders) * state.num_configurations <= budget:
+                        S = int(round(state.counts_M.sum())) // K
+                        (lead, estimate, std_error, ambiguous, extra_rows,
+                         decision_rows) = _resolve_contenders(
+                            state, pool.rows(evaluated[contenders]), utility_n[contenders],
+                            lambda: _joint.fresh_state(probs_A_K_C, S, rng),
+                            budget, extra_rounds, tie_tolerance)
+                        best = int(contenders[lead])
+                        utility_n[best] = estimate  # the pick's score from every round
+                        rows_scored += extra_rows
             upper_gain_N[evaluated] = utility_n + 2 * slack_n + state.error_bound - batch_score
             pick = int(evaluated[best])
             # Noise of the score and of the gain: what cannot tell a gain from nothing.
@@ -422,19 +437,19 @@ def _warn_saturated(out, K, saturation):
         f"for batches this large.", SaturationWarning, stacklevel=4)
 
 
-def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1,
-                      resolution=0.0):
+class _BranchAndBound:
     """Score candidates best bound first until no unscored one can be among the ``top``.
 
     Branch and bound over refinements of increasing cost: each candidate starts at its
     bound ``upper_n`` (inf when unknown), each function in ``bounds`` gives a tighter one,
     ``utility`` the value. The open candidate with the highest bound decides what runs
     next: its refinement, on the open candidates at its level, highest bounds first, a tile
-    that doubles at each call of that level. Stops once every candidate not scored has a
-    bound more than ``tie_tolerance`` below the ``top``-th best utility: those top
-    candidates (and their tie-breaks) are the ones full evaluation gives. With
+    that doubles at each call of that level. :meth:`run` stops once every candidate not
+    scored has a bound more than ``tie_tolerance`` below the ``top``-th best utility: those
+    top candidates (and their tie-breaks) are the ones full evaluation gives. With
     ``resolution > 0``, once no unscored bound is more than ``resolution`` above it: each
-    is then within ``resolution`` of full evaluation's.
+    is then within ``resolution`` of full evaluation's. A later :meth:`run` goes on from
+    there (with a lower resolution: further down).
 
     Parameters
     ----------
@@ -447,57 +462,69 @@ def _bounded_evaluate(bounds, utility, pool, upper_n, tile, tie_tolerance, top=1
         Starting bounds, including their rounding.
     tile : int
         Candidates of the first ``utility`` call.
-    tie_tolerance : float
-    top : int
-    resolution : float
-        How far above the ``top``-th best an unscored candidate's bound may be; below 0,
-        candidates whose bound is within ``-resolution`` below it are scored too.
-
-    Returns
-    -------
-    evaluated : ndarray, ascending
-    utility_n, slack_n : ndarray
-        Their utilities and rounding.
-    level_counts : ndarray of int
-        Candidates left at each level: 0 (not refined), 1 (by ``bounds[0]`` only), ...,
-        ``len(bounds) + 1`` (scored).
-    open_bound : float
-        The highest bound of a candidate left unscored (-inf when none).
     """
-    refine = [f for f, _ in bounds] + [utility]
-    tiles = [t for _, t in bounds] + [tile]
-    level_n = np.zeros(len(pool), dtype=np.intp)  # refinements done; len(refine): scored
-    bound_n = np.array(upper_n, dtype=np.float64)  # the utility once scored
-    slack_n = np.zeros(len(pool))
-    while True:
+
+    def __init__(self, bounds, utility, pool, upper_n, tile):
+        self._refine = [f for f, _ in bounds] + [utility]
+        self._tiles = [t for _, t in bounds] + [tile]
+        self._pool = pool
+        self._level_n = np.zeros(len(pool), dtype=np.intp)  # len(refine): scored
+        self._bound_n = np.array(upper_n, dtype=np.float64)  # the utility once scored
+        self._slack_n = np.zeros(len(pool))
+
+    def run(self, tie_tolerance, top=1, resolution=0.0):
+        """Refine and score until the stopping rule holds.
+
+        Parameters
+        ----------
+        tie_tolerance : float
+        top : int
+        resolution : float
+            How far above the ``top``-th best an unscored candidate's bound may be; below
+            0, candidates whose bound is within ``-resolution`` below it are scored too.
+
+        Returns
+        -------
+        evaluated : ndarray, ascending
+        utility_n, slack_n : ndarray
+            Their utilities and rounding.
+        level_counts : ndarray of int
+            Candidates left at each level: 0 (not refined), 1 (by ``bounds[0]`` only),
+            ..., ``len(bounds) + 1`` (scored).
+        open_bound_n : ndarray of float
+            The bounds of the candidates left unscored.
+        """
+        refine, tiles = self._refine, self._tiles
+        level_n, bound_n, slack_n = self._level_n, self._bound_n, self._slack_n
+        while True:
+            scored = level_n == len(refine)
+            threshold = -np.inf
+            if scored.sum() >= top:
+                threshold = np.partition(bound_n[scored], -top)[-top] - tie_tolerance + \
+                    resolution
+            open_ = np.flatnonzero(~scored & (bound_n >= threshold))
+            if not len(open_):
+                break
+            open_ = open_[np.argsort(-bound_n[open_], kind="stable")]  # ties: lowest first
+            level = level_n[open_[0]]
+            at_level = open_[level_n[open_] == level]
+            if np.isinf(bound_n[open_[0]]):  # no order among unbounded candidates: one call
+                chosen = np.sort(at_level[np.isinf(bound_n[at_level])])
+            else:
+                chosen = np.sort(at_level[:tiles[level]])
+                tiles[level] *= 2
+            value_n, slack = refine[level](self._pool[chosen])
+            if level == len(refine) - 1:
+                bound_n[chosen], slack_n[chosen] = value_n, slack
+            else:  # the bound's rounding, and the rounding of the utility it bounds
+                bound_n[chosen] = np.minimum(bound_n[chosen], value_n + 2 * slack)
+            level_n[chosen] = level + 1
         scored = level_n == len(refine)
-        threshold = -np.inf
-        if scored.sum() >= top:
-            threshold = np.partition(bound_n[scored], -top)[-top] - tie_tolerance + resolution
-        open_ = np.flatnonzero(~scored & (bound_n >= threshold))
-        if not len(open_):
-            break
-        open_ = open_[np.argsort(-bound_n[open_], kind="stable")]  # ties: lowest index first
-        level = level_n[open_[0]]
-        at_level = open_[level_n[open_] == level]
-        if np.isinf(bound_n[open_[0]]):  # no order among unbounded candidates: one call
-            chosen = np.sort(at_level[np.isinf(bound_n[at_level])])
-        else:
-            chosen = np.sort(at_level[:tiles[level]])
-            tiles[level] *= 2
-        value_n, slack = refine[level](pool[chosen])
-        if level == len(refine) - 1:
-            bound_n[chosen], slack_n[chosen] = value_n, slack
-        else:  # the bound's rounding, and the rounding of the utility it bounds
-            bound_n[chosen] = np.minimum(bound_n[chosen], value_n + 2 * slack)
-        level_n[chosen] = level + 1
-    scored = np.flatnonzero(level_n == len(refine))
-    open_bound = float(bound_n[level_n < len(refine)].max(initial=-np.inf))
-    return (pool[scored], bound_n[scored], slack_n[scored],
-            np.bincount(level_n, minlength=len(refine) + 1), open_bound)
+        return (self._pool[scored], bound_n[scored], slack_n[scored],
+                np.bincount(level_n, minlength=len(refine) + 1), bound_n[~scored])
 
 
-def _resolve_contenders(state, probs_c_K_C, utility_c, score, fresh, budget, max_rounds,
+def _resolve_contenders(state, probs_c_K_C, utility_c, fresh, budget, max_rounds,
                         tie_tolerance, alpha=ALPHA, resolution=RESOLUTION):
     """The pick among a sampled step's contenders, resolved with fresh draws where needed.
 
@@ -518,11 +545,9 @@ def _resolve_contenders(state, probs_c_K_C, utility_c, score, fresh, budget, max
         The contenders' rows, in ascending pool order.
     utility_c : ndarray of shape (c,)
         Their utilities from ``state``.
-    score : callable
-        ``score(fresh_state, positions) -> utilities`` of those contenders against another
-        sampled state.
     fresh : callable
-        ``fresh() -> JointState``: new draws, independent of every earlier one.
+        ``fresh() -> JointState``: new draws, as many as ``state``'s, independent of every
+        earlier one.
     budget : float
         Candidate × rows the rounds may score.
     max_rounds : int
@@ -538,45 +563,47 @@ def _resolve_contenders(state, probs_c_K_C, utility_c, score, fresh, budget, max
         Unresolved when the rounds stopped.
     extra_rows : int
         Candidate × rows of the fresh rounds.
-    rounds : int
-        Rounds behind the pick, the step's own included.
+    rows : int
+        Rows behind the pick: the step's own and every fresh round's.
     """
     z = scipy.special.ndtri(1 - alpha)
     n = len(utility_c)
+    draws = float(state.counts_M.sum())  # every round's, so its terms' sums add up
+    mean_sum_c = np.zeros(n)
+    # Σ over rounds of Σ_m counts_m (g_m − ḡ)(g_m − ḡ)ᵀ: any pair's paired sum of squares,
+    # whichever contender leads (dropped contenders' entries go stale, unread).
+    gram_c_c = np.zeros((n, n))
 
-    def terms(round_state, alive):
-        """The alive contenders' per-row terms in one round (rows of dropped ones unused)."""
-        terms_c_M = np.zeros((n, round_state.num_configurations))
-        terms_c_M[alive] = _joint.estimator_terms(round_state, probs_c_K_C[alive])[0]
-        return terms_c_M, round_state.counts_M
+    def add_round(round_state, alive):
+        g_a_M, counts_M = _joint.estimator_terms(round_state, probs_c_K_C[alive])
+        mean_a = g_a_M @ counts_M / draws
+        centred_a_M = g_a_M - mean_a[:, None]
+        mean_sum_c[alive] += mean_a
+        gram_c_c[np.ix_(alive, alive)] += (centred_a_M * counts_M) @ centred_a_M.T
 
-    sum_c = np.array(utility_c, dtype=np.float64)
     alive = np.arange(n)
-    rounds, extra_rows = [terms(state, alive)], 0
+    add_round(state, alive)
+    offset_c = utility_c - mean_sum_c  # what a utility adds to the estimate of H(y_A, y_x)
+    rounds, extra_rows, rows = 1, 0, state.num_configurations
     while True:
-        R = len(rounds)
-        mean_c = sum_c / R
+        mean_c = mean_sum_c / rounds + offset_c
         lead = alive[np.argmax(mean_c[alive] >= mean_c[alive].max() - tie_tolerance)]
-        # Every contender alive has every round: the paired variances sum over them.
-        variance_c = np.zeros(n)
-        for terms_c_M, counts_M in rounds:
-            paired_c_M = terms_c_M[lead] - terms_c_M
-            paired_c_M[lead] = terms_c_M[lead]  # the leader's own error
-            variance_c += _paired_error(paired_c_M, counts_M) ** 2
-        se_c = np.sqrt(variance_c) / R
+        squares_c = np.diag(gram_c_c) - 2 * gram_c_c[lead] + gram_c_c[lead, lead]
+        squares_c[lead] = gram_c_c[lead, lead]  # the leader's own error
+        se_c = np.sqrt(np.maximum(squares_c, 0.0) / ((draws - 1) * draws)) / rounds
         gap_c = mean_c[lead] - mean_c
         alive = alive[(gap_c[alive] <= z * se_c[alive]) | (alive == lead)]
         others = alive[alive != lead]
         resolved = bool((gap_c[others] >= z * se_c[others] - resolution).all())
-        next_rows = len(alive) * state.num_configurations
-        if resolved or R > max_rounds or extra_rows + next_rows > budget:
+        next_rows = len(alive) * state.num_configurations  # about a fresh round's
+        if resolved or rounds > max_rounds or extra_rows + next_rows > budget:
             break
         round_state = fresh()
-        # Dropped contenders are never used again: their sums go stale.
-        sum_c[alive] += score(round_state, alive)
-        rounds.append(terms(round_state, alive))
+        add_round(round_state, alive)
         extra_rows += len(alive) * round_state.num_configurations
-    return lead, float(mean_c[lead]), float(se_c[lead]), not resolved, extra_rows, len(rounds)
+        rows += round_state.num_configurations
+        rounds += 1
+    return lead, float(mean_c[lead]), float(se_c[lead]), not resolved, extra_rows, rows
 
 
 def _sampling_noise(state, pool, evaluated, utility_n, resolution=0.0):

@@ -260,8 +260,8 @@ class Run:
             extra = max(extra, M * F * (2 * self.C + 6))
         if sampled and self.extra_rounds and self.lazy is None and not self.return_utilities:
             # Fresh draws for the contenders: a state of new draws beside the step's, and
-            # every round's per-row terms.
-            extra = max(extra, state + 2 * _greedy.EXTRA_ROWS_MAX * F)
+            # a round's per-row terms.
+            extra = max(extra, state + _greedy.EXTRA_ROWS_MAX * F + _joint.TERMS_CHUNK_BYTES)
         return (state + 10 * n * F + extra,
                 f"step {t}: scoring {n - t} candidates against {M} configurations")
 

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from . import __version__
+from . import __version__, _greedy
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,9 +124,10 @@ def _build_parser():
     select.add_argument("--saturation", choices=["restart", "greedy"], default="restart",
                         help="after a sampled step within noise of ln K: start a new greedy "
                              "run (restart, default) or keep extending the batch (greedy)")
-    select.add_argument("--extra-rounds", type=int, default=0, metavar="R",
-                        help="rounds of fresh draws for the contenders of a sampled step "
-                             "whose pick is within noise (default 0: none)")
+    select.add_argument("--extra-rounds", type=int, default=_greedy.EXTRA_ROUNDS, metavar="R",
+                        help="most rounds of fresh draws for the contenders of a sampled "
+                             f"step whose pick is within noise (default {_greedy.EXTRA_ROUNDS};"
+                             " 0: none)")
     select.add_argument("--scheduler", metavar="ADDRESS",
                         help="run on this Dask scheduler (e.g. tcp://host:8786), the pool's "
                              "chunks read and held by its workers")
