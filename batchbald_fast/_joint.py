@@ -646,11 +646,11 @@ def estimator_terms(state, probs_n_K_C):
     g_M_n = -state.log_scale_M[:, None] * (state.joint_M_K @ probs_n_K_C.sum(axis=2).T)
     entropy = _backend.get_kernels().entropy_rows
     chunk = max(1, TERMS_CHUNK_BYTES // (8 * n * C))  # P in chunks of rows
+    entropy_mn = np.empty(min(chunk, M) * n)
     for m0 in range(0, M, chunk):
         P_mn_C = (state.joint_M_K[m0:m0 + chunk] @ probs_K_nC).reshape(-1, C)
-        entropy_mn = np.empty(len(P_mn_C))
-        entropy(P_mn_C, entropy_mn)
-        g_M_n[m0:m0 + chunk] += entropy_mn.reshape(-1, n)
+        entropy(P_mn_C, entropy_mn[:len(P_mn_C)])
+        g_M_n[m0:m0 + chunk] += entropy_mn[:len(P_mn_C)].reshape(-1, n)
     g_M_n /= state.joint_M_K.sum(axis=1)[:, None]
     return g_M_n.T, state.counts_M
 

@@ -146,7 +146,7 @@ class Run:
     lazy: object
     coarse_min_work: int
     scratch_bytes: object
-    extra_rounds: int = 0
+    extra_rounds: int = _greedy.EXTRA_ROUNDS
 
     def peak(self, num_samples, max_draw_bytes):
         """Estimated peak bytes of the run's arrays, and what reaches it.
@@ -259,9 +259,12 @@ class Run:
         if sampled:  # two candidates' P (M x C), p log p and per-row terms
             extra = max(extra, M * F * (2 * self.C + 6))
         if sampled and self.extra_rounds and self.lazy is None and not self.return_utilities:
-            # Fresh draws for the contenders: a state of new draws beside the step's, and
-            # a round's per-row terms.
-            extra = max(extra, state + _greedy.EXTRA_ROWS_MAX * F + _joint.TERMS_CHUNK_BYTES)
+            # Fresh draws for the contenders: a state of new draws beside the step's, a
+            # round's per-row terms (within the rounds' share of the step's rows) and its
+            # chunk of P with their entropies.
+            terms = min(_greedy.EXTRA_WORK * (n - t) * M, _greedy.EXTRA_ROWS_MAX)
+            extra = max(extra, state + terms * F
+                        + 2 * min(_joint.TERMS_CHUNK_BYTES, terms * self.C * F))
         return (state + 10 * n * F + extra,
                 f"step {t}: scoring {n - t} candidates against {M} configurations")
 
@@ -329,7 +332,7 @@ def _num_samples_that_fit(run, num_samples, budget):
 
 def make_run(kernels, probs_N_K_C, num_candidates, batch_size, *, tol=0.0,
              incremental=False, dtype=np.float64, return_utilities=False, lazy=None,
-             num_threads=None, extra_rounds=0):
+             num_threads=None, extra_rounds=_greedy.EXTRA_ROUNDS):
     """The :class:`Run` of a greedy call with these arguments (validated)."""
     N, K, C = probs_N_K_C.shape
     itemsize = np.dtype(dtype).itemsize
