@@ -2,7 +2,8 @@
 
 from ._api import bald, batchbald, conditional_entropy, entropy
 from ._backend import backend_info
-from ._greedy import BatchResult, SaturationWarning
+from ._noise import SaturationWarning
+from ._result import BatchResult
 from ._memory import MemoryBudgetError
 from .sklearn import ensemble_probas
 

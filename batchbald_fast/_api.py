@@ -1,23 +1,18 @@
 """The public functions: validate, pick the backend, run the driver."""
 
 import contextlib
-import functools
 
 import numpy as np
 
-from . import _backend, _greedy, _joint, _memory, _pool, _validation
-
-# Certified error allowed in a pruned joint (nats): ~100x below the typical error of the
-# sampled estimator it replaces (1e-2), and enough to keep a confident model's joint exact
-# a step or two past the budget (W2c: 10k of 100k configurations kept after 5 picks).
-DEFAULT_TOL = 1e-4
+from . import _backend, _greedy, _memory, _noise, _pool, _validation
+from ._settings import DEFAULT_TOL, Settings
 
 
 def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
               candidates=None, random_state=None, return_utilities=False, num_threads=None,
               lazy=None, tol=DEFAULT_TOL, incremental=True, dtype=np.float64,
               memory_budget=None, progress=False, saturation="restart",
-              extra_rounds=_greedy.EXTRA_ROUNDS):
+              extra_rounds=_noise.EXTRA_ROUNDS):
     """Select a batch of pool points by greedy BatchBALD.
 
     Each step adds the point x maximising the mutual information
@@ -153,29 +148,23 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     dtype = _validation.check_compute_dtype(dtype)
     progress = _validation.check_progress(progress)
     saturation = _validation.check_choice(saturation, "saturation",
-                                          _greedy.SATURATION_POLICIES)
+                                          _noise.SATURATION_POLICIES)
     extra_rounds = _validation.check_count(extra_rounds, "extra_rounds", minimum=0)
-    kernels = _backend.get_kernels()
-    lazy = None if lazy is None else bool(lazy)
+    settings = Settings(
+        num_samples, _backend.kernels_for(num_threads), dtype=dtype, tol=tol,
+        incremental=bool(incremental), lazy=None if lazy is None else bool(lazy),
+        return_utilities=bool(return_utilities), saturation=saturation,
+        extra_rounds=extra_rounds)
     # The budget covers the driver's arrays; a Dask pool's chunks live on its workers.
-    max_draw_bytes = _memory.check(
-        kernels, probs_N_K_C, len(candidates), batch_size, num_samples, tol=tol,
-        incremental=bool(incremental), dtype=dtype, return_utilities=bool(return_utilities),
-        lazy=lazy, num_threads=_backend.effective_num_threads(num_threads),
-        memory_budget=memory_budget, extra_rounds=extra_rounds)
-    next_joint = functools.partial(_joint.next_joint, tol=tol, incremental=bool(incremental),
-                                   max_draw_bytes=max_draw_bytes)
+    settings = _memory.check(probs_N_K_C, len(candidates), batch_size, settings,
+                             memory_budget)
     if _validation.is_lazy(probs_N_K_C):  # values are checked chunk by chunk there
         from .dask import DaskPool
         pool = DaskPool(probs_N_K_C, log_probs=log_probs, dtype=dtype, num_threads=num_threads)
     else:
-        pool = _pool.ArrayPool(kernels, probs_N_K_C, dtype=dtype,
-                               num_threads=_backend.effective_num_threads(num_threads))
+        pool = _pool.ArrayPool(settings.kernels, probs_N_K_C, dtype=dtype)
     with _step_reporter(progress, min(batch_size, len(candidates))) as on_step:
-        return _greedy.select(pool, batch_size, candidates, num_samples=num_samples, rng=rng,
-                              return_utilities=bool(return_utilities), next_joint=next_joint,
-                              lazy=lazy, on_step=on_step, saturation=saturation,
-                              extra_rounds=extra_rounds)
+        return _greedy.select(pool, batch_size, candidates, settings, rng, on_step=on_step)
 
 
 @contextlib.contextmanager
@@ -207,7 +196,7 @@ def bald(probs_N_K_C, *, log_probs=False):
     scores_N : ndarray of shape (n_points,), float64
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
-    kernels = _backend.get_kernels()
+    kernels = _backend.kernels_for()
     return _pool.entropy(kernels, probs_N_K_C) - _pool.conditional_entropy(kernels, probs_N_K_C)
 
 
@@ -224,7 +213,7 @@ def entropy(probs_N_K_C, *, log_probs=False):
     entropy_N : ndarray of shape (n_points,), float64
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
-    return _pool.entropy(_backend.get_kernels(), probs_N_K_C)
+    return _pool.entropy(_backend.kernels_for(), probs_N_K_C)
 
 
 def conditional_entropy(probs_N_K_C, *, log_probs=False):
@@ -240,4 +229,4 @@ def conditional_entropy(probs_N_K_C, *, log_probs=False):
     conditional_entropy_N : ndarray of shape (n_points,), float64
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
-    return _pool.conditional_entropy(_backend.get_kernels(), probs_N_K_C)
+    return _pool.conditional_entropy(_backend.kernels_for(), probs_N_K_C)

@@ -1,5 +1,6 @@
 """Chooses the kernels (compiled or NumPy) and the thread count."""
 
+import functools
 import os
 
 from . import _kernels_numpy
@@ -12,6 +13,43 @@ except ImportError:  # the extension was not built: the NumPy kernels do the wor
 
 ENV_VAR = "BATCHBALD_FAST_BACKEND"
 _CHOICES = ("auto", "cython", "numpy")
+# Every kernel of a backend module, each with the same signature in both, ending in
+# ``num_threads``.
+KERNEL_NAMES = ("score_candidates", "entropy_rows", "nearest_subgroups", "draw_labels",
+                "group_sums", "scratch_bytes")
+
+
+class Kernels:
+    """One backend's kernels bound to the thread count of a call: chosen once (at the
+    public function) and handed down, so that every kernel call of the call gets the same
+    limit.
+
+    Parameters
+    ----------
+    module : module
+        ``_kernels`` or ``_kernels_numpy``.
+    num_threads : int
+        Most threads of each kernel call.
+
+    Attributes
+    ----------
+    name : {"cython", "numpy"}
+    score_candidates, entropy_rows, nearest_subgroups, draw_labels, group_sums, scratch_bytes
+        The module's kernels with ``num_threads`` given.
+    """
+
+    def __init__(self, module, num_threads):
+        self.module, self.num_threads = module, num_threads
+        self.name = "numpy" if module is _kernels_numpy else "cython"
+        for name in KERNEL_NAMES:
+            setattr(self, name, functools.partial(getattr(module, name),
+                                                  num_threads=num_threads))
+
+
+def kernels_for(num_threads=None, choice=None):
+    """The :class:`Kernels` of the chosen backend (:func:`get_kernels`) with a call's
+    ``num_threads`` (:func:`effective_num_threads`)."""
+    return Kernels(get_kernels(choice), effective_num_threads(num_threads, choice))
 
 
 def get_kernels(choice=None):
@@ -37,7 +75,7 @@ def get_kernels(choice=None):
     return _kernels_compiled
 
 
-def effective_num_threads(num_threads=None):
+def effective_num_threads(num_threads=None, choice=None):
     """Most threads a kernel call may use, as scikit-learn's ``_openmp_effective_n_threads``.
 
     None honours ``OMP_NUM_THREADS`` and ``threadpoolctl`` limits: through
@@ -46,7 +84,7 @@ def effective_num_threads(num_threads=None):
     explicit count is capped at the usable cores. Without OpenMP the compiled kernels run
     on one thread. Each call starts fewer when its work is small (``_threads``).
     """
-    kernels = get_kernels()
+    kernels = get_kernels(choice)
     if kernels is _kernels_compiled:
         if not _kernels_compiled.OPENMP_ENABLED:
             return 1

@@ -26,38 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _backend
+from . import _sizes
 
-# Memory the unmerged draws of a sampled joint may take (they are ~M·(K + A) numbers).
-MAX_DRAW_BYTES = 256 * 2**20
-# Draws per member may grow to this many times the budget's share while they merge into
-# fewer distinct rows than the budget; beyond that the counts barely sharpen the estimate.
-MAX_GROWTH = 16
-# Rows of the coarse joints that bound a step's scores: the first has about 3K groups (a
-# power of 2, at most COARSE_GROUPS), each next one splits every row of the last up to
-# COARSE_ROWS and this fraction of the joint's rows, so that bounding a candidate costs
-# far less than scoring it (W2, M = 10000: 16-23 of 10000 candidates left to score); a
-# level of COARSEST_GROUPS rows may go in front (CoarseLevels). Every candidate is bounded
-# by the first level, so its rows are most of a step's work when few are scored: with K =
-# 20, 64 of them then 1024 score 30% fewer rows than 128 then 1024 on W7s (23% on W2); with
-# K = 100, 64 score 2.4x more on W7 and 256 14% more than 128.
-COARSE_GROUPS = 128
-COARSE_GROUPS_PER_MEMBER = 3
-COARSEST_GROUPS = 16
-COARSE_ROWS = 1024
-COARSE_FRACTION = 1 / 8
-# Lloyd iterations of the first grouping, from drawn centres or the last step's, and of
-# each split: the bound is valid after any number, only its tightness improves.
-COARSE_ITERATIONS = 8
-WARM_ITERATIONS = 3
-SPLIT_ITERATIONS = 4
-# The rows × groups products of the grouping run in chunks of at most this many bytes:
-# in cache, and reused by the allocator (a whole 10000 × 128 product is a fresh mapping
-# each time, and its page faults cost more than the product: W7s 6.4 s → 5.0 s).
-COARSE_CHUNK_BYTES = 2 * 2**20
-# Per-row terms of sampled estimates are computed from P in chunks of rows of this size.
-TERMS_CHUNK_BYTES = 2 * 2**20
-_TINY = np.finfo(np.float64).tiny
 
 
 @dataclass(frozen=True)
@@ -224,7 +194,7 @@ def start_draws(K, S, first_rank=0):
                  np.tile(np.arange(first_rank, first_rank + S), K), np.zeros((S * K, K)))
 
 
-def extend_draws(draws, probs_K_C, rng):
+def extend_draws(draws, probs_K_C, rng, kernels):
     """Each draw gets a label for one more point, from the member that made the draw.
 
     A draw from p(y_A | ω_k) extended by one from p(y_x | ω_k) is a draw from
@@ -234,19 +204,19 @@ def extend_draws(draws, probs_K_C, rng):
     labels_M_A = np.empty((M, A + 1), dtype=np.intp)
     labels_M_A[:, :A] = draws.labels_M_A
     log_joint_M_K = draws.log_joint_M_K.copy()
-    _draw(probs_K_C, draws.member_M, rng, labels_M_A[:, A], log_joint_M_K)
+    _draw(probs_K_C, draws.member_M, rng, labels_M_A[:, A], log_joint_M_K, kernels)
     return Draws(labels_M_A, draws.member_M, draws.rank_M, log_joint_M_K)
 
 
-def _draw(probs_K_C, member_M, rng, labels_M, log_joint_M_K):
+def _draw(probs_K_C, member_M, rng, labels_M, log_joint_M_K, kernels):
     """A label from ``probs_K_C[member_M[m]]`` for every draw m (one ``rng.random`` call),
     into ``labels_M``, and its log-probabilities added to ``log_joint_M_K``
     (the kernels' ``draw_labels``)."""
     probs_K_C = np.ascontiguousarray(probs_K_C)
     with np.errstate(divide="ignore"):
         log_probs_C_K = np.ascontiguousarray(np.log(probs_K_C).T, dtype=np.float64)
-    _backend.get_kernels().draw_labels(probs_K_C, log_probs_C_K, member_M,
-                                       rng.random(len(member_M)), labels_M, log_joint_M_K)
+    kernels.draw_labels(probs_K_C, log_probs_C_K, member_M, rng.random(len(member_M)),
+                        labels_M, log_joint_M_K)
 
 
 def append_labels(draws, probs_K_C, labels_M):
@@ -293,19 +263,20 @@ def from_draws(draws, C):
                       log_scale_M=log_scale_U)
 
 
-def _fresh_draws(probs_A_K_C, S, first_rank, rng):
+def _fresh_draws(probs_A_K_C, S, first_rank, rng, kernels):
     """S new draws per member of every point's label: ``extend_draws`` point by point,
     into arrays allocated once (the same random numbers, the same sums)."""
     A, K, _ = probs_A_K_C.shape
     draws = start_draws(K, S, first_rank)
     labels_M_A = np.empty((len(draws), A), dtype=np.intp)
     for a in range(A):
-        _draw(probs_A_K_C[a], draws.member_M, rng, labels_M_A[:, a], draws.log_joint_M_K)
+        _draw(probs_A_K_C[a], draws.member_M, rng, labels_M_A[:, a], draws.log_joint_M_K,
+              kernels)
     return Draws(labels_M_A, draws.member_M, draws.rank_M, draws.log_joint_M_K)
 
 
-def fit_budget(draws, probs_A_K_C, num_samples, rng, max_draw_bytes=MAX_DRAW_BYTES,
-               max_growth=MAX_GROWTH):
+def fit_budget(draws, probs_A_K_C, num_samples, rng, kernels,
+               max_draw_bytes=_sizes.MAX_DRAW_BYTES):
     """The sampled state with as many draws per member as merge into ``num_samples`` rows.
 
     Scoring costs one row per distinct configuration, so the budget bounds distinct rows,
@@ -321,15 +292,13 @@ def fit_budget(draws, probs_A_K_C, num_samples, rng, max_draw_bytes=MAX_DRAW_BYT
     num_samples : int
         Budget of distinct rows (each member keeps at least one draw).
     rng : numpy.random.Generator or numpy.random.RandomState
+    kernels : Kernels
     max_draw_bytes : int
-        Memory the draws may take.
-    max_growth : int
-        At most this many times ``num_samples // K`` draws per member.
+        Memory the draws may take (``_sizes.max_draws_per_member``).
     """
-    K, C = probs_A_K_C.shape[1:]
+    A, K, C = probs_A_K_C.shape
     S = int(draws.rank_M.max()) + 1
-    max_S = max(S, min(max_growth * max(1, num_samples // K),
-                       max_draw_bytes // (K * 8 * (K + probs_A_K_C.shape[0] + 2))))
+    max_S = max(S, _sizes.max_draws_per_member(num_samples, K, A, max_draw_bytes))
     while True:
         fit_S = _draws_per_member_that_fit(draws, C, num_samples)
         if fit_S < S:
@@ -338,7 +307,7 @@ def fit_budget(draws, probs_A_K_C, num_samples, rng, max_draw_bytes=MAX_DRAW_BYT
         if S >= max_S:
             break
         more = min(S, max_S - S)  # doubling: a handful of rounds whatever the growth
-        draws = draws.concat(_fresh_draws(probs_A_K_C, more, S, rng))
+        draws = draws.concat(_fresh_draws(probs_A_K_C, more, S, rng, kernels))
         S += more
     return from_draws(draws, C)
 
@@ -355,7 +324,7 @@ def _draws_per_member_that_fit(draws, C, num_samples):
     return max(1, int(np.partition(first_rank_U, num_samples)[num_samples]))
 
 
-def sample_joint(probs_A_K_C, num_samples, rng):
+def sample_joint(probs_A_K_C, num_samples, rng, kernels):
     """Sampled joint of the batch, as batchbald_redux and scikit-activeml draw it: every
     label anew, ``max(1, num_samples // K)`` draws per member (then merged).
 
@@ -367,262 +336,46 @@ def sample_joint(probs_A_K_C, num_samples, rng):
         Configuration budget M.
     rng : numpy.random.Generator or numpy.random.RandomState
         Source of every draw (``rng.random`` only).
+    kernels : Kernels
     """
-    S = max(1, num_samples // probs_A_K_C.shape[1])
-    return from_draws(_fresh_draws(probs_A_K_C, S, 0, rng), probs_A_K_C.shape[2])
+    S = _sizes.draws_per_member(num_samples, probs_A_K_C.shape[1])
+    return from_draws(_fresh_draws(probs_A_K_C, S, 0, rng, kernels), probs_A_K_C.shape[2])
 
 
-def next_joint(state, probs_A_K_C, num_samples, rng, *, tol=0.0, incremental=False,
-               max_draw_bytes=MAX_DRAW_BYTES):
+def next_joint(state, probs_A_K_C, settings, rng):
     """The joint for the next greedy step, once the batch has grown by one point.
 
     ``probs_A_K_C`` holds the batch's rows in pick order, the new point last. Exact while
-    ``C ** A <= num_samples``; then, with ``tol > 0``, pruned while the configurations
-    kept within the certified error ``tol`` fit ``num_samples``; then sampled.
-    ``incremental``: the previous step's draws get a label for the new point and the draws
-    are fitted to the budget of distinct rows (:func:`fit_budget`); otherwise every label
-    is drawn anew (:func:`sample_joint`). ``max_draw_bytes`` caps the draws that fitting
-    adds.
+    ``C ** A <= settings.num_samples``; then, with ``settings.tol > 0``, pruned while the
+    configurations kept within the certified error ``tol`` fit the budget; then sampled.
+    ``settings.incremental``: the previous step's draws get a label for the new point and
+    the draws are fitted to the budget of distinct rows (:func:`fit_budget`, within
+    ``settings.max_draw_bytes``); otherwise every label is drawn anew
+    (:func:`sample_joint`).
     """
     A, K, C = probs_A_K_C.shape
+    num_samples, kernels = settings.num_samples, settings.kernels
     probs_K_C = probs_A_K_C[-1]
     if state.mode == "exact" and C ** A <= num_samples:
         return extend_exact(state, probs_K_C)
-    if state.mode != "sampled" and tol > 0:
-        pruned = extend_pruned(state, probs_K_C, A, tol, max_rows=num_samples)
-        if pruned is not None and pruned.error_bound <= tol:
+    if state.mode != "sampled" and settings.tol > 0:
+        pruned = extend_pruned(state, probs_K_C, A, settings.tol, max_rows=num_samples)
+        if pruned is not None and pruned.error_bound <= settings.tol:
             return pruned
         del pruned  # not held while the draws are made
-    if not incremental:
+    if not settings.incremental:
         # The next step draws anew: its draws need not outlive the merge.
-        return dataclasses.replace(sample_joint(probs_A_K_C, num_samples, rng), draws=None)
+        return dataclasses.replace(sample_joint(probs_A_K_C, num_samples, rng, kernels),
+                                   draws=None)
     if state.draws is not None:
-        draws = extend_draws(state.draws, probs_K_C, rng)
+        draws = extend_draws(state.draws, probs_K_C, rng, kernels)
     else:
-        draws = _fresh_draws(probs_A_K_C, max(1, num_samples // K), 0, rng)
-    return fit_budget(draws, probs_A_K_C, num_samples, rng, max_draw_bytes)
+        draws = _fresh_draws(probs_A_K_C, _sizes.draws_per_member(num_samples, K), 0, rng,
+                             kernels)
+    return fit_budget(draws, probs_A_K_C, num_samples, rng, kernels, settings.max_draw_bytes)
 
 
-class CoarseLevels:
-    """Coarse joints of a state, coarsest first, whose scores bound the state's score.
-
-    Write the state's sum as ``Σ_m w_m f(P_m)`` with ``f(P) = Σ_c −P_c log P_c`` and
-    ``P_m = J_m p_x``. With ``S_m = Σ_c P_m[c]``, ``f(P) = S·H(P / S) + S log(1/S)``, and
-    the entropy H is concave, so merging a group g of rows into the one row
-    ``J_g = Σ_{m∈g} w_m J_m`` can only raise the sum::
-
-        Σ_{m∈g} w_m f(P_m) ≤ f(P_g) + Σ_{m∈g} w_m S_m log(T_g / S_m),
-        T_g = Σ_{m∈g} w_m S_m
-
-    (P_g = J_g p_x). For rows of p that sum to 1, ``S_m = Σ_k J[m, k]`` whatever x, so the
-    last sum is a constant; rows off 1 (within ``row_sum_range``) move it by at most the
-    ratio of the range, which the constant covers. The bound is tight where the rows of a
-    group have alike posteriors over the members ``π_m = J_m / S_m``: its looseness is at
-    most ``Σ_{m∈g} w_m S_m KL(π_m ‖ π_g)`` for every x, which the grouping minimises
-    (Bregman k-means, :func:`_group_rows`).
-
-    Every grouping gives a bound, so the levels nest: the first groups all rows into
-    ``num_groups``; each next one splits every group of the last into ``ways``
-    (:func:`_split_groups`) while it keeps at most ``max_groups`` rows and ``fraction`` of
-    the state's. The first rules out the clear losers for few rows per candidate; finer
-    ones rule out the near ones it is too loose for (at b = 100 and K = 100 the 128-row
-    bound left 6700 of 10000 candidates to score in full, the 1024-row one 500). A finer
-    level is grouped when first asked for: steps that never need it never pay for it.
-
-    Parameters
-    ----------
-    state : JointState
-    row_sum_range : (float, float)
-        Least and largest ``Σ_c p[x, k, c]`` over candidates and members.
-    centres : ndarray of shape (G, K) or None
-        First centres of the first grouping (the last step's ``centres``: the rows of the
-        next step's joint are this step's extended by one label, so their posteriors move
-        little); None draws them from the rows.
-    coarsest : bool
-        Put a level of ``COARSEST_GROUPS`` rows in front, made by grouping the first
-        level's rows again: it rules out candidates far from the best for an eighth of the
-        rows, which pays where many are far (K = 100: half of them on W6's steps, against
-        one in 16 on W7s's).
-    num_groups, ways, max_groups : int
-        None: ``COARSE_GROUPS_PER_MEMBER · K`` rounded up to a power of 2, at most
-        ``COARSE_GROUPS``; and as many ways as reach ``max_groups`` in one split.
-    fraction : float
-    iterations : int
-        Lloyd iterations of the first grouping from drawn centres (WARM_ITERATIONS from
-        given ones; splits take SPLIT_ITERATIONS).
-
-    Attributes
-    ----------
-    rows : list of int
-        Rows of each level's joint, at most (empty when the state has too few rows).
-    centres : ndarray of shape (G, K) or None
-        The first grouping's centres.
-    coarsest : bool
-        Whether ``rows[0]`` is the coarsest level asked for.
-    """
-
-    def __init__(self, state, row_sum_range=(1.0, 1.0), centres=None, coarsest=False,
-                 num_groups=None, ways=None, max_groups=COARSE_ROWS,
-                 fraction=COARSE_FRACTION, iterations=COARSE_ITERATIONS):
-        self._state, self._row_sum_range = state, row_sum_range
-        if num_groups is None:
-            num_groups = min(COARSE_GROUPS, 2 ** math.ceil(math.log2(
-                COARSE_GROUPS_PER_MEMBER * state.joint_M_K.shape[1])))
-        if ways is None:  # the next level at max_groups
-            ways = max(2, max_groups // num_groups)
-        self._sums_M = state.joint_M_K.sum(axis=1)
-        most = min(max_groups, int(len(self._sums_M) * fraction),
-                   np.count_nonzero(self._sums_M))
-        self.rows, self.centres, self._levels, self.coarsest = [], None, [], False
-        if min(num_groups, most) < 2:
-            return
-        self.rows = [min(num_groups, most)]
-        while most // self.rows[-1] >= 2:
-            self.rows.append(self.rows[-1] * min(ways, most // self.rows[-1]))
-        self._mass_M = state.weights_M * self._sums_M
-        if centres is not None and len(centres) == self.rows[0]:
-            iterations = WARM_ITERATIONS
-        else:
-            centres = None
-        G = self.rows[0]
-        group_M, self.centres = _group_rows(state.joint_M_K, self._sums_M, state.weights_M,
-                                            self._mass_M, G, iterations, centres)
-        self._groups = [(group_M, G)]
-        if coarsest and G >= 2 * COARSEST_GROUPS:
-            # The groups' own rows grouped again: a G-row problem.
-            joint_G_K = _group_sums(state.joint_M_K, state.weights_M, group_M, G)
-            sums_G = joint_G_K.sum(axis=1)
-            if np.count_nonzero(sums_G) >= COARSEST_GROUPS:
-                top_G, _ = _group_rows(joint_G_K, sums_G, np.ones(G), sums_G, COARSEST_GROUPS,
-                                       COARSE_ITERATIONS)
-                self.rows.insert(0, COARSEST_GROUPS)
-                self._groups.insert(0, (top_G[group_M], COARSEST_GROUPS))
-                self.coarsest = True
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, level):
-        """``(joint_G_K, correction)`` of a level: score ``joint_G_K`` with unit weights;
-        that score plus ``correction`` (with the state's ``offset_K`` term) bounds the
-        state's score."""
-        state = self._state
-        while len(self._groups) <= level:
-            parent_M, P = self._groups[-1]
-            ways = self.rows[len(self._groups)] // self.rows[len(self._groups) - 1]
-            self._groups.append(_split_groups(state.joint_M_K, self._sums_M, state.weights_M,
-                                              self._mass_M, parent_M, P, ways,
-                                              SPLIT_ITERATIONS))
-        while len(self._levels) <= level:
-            group_M, G = self._groups[len(self._levels)]
-            self._levels.append(_merge_groups(state, group_M, G, self._sums_M, self._mass_M,
-                                              self._row_sum_range))
-        return self._levels[level]
-
-
-def _merge_groups(state, group_M, G, sums_M, mass_M, row_sum_range):
-    """The coarse joint of one grouping and its correction (:class:`CoarseLevels`)."""
-    weights_M = state.weights_M
-    joint_G_K = _group_sums(state.joint_M_K, weights_M, group_M, G)
-    live = sums_M > 0  # rows of zero probability add nothing either way
-    group_mass_M = np.bincount(group_M, weights=mass_M, minlength=G)[group_M[live]]
-    lo, hi = row_sum_range
-    log_ratio_M = np.log(group_mass_M) - np.log(sums_M[live]) + math.log(hi / lo)
-    # S_m lies within [lo, hi] times its value for unit row sums: take the end that is larger.
-    scale_M = np.where(log_ratio_M >= 0, hi, lo)
-    correction = float((weights_M[live] * sums_M[live] * scale_M) @ log_ratio_M)
-    return joint_G_K, correction
-
-
-def _group_rows(joint_M_K, sums_M, weights_M, mass_M, G, iterations, centres=None):
-    """Rows grouped by their posterior over members, minimising ``Σ mass_m KL(π_m ‖ π_g)``.
-
-    KL is a Bregman divergence, so the best ``π_g`` of a group is its mass-weighted mean and
-    the assignment step is a product with ``log π_g`` (Lloyd's algorithm in that geometry).
-    The posteriors ``π_m = J_m / S_m`` are never formed, so that grouping takes O(M) memory
-    beside the joint: the positive scale 1/S_m moves no row's argmax, and a group's
-    ``Σ mass_m π_m`` is ``Σ w_m J_m``. The products run in chunks of rows for the same reason.
-    The first centres, unless given, are rows drawn by mass from a fixed seed: the grouping
-    only decides how tight the bound is, never a result, so it must not consume the
-    caller's draws.
-
-    Returns
-    -------
-    group_M : ndarray of shape (M,), intp
-    centre_G_K : ndarray of shape (G, K)
-        The centres after the last update.
-    """
-    M = len(joint_M_K)
-    if centres is None:
-        first = np.random.default_rng(0).choice(M, G, replace=False, p=mass_M / mass_M.sum())
-        centre_G_K = joint_M_K[first] / sums_M[first, None]
-    else:
-        centre_G_K = np.array(centres, dtype=np.float64)
-    live_weights_M = np.where(sums_M > 0, weights_M, 0.0)
-    chunk = max(1, COARSE_CHUNK_BYTES // (np.dtype(np.float64).itemsize * G))
-    group_M = np.empty(M, dtype=np.intp)
-    for _ in range(iterations):
-        log_centre_K_G = np.log(np.maximum(centre_G_K, _TINY)).T
-        for m0 in range(0, M, chunk):
-            group_M[m0:m0 + chunk] = (joint_M_K[m0:m0 + chunk] @ log_centre_K_G).argmax(axis=1)
-        _update_centres(centre_G_K, group_M, joint_M_K, live_weights_M, mass_M)
-    return group_M, centre_G_K
-
-
-def _update_centres(centre_G_K, group_M, joint_M_K, live_weights_M, mass_M):
-    """Lloyd's update in KL geometry, in place: each group's mass-weighted mean posterior
-    (empty groups keep their centre)."""
-    G = len(centre_G_K)
-    group_mass_G = np.bincount(group_M, weights=mass_M, minlength=G)
-    filled = group_mass_G > 0
-    sums_G_K = _group_sums(joint_M_K, live_weights_M, group_M, G)
-    centre_G_K[filled] = sums_G_K[filled] / group_mass_G[filled, None]
-
-
-def _split_groups(joint_M_K, sums_M, weights_M, mass_M, parent_M, P, ways, iterations):
-    """Every group of ``parent_M`` split into at most ``ways`` by the same Lloyd algorithm
-    within the group (:func:`_group_rows`), each row choosing among its own group's
-    sub-centres only: O(M·ways·K) per iteration however many groups.
-
-    Returns
-    -------
-    group_M : ndarray of shape (M,), intp
-        The finer groups, numbered 0..G-1.
-    G : int
-        How many are not empty.
-    """
-    M, K = joint_M_K.shape
-    # Each group's first sub-centres: ``ways`` of its rows drawn by mass without
-    # replacement (the largest log(u) / mass), from a fixed seed as in _group_rows.
-    with np.errstate(divide="ignore"):
-        key_M = np.log(np.random.default_rng(0).random(M)) / mass_M
-    order = np.lexsort((-key_M, parent_M))
-    rank = np.arange(M) - np.searchsorted(parent_M[order], parent_M[order])
-    seeds = order[(rank < ways) & (mass_M[order] > 0)]
-    seed_rank = np.empty(M, dtype=np.intp)
-    seed_rank[order] = rank
-    centre_S_K = np.full((P * ways, K), _TINY)
-    centre_S_K[parent_M[seeds] * ways + seed_rank[seeds]] = \
-        joint_M_K[seeds] / sums_M[seeds, None]
-    live_weights_M = np.where(sums_M > 0, weights_M, 0.0)
-    group_M = np.empty(M, dtype=np.intp)
-    nearest = _backend.get_kernels().nearest_subgroups
-    for _ in range(iterations):
-        log_centre_P_K_W = np.ascontiguousarray(
-            np.log(np.maximum(centre_S_K, _TINY)).reshape(P, ways, K).transpose(0, 2, 1))
-        nearest(joint_M_K, parent_M, log_centre_P_K_W, group_M)
-        _update_centres(centre_S_K, group_M, joint_M_K, live_weights_M, mass_M)
-    used_G, group_M = np.unique(group_M, return_inverse=True)
-    return group_M.reshape(-1), len(used_G)
-
-
-def _group_sums(joint_M_K, weights_M, group_M, G):
-    """``joint_G_K[g] = Σ_{m in g} weights_M[m] · joint_M_K[m]`` (the kernels' ``group_sums``)."""
-    return _backend.get_kernels().group_sums(joint_M_K, weights_M, group_M, np.empty(
-        (G, joint_M_K.shape[1])))
-
-
-def estimator_terms(state, probs_n_K_C):
+def estimator_terms(state, probs_n_K_C, kernels):
     """Per-row terms ``g_m`` of a sampled state's estimate of H(y_A, y_x), for n points x.
 
     The estimate is ``counts_M @ g_M / counts_M.sum()``; used for standard errors and the
@@ -633,6 +386,7 @@ def estimator_terms(state, probs_n_K_C):
     state : JointState
         Sampled.
     probs_n_K_C : ndarray of shape (n, K, C)
+    kernels : Kernels
 
     Returns
     -------
@@ -644,18 +398,17 @@ def estimator_terms(state, probs_n_K_C):
     probs_K_nC = probs_n_K_C.transpose(1, 0, 2).reshape(K, n * C)
     # Σ_c P[m, c] = Σ_k J[m, k] Σ_c p[x, k, c]: the row scale's term, without P.
     g_M_n = -state.log_scale_M[:, None] * (state.joint_M_K @ probs_n_K_C.sum(axis=2).T)
-    entropy = _backend.get_kernels().entropy_rows
-    chunk = max(1, TERMS_CHUNK_BYTES // (8 * n * C))  # P in chunks of rows
+    chunk = _sizes.chunk_rows(_sizes.TERMS_CHUNK_BYTES, _sizes.FLOAT * n * C)  # P's rows
     entropy_mn = np.empty(min(chunk, M) * n)
     for m0 in range(0, M, chunk):
         P_mn_C = (state.joint_M_K[m0:m0 + chunk] @ probs_K_nC).reshape(-1, C)
-        entropy(P_mn_C, entropy_mn[:len(P_mn_C)])
+        kernels.entropy_rows(P_mn_C, entropy_mn[:len(P_mn_C)])
         g_M_n[m0:m0 + chunk] += entropy_mn[:len(P_mn_C)].reshape(-1, n)
     g_M_n /= state.joint_M_K.sum(axis=1)[:, None]
     return g_M_n.T, state.counts_M
 
 
-def fresh_state(probs_A_K_C, draws_per_member, rng):
+def fresh_state(probs_A_K_C, draws_per_member, rng, kernels):
     """A sampled state of new draws, independent of every earlier one (ranks from 0)."""
-    return from_draws(_fresh_draws(probs_A_K_C, draws_per_member, 0, rng),
+    return from_draws(_fresh_draws(probs_A_K_C, draws_per_member, 0, rng, kernels),
                       probs_A_K_C.shape[2])

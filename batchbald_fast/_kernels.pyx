@@ -488,8 +488,9 @@ cdef void _draw_chunk(const floating[:, ::1] probs_K_C, const double[:, ::1] log
 
 
 def group_sums(const double[:, ::1] joint_M_K, const double[::1] weights_M,
-               const intp_t[::1] group_M, double[:, ::1] out_G_K):
-    """Weighted rows summed by group (``_kernels_numpy.group_sums``); serial, O(M·K)."""
+               const intp_t[::1] group_M, double[:, ::1] out_G_K, num_threads=None):
+    """Weighted rows summed by group (``_kernels_numpy.group_sums``); serial, O(M·K), so
+    ``num_threads`` is unused."""
     cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1], G = out_G_K.shape[0]
     if weights_M.shape[0] != M or group_M.shape[0] != M or out_G_K.shape[1] != K:
         raise ValueError("group_sums: inconsistent shapes")

@@ -10,6 +10,8 @@ from . import _threads
 
 # P and P·log P for one tile must fit in this many bytes, whatever N, M and C.
 WORKING_SET_BYTES = 64 * 2**20
+# The sub-centres nearest_subgroups gathers at a time.
+SUBGROUP_TILE_BYTES = WORKING_SET_BYTES // 4
 
 
 def _tile_shape(M, C, tile_bytes):
@@ -73,7 +75,7 @@ def score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
     return out
 
 
-def entropy_rows(probs_R_C, out, tile_bytes=WORKING_SET_BYTES):
+def entropy_rows(probs_R_C, out, num_threads=None, tile_bytes=WORKING_SET_BYTES):
     """``out[r] = Σ_c −p log p`` for each row of ``probs_R_C`` (0·log 0 = 0).
 
     Parameters
@@ -81,6 +83,8 @@ def entropy_rows(probs_R_C, out, tile_bytes=WORKING_SET_BYTES):
     probs_R_C : ndarray of shape (R, C), float64
     out : ndarray of shape (R,), float64
         Written in place.
+    num_threads : int or None
+        Unused: NumPy's elementwise functions run on one thread.
     tile_bytes : int
         Working-set budget of one tile.
     """
@@ -104,8 +108,7 @@ def _xlogx(x):
     return xlogx
 
 
-def nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, out, num_threads=None,
-                      tile_bytes=WORKING_SET_BYTES // 4):
+def nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, out, num_threads=None):
     """Each row's best sub-centre of its group: the assignment step of splitting groups.
 
     ``out[m] = W·parent_M[m] + argmax_w Σ_k joint_M_K[m, k] · log_centre_P_K_W[parent_M[m],
@@ -123,8 +126,6 @@ def nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, out, num_threads=No
         Written in place.
     num_threads : int or None
         Unused: the products are not BLAS calls.
-    tile_bytes : int
-        Bytes of the sub-centres gathered at a time.
 
     Returns
     -------
@@ -132,7 +133,7 @@ def nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, out, num_threads=No
     """
     M, K = joint_M_K.shape
     W = log_centre_P_K_W.shape[2]
-    rows = max(1, tile_bytes // (W * K * np.dtype(np.float64).itemsize))
+    rows = max(1, SUBGROUP_TILE_BYTES // (W * K * np.dtype(np.float64).itemsize))
     for m0 in range(0, M, rows):
         parent_m = parent_M[m0:m0 + rows]
         totals_m_W = np.einsum("mk,mkw->mw", joint_M_K[m0:m0 + rows],
@@ -179,7 +180,7 @@ def draw_labels(probs_K_C, log_probs_C_K, member_M, u_M, labels_M, log_joint_M_K
     return labels_M
 
 
-def group_sums(joint_M_K, weights_M, group_M, out_G_K):
+def group_sums(joint_M_K, weights_M, group_M, out_G_K, num_threads=None):
     """Weighted rows summed by group: ``out_G_K[g] = Σ_{m: group_M[m] = g} weights_M[m] ·
     joint_M_K[m]``, in ascending m.
 
@@ -191,6 +192,8 @@ def group_sums(joint_M_K, weights_M, group_M, out_G_K):
         Each row's group, in [0, G).
     out_G_K : ndarray of shape (G, K), float64
         Written in place.
+    num_threads : int or None
+        Unused: one sparse product.
 
     Returns
     -------

@@ -16,20 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _greedy, _joint, _validation
+from . import _sizes, _validation
 
 ENV_VAR = "BATCHBALD_FAST_MEMORY_BUDGET"
 
-_FLOAT = 8  # bytes of a float64 or an intp
-# Bytes per draw of np.unique's sort of one int64 key per draw (the key, argsort, sorted
-# copy, mask, inverse, first indices, counts).
-_UNIQUE_BYTES_PER_DRAW = 8 * _FLOAT
-# Bytes per row of the coarse grouping beside its chunked products: the sparse grouping
-# matrix, the draw of first centres, each level's group ids, per-row sums, and a split's
-# sort keys and ranks.
-_COARSE_BYTES_PER_ROW = 14 * _FLOAT
-# Of which kept while the step scores: sums, masses and a group id per level.
-_COARSE_KEPT_BYTES_PER_ROW = 5 * _FLOAT
 # Small arrays and objects no formula follows (the result, the candidates' bounds).
 _SLACK_BYTES = 2**20
 
@@ -127,11 +117,10 @@ def resolve_budget(memory_budget=None):
 
 @dataclass(frozen=True)
 class Run:
-    """What decides a greedy run's memory: shapes and settings.
+    """What decides a greedy run's memory: its shapes and settings.
 
-    ``scratch_bytes(M, n)`` is what the kernels allocate to score n candidates against M
-    rows; ``lazy``, ``coarse_min_work`` and ``return_utilities`` decide whether a step
-    groups its rows for bounds.
+    Every size comes from ``_sizes``, the definitions the engine allocates by; the
+    settings decide which allocations a step makes (coarse bounds, contender rounds).
     """
 
     N: int
@@ -139,14 +128,12 @@ class Run:
     C: int
     num_candidates: int
     steps: int
-    tol: float
-    incremental: bool
-    itemsize: int
-    return_utilities: bool
-    lazy: object
-    coarse_min_work: int
-    scratch_bytes: object
-    extra_rounds: int = _greedy.EXTRA_ROUNDS
+    settings: object
+
+    @property
+    def _f32(self):
+        """Bytes per joint row of the joint's float32 copy (0 in float64)."""
+        return self.K * 4 if np.dtype(self.settings.dtype).itemsize == 4 else 0
 
     def peak(self, num_samples, max_draw_bytes):
         """Estimated peak bytes of the run's arrays, and what reaches it.
@@ -155,14 +142,12 @@ class Run:
         the last exact, the two after it (their first pruned and sampled steps) and the
         last step are the only ones that can hold the peak.
         """
-        K, C, N, F = self.K, self.C, self.N, _FLOAT
-        last_exact = 0
-        while last_exact + 1 < self.steps and C ** (last_exact + 1) <= num_samples:
-            last_exact += 1
+        K, C, N, F = self.K, self.C, self.N, _sizes.FLOAT
+        last_exact = _sizes.last_exact_step(C, num_samples, self.steps)
         base = _SLACK_BYTES + N * K * F + 4 * N * F + N + 12 * self.steps * F
-        if self.itemsize == 4:
+        if self._f32:
             base += N * K * C * 4  # the float32 copy of the probabilities
-        if self.return_utilities:
+        if self.settings.return_utilities:
             base += self.steps * N * F
         # Conditional entropies: one per member and point, and a tile of p log p.
         found = (N * K * F + min(N * K * C * F, 64 * 2**20), "the conditional entropies")
@@ -172,99 +157,87 @@ class Run:
                             key=lambda item: item[0])
         return base + found[0], found[1]
 
+    def _carried(self, A, num_samples, max_draw_bytes):
+        """Draws kept after fitting A points' draws to the budget."""
+        D = self.K * _sizes.draws_per_member(num_samples, self.K)
+        if not self.settings.incremental:
+            return D
+        return max(D, self.K * _sizes.max_draws_per_member(num_samples, self.K, A,
+                                                           max_draw_bytes))
+
+    def _rows(self, A, num_samples, max_draw_bytes):
+        """Distinct rows of a sampled joint of A labels, at most."""
+        carried = self._carried(A, num_samples, max_draw_bytes)
+        if not self.settings.incremental:
+            return min(carried, self.C ** A)
+        return min(carried, self.C ** A, max(num_samples, self.K))
+
     def _step(self, t, num_samples, max_draw_bytes):
         """(bytes, what) of step t's transition to its joint and of its scoring."""
-        K, C, F = self.K, self.C, _FLOAT
-        f32 = K * 4 if self.itemsize == 4 else 0  # the joint's float32 copy, per row
-
-        def exact(M):
-            return M * (K + 1) * F
-
-        def draws(D, A):
-            return D * F * (A + K + 2)  # labels, log joint, member and rank
-
-        def unique(D, A):  # int64 keys, or the rows themselves past 63 bits
-            return D * _UNIQUE_BYTES_PER_DRAW + (D * A * F if A * math.log2(C) >= 63 else 0)
-
-        def extend(D):  # one more label: cdf, uniforms, comparison, labels, log-prob rows
-            return D * (F * (C + K + 5) + C)
-
-        def merged(U):  # the joint, its scales, weights and counts, and their temporaries
-            return U * F * (3 * K + 4)
-
+        K, C, F, f32 = self.K, self.C, _sizes.FLOAT, self._f32
         if t == 0:
-            return [self._scoring(t, 1, exact(1) + f32, sampled=False)]
+            return [self._scoring(t, 1, _sizes.exact_bytes(1, K) + f32, sampled=False)]
         if C ** t <= num_samples:
             M = C ** t
-            return [(exact(M // C) + M // C * f32 + exact(M),
+            return [(_sizes.exact_bytes(M // C, K) + M // C * f32 + _sizes.exact_bytes(M, K),
                      f"step {t}: the exact joint of {M} configurations x {K} members"),
-                    self._scoring(t, M, exact(M) + M * f32, sampled=False)]
-
+                    self._scoring(t, M, _sizes.exact_bytes(M, K) + M * f32, sampled=False)]
         previous = min(C ** (t - 1), num_samples)  # rows of an exact or pruned joint
-        held = exact(previous) + previous * f32
+        held = _sizes.exact_bytes(previous, K) + previous * f32
         phases = []
-        if self.tol > 0:
+        if self.settings.tol > 0:
             E = C * previous
             phases.append((held + E * F * (K + 6) + E + min(E, num_samples) * F * (K + 2),
                            f"step {t}: pruning the exact joint of {E} configurations"))
-        S = max(1, num_samples // K)
-        D = S * K
-
-        def carried(A):  # draws kept after fitting A points' draws to the budget
-            if not self.incremental:
-                return D
-            cap = max_draw_bytes // (K * F * (K + A + 2))
-            return max(D, K * min(_joint.MAX_GROWTH * S, cap))
-
-        def rows(A):
-            if not self.incremental:
-                return min(D, C ** A)
-            return min(carried(A), C ** A, max(num_samples, K))
-
-        fresh = draws(D, t) + extend(D)  # fresh draws fill arrays allocated once
-        Dc = carried(t)
-        merge = draws(Dc, t) + unique(Dc, t) + merged(rows(t))
+        D = K * _sizes.draws_per_member(num_samples, K)
+        Dc = self._carried(t, num_samples, max_draw_bytes)
+        U, U_before = (self._rows(A, num_samples, max_draw_bytes) for A in (t, t - 1))
+        fresh = _sizes.draw_bytes(D, t, K) + _sizes.extend_bytes(D, K, C)  # filled in place
+        merging = _sizes.draw_bytes(Dc, t, K) + _sizes.unique_bytes(Dc, t, C)
+        merge = merging + _sizes.merged_bytes(U, K)
         label = f"step {t}: {Dc} sampled configurations of {t} labels"
-        if self.incremental:
+        if self.settings.incremental:
             # Fitting grows the draws (the last round draws as many again as it has, then
             # concatenates) or keeps some (a copy); the draws it started from stay held.
             half = Dc // 2
-            fit = max(2 * draws(half, t) + extend(half),
-                      2 * draws(Dc, t), draws(Dc, t) + unique(Dc, t), merge)
-            phases.append((held + max(fresh, draws(D, t) + fit), label))
+            fit = max(2 * _sizes.draw_bytes(half, t, K) + _sizes.extend_bytes(half, K, C),
+                      2 * _sizes.draw_bytes(Dc, t, K), merging, merge)
+            phases.append((held + max(fresh, _sizes.draw_bytes(D, t, K) + fit), label))
             if C ** (t - 1) > num_samples:  # the previous step may have sampled
-                Dp = carried(t - 1)
-                held_sampled = draws(Dp, t - 1) + merged(rows(t - 1)) + rows(t - 1) * f32
-                phases.append((held_sampled + draws(Dp, t) + max(extend(Dp), fit), label))
-            state = draws(Dc, t) + merged(rows(t))
+                Dp = self._carried(t - 1, num_samples, max_draw_bytes)
+                held_sampled = (_sizes.draw_bytes(Dp, t - 1, K)
+                                + _sizes.merged_bytes(U_before, K) + U_before * f32)
+                phases.append((held_sampled + _sizes.draw_bytes(Dp, t, K)
+                               + max(_sizes.extend_bytes(Dp, K, C), fit), label))
+            state = _sizes.draw_bytes(Dc, t, K) + _sizes.merged_bytes(U, K)
         else:
-            held = max(held, merged(rows(t - 1)) + rows(t - 1) * f32)
+            held = max(held, _sizes.merged_bytes(U_before, K) + U_before * f32)
             phases.append((held + max(fresh, merge), label))
-            state = merged(rows(t))
-        M = max(rows(t), num_samples if self.tol > 0 else 0)
-        if self.tol > 0:
-            state = max(state, exact(num_samples))
+            state = _sizes.merged_bytes(U, K)
+        M = max(U, num_samples if self.settings.tol > 0 else 0)
+        if self.settings.tol > 0:
+            state = max(state, _sizes.exact_bytes(num_samples, K))
         return phases + [self._scoring(t, M, state + M * f32, sampled=True)]
 
     def _scoring(self, t, M, state, sampled):
         """Scoring M rows: the coarse grouping, then the kernels' scratch, then the noise
         terms, one after the other."""
-        F, n = _FLOAT, self.num_candidates
-        extra = self.scratch_bytes(M, n)
-        if self.lazy is not False and not self.return_utilities and \
-                (n - t) * M >= self.coarse_min_work:
+        F, n, settings = _sizes.FLOAT, self.num_candidates, self.settings
+        extra = settings.kernels.scratch_bytes(M, self.K, self.C, n,
+                                               np.dtype(settings.dtype).itemsize)
+        if settings.coarse_bounds(n - t, M):
             # The levels, grouped on demand, keep their rows' sums and groups while scoring.
-            extra = max(extra + M * _COARSE_KEPT_BYTES_PER_ROW,
-                        M * _COARSE_BYTES_PER_ROW + _joint.COARSE_CHUNK_BYTES)
+            extra = max(extra + M * _sizes.COARSE_KEPT_BYTES_PER_ROW,
+                        M * _sizes.COARSE_BYTES_PER_ROW + _sizes.COARSE_CHUNK_BYTES)
         if sampled:  # two candidates' P (M x C), p log p and per-row terms
             extra = max(extra, M * F * (2 * self.C + 6))
-        if sampled and self.extra_rounds and self.lazy is None and not self.return_utilities:
+        if sampled and settings.rounds_on:
             # Fresh draws for the contenders: a state of new draws beside the step's, a
             # round's per-row terms (within the rounds' share of the step's rows) and its
             # chunk of P with their entropies.
-            terms = min(_greedy.EXTRA_WORK * (n - t) * M, _greedy.EXTRA_ROWS_MAX)
+            terms = _sizes.rounds_rows((n - t) * M)
             extra = max(extra, state + terms * F
-                        + 2 * min(_joint.TERMS_CHUNK_BYTES, terms * self.C * F))
+                        + 2 * min(_sizes.TERMS_CHUNK_BYTES, terms * self.C * F))
         return (state + 10 * n * F + extra,
                 f"step {t}: scoring {n - t} candidates against {M} configurations")
 
@@ -284,7 +257,7 @@ def plan(run, num_samples, budget, source):
     Returns
     -------
     max_draw_bytes : int
-        Cap of the optional extra draws of sampled steps (``_joint.MAX_DRAW_BYTES`` unless
+        Cap of the optional extra draws of sampled steps (``_sizes.MAX_DRAW_BYTES`` unless
         the budget needs less).
 
     Raises
@@ -292,20 +265,20 @@ def plan(run, num_samples, budget, source):
     MemoryBudgetError
         If even without extra draws the run's estimated peak exceeds the budget.
     """
-    needed, what = run.peak(num_samples, _joint.MAX_DRAW_BYTES)
+    needed, what = run.peak(num_samples, _sizes.MAX_DRAW_BYTES)
     if needed <= budget:
-        return _joint.MAX_DRAW_BYTES
+        return _sizes.MAX_DRAW_BYTES
     if run.peak(num_samples, 0)[0] <= budget:
         # The peak grows with the cap: the largest cap that fits, to 1/64 of the default.
-        lo, hi = 0, _joint.MAX_DRAW_BYTES
-        while hi - lo > _joint.MAX_DRAW_BYTES // 64:
+        lo, hi = 0, _sizes.MAX_DRAW_BYTES
+        while hi - lo > _sizes.MAX_DRAW_BYTES // 64:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if run.peak(num_samples, mid)[0] <= budget else (lo, mid)
         return lo
     fits = _num_samples_that_fit(run, num_samples, budget)
     advice = (f"Lower num_samples={num_samples} to {fits}, which fits," if fits is not None
               else "It does not fit with num_samples=1 either: lower batch_size"
-              + (" or pass return_utilities=False," if run.return_utilities else ","))
+              + (" or pass return_utilities=False," if run.settings.return_utilities else ","))
     raise MemoryBudgetError(
         f"the run needs an estimated {format_bytes(needed)} ({what}), over the memory "
         f"budget of {format_bytes(budget)} ({source}). {advice} or raise the budget "
@@ -320,41 +293,23 @@ def _num_samples_that_fit(run, num_samples, budget):
     bisection."""
     candidates = {num_samples * 2 ** (-j / 4) for j in range(4 * num_samples.bit_length())}
     candidates = {max(1, int(c)) for c in candidates}
-    t = 0
-    while t < run.steps and run.C ** t <= num_samples:
-        candidates.add(run.C ** t)
-        t += 1
+    candidates |= {run.C ** t for t in range(
+        _sizes.last_exact_step(run.C, num_samples, run.steps) + 1)}
     for candidate in sorted(candidates, reverse=True):
         if candidate < num_samples and run.peak(candidate, 0)[0] <= budget:
             return candidate
     return None
 
 
-def make_run(kernels, probs_N_K_C, num_candidates, batch_size, *, tol=0.0,
-             incremental=False, dtype=np.float64, return_utilities=False, lazy=None,
-             num_threads=None, extra_rounds=_greedy.EXTRA_ROUNDS):
-    """The :class:`Run` of a greedy call with these arguments (validated)."""
+def make_run(probs_N_K_C, num_candidates, batch_size, settings):
+    """The :class:`Run` of a greedy call on this pool with these settings."""
     N, K, C = probs_N_K_C.shape
-    itemsize = np.dtype(dtype).itemsize
-
-    def scratch_bytes(M, n):
-        return kernels.scratch_bytes(M, K, C, n, itemsize, num_threads)
-
-    return Run(N, K, C, num_candidates, min(batch_size, num_candidates), tol, incremental,
-               itemsize, return_utilities, lazy, _greedy.COARSE_MIN_WORK, scratch_bytes,
-               extra_rounds)
+    return Run(N, K, C, num_candidates, min(batch_size, num_candidates), settings)
 
 
-def check(kernels, probs_N_K_C, num_candidates, batch_size, num_samples, *,
-          memory_budget=None, **settings):
-    """Plan a greedy call within the memory budget (:func:`plan`), before it allocates.
-
-    ``settings`` are those of :func:`make_run`.
-
-    Returns
-    -------
-    max_draw_bytes : int
-        For ``_joint.fit_budget``.
-    """
-    run = make_run(kernels, probs_N_K_C, num_candidates, batch_size, **settings)
-    return plan(run, num_samples, *resolve_budget(memory_budget))
+def check(probs_N_K_C, num_candidates, batch_size, settings, memory_budget=None):
+    """The settings of a greedy call, planned within the memory budget (:func:`plan`)
+    before it allocates: ``max_draw_bytes`` lowered where the budget needs it."""
+    run = make_run(probs_N_K_C, num_candidates, batch_size, settings)
+    cap = plan(run, settings.num_samples, *resolve_budget(memory_budget))
+    return settings.replace(max_draw_bytes=cap)

@@ -37,7 +37,7 @@ def point_stats(kernels, probs_N_K_C, keep_row_sums=False):
 
     Parameters
     ----------
-    kernels : module
+    kernels : Kernels
     probs_N_K_C : ndarray of shape (N, K, C), float32 or float64, any strides
     keep_row_sums : bool, default=False
         Also return every row sum.
@@ -83,7 +83,7 @@ def rows(probs_N_K_C, xs):
     return np.ascontiguousarray(probs_N_K_C[np.asarray(xs, dtype=np.intp)], dtype=np.float64)
 
 
-def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs, num_threads,
+def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs,
                   row_sums_N_K=None):
     """The two parts of a joint state's entropy with each candidate (see ``ArrayPool``).
 
@@ -96,8 +96,7 @@ def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs, num_
     offset_n = np.zeros(n)  # exact and pruned states have no row scales
     in_place = probs_N_K_C.dtype == joint_M_K.dtype and probs_N_K_C.flags.c_contiguous
     if in_place:
-        kernels.score_candidates(joint_M_K, weights_M, probs_N_K_C, xs, weighted_n,
-                                 num_threads)
+        kernels.score_candidates(joint_M_K, weights_M, probs_N_K_C, xs, weighted_n)
     if in_place and row_sums_N_K is not None and offset_K.any():
         return weighted_n, row_sums_N_K[xs] @ offset_K
     if in_place and not offset_K.any():
@@ -109,7 +108,7 @@ def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs, num_
             kernels.score_candidates(joint_M_K, weights_M,
                                      probs_n_K_C.astype(joint_M_K.dtype, copy=False),
                                      np.arange(len(probs_n_K_C)),
-                                     weighted_n[i0:i0 + block], num_threads)
+                                     weighted_n[i0:i0 + block])
         if offset_K.any():
             offset_n[i0:i0 + block] = probs_n_K_C.sum(axis=2) @ offset_K
     return weighted_n, offset_n
@@ -120,14 +119,12 @@ class ArrayPool:
 
     Parameters
     ----------
-    kernels : module
-        ``score_candidates`` and ``entropy_rows`` of one backend.
+    kernels : Kernels
+        ``score_candidates`` and ``entropy_rows`` of one backend, with the call's threads.
     probs_N_K_C : ndarray of shape (N, K, C), float32 or float64, validated
         Never copied whole: any strides, a memmap is read where it lies.
     dtype : numpy.float64 or numpy.float32
         Precision of the products and logs in the kernels (sums are float64 either way).
-    num_threads : int
-        Threads of the kernel calls.
 
     Attributes
     ----------
@@ -141,17 +138,15 @@ class ArrayPool:
         Least and largest ``Σ_c p[n, k, c]``.
     """
 
-    def __init__(self, kernels, probs_N_K_C, *, dtype=np.float64, num_threads=1):
+    def __init__(self, kernels, probs_N_K_C, *, dtype=np.float64):
         self.shape = probs_N_K_C.shape
         self.dtype = np.dtype(dtype).type
         self._kernels = kernels
         self._probs_N_K_C = probs_N_K_C
-        self._num_threads = num_threads
         N, K, _ = probs_N_K_C.shape
-        # Where the kernels read the pool in place, a sampled step gathered its candidates'
-        # rows only to sum them (W3: ~10% of its time): keep the sums when they are small
-        # beside the pool. Elsewhere the rows are gathered for the kernels anyway, and a
-        # W8-sized pool (320 MB of sums) gathers too.
+        # Where the kernels read the pool in place, a sampled step would gather its
+        # candidates' rows only to sum them: keep the sums when they are small beside the
+        # pool. Elsewhere the rows are gathered for the kernels anyway.
         keep = (probs_N_K_C.dtype == self.dtype and probs_N_K_C.flags.c_contiguous
                 and N * K * 8 <= ROW_SUMS_MAX_BYTES)
         self.cond_entropy_N, self.row_sum_range, *sums = point_stats(
@@ -181,4 +176,4 @@ class ArrayPool:
             ``Σ_k offset_K[k] Σ_c p[x, k, c]``: the row scales of a sampled state.
         """
         return joint_entropy(self._kernels, self._probs_N_K_C, joint_M_K, weights_M,
-                             offset_K, xs, self._num_threads, self._row_sums_N_K)
+                             offset_K, xs, self._row_sums_N_K)

@@ -34,9 +34,9 @@ from threadpoolctl import ThreadpoolController
 LOG_COST = 40
 MIN_WORK_PER_THREAD = 2**23
 # ~60 ms of one thread's work. Each chunk ends with its threads released and a tail where
-# one thread waits for the other: at ~8 ms chunks that cost W2 scoring every candidate
-# ~20% (1123 chunks, ~2 ms each); at ~60 ms it is a few %, and OpenBLAS's ~0.1 s of
-# spinning still costs at most a chunk or two on one thread.
+# one thread waits for the other, so chunks must be long beside that tail; OpenBLAS's
+# ~0.1 s of spinning then still costs at most a chunk or two on one thread
+# (docs/architecture.md has the measurements).
 DECISION_WORK = 2**30
 _LOADAVG = "/proc/loadavg"
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _sizes
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -91,9 +93,7 @@ ANCHOR_SKIPS = {
 def _largest_joint(w):
     """Rows of the reference implementations' largest joint on workload w: C^t while that
     is at most M, then M // K draws per member."""
-    t = 0
-    while t + 1 < w.batch_size and w.C ** (t + 1) <= w.num_samples:
-        t += 1
+    t = _sizes.last_exact_step(w.C, w.num_samples, w.batch_size)
     sampled = w.K * (w.num_samples // w.K) if w.C ** (w.batch_size - 1) > w.num_samples else 0
     return max(w.C ** t, sampled)
 

@@ -19,7 +19,7 @@ import numpy as np
 from baal.active import heuristics as _baal
 from baal.utils.array_utils import to_prob
 
-from . import _greedy, _validation, bald, batchbald
+from . import _search, _validation, bald, batchbald
 
 __all__ = ["BALD", "BatchBALD"]
 
@@ -149,7 +149,7 @@ class BALD(_baal.BALD):
         if bad.any():
             raise ValueError(f"scores hold nan or inf, first at index {int(np.argmax(bad))}")
         rng = _validation.check_random_state(self.random_state)
-        return _shuffled(_greedy.top_k(scores), self.shuffle_prop, rng)
+        return _shuffled(_search.top_k(scores), self.shuffle_prop, rng)
 
 
 class BatchBALD(_baal.BatchBALD):
@@ -215,7 +215,7 @@ class BatchBALD(_baal.BatchBALD):
                            random_state=rng)
         scores_N = bald(probs_N_K_C)
         rest = np.setdiff1d(np.arange(N), result.indices)  # ascending: ties stay lowest first
-        ranks = np.concatenate([result.indices, rest[_greedy.top_k(scores_N[rest])]])
+        ranks = np.concatenate([result.indices, rest[_search.top_k(scores_N[rest])]])
         scores_N[result.indices] = np.diff(result.scores, prepend=0.0)
         return ranks, scores_N
 

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from . import __version__, _greedy
+from . import __version__, _noise, _result
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,9 +124,9 @@ def _build_parser():
     select.add_argument("--saturation", choices=["restart", "greedy"], default="restart",
                         help="after a sampled step within noise of ln K: start a new greedy "
                              "run (restart, default) or keep extending the batch (greedy)")
-    select.add_argument("--extra-rounds", type=int, default=_greedy.EXTRA_ROUNDS, metavar="R",
+    select.add_argument("--extra-rounds", type=int, default=_noise.EXTRA_ROUNDS, metavar="R",
                         help="most rounds of fresh draws for the contenders of a sampled "
-                             f"step whose pick is within noise (default {_greedy.EXTRA_ROUNDS};"
+                             f"step whose pick is within noise (default {_noise.EXTRA_ROUNDS};"
                              " 0: none)")
     select.add_argument("--scheduler", metavar="ADDRESS",
                         help="run on this Dask scheduler (e.g. tcp://host:8786), the pool's "
@@ -230,21 +230,8 @@ def _select(args):
                 raise
             raise _UsageError(f"{exc}; if the file holds log-probabilities, pass "
                               "--log-probs") from exc
-    if args.json:
-        def finite_or_none(values):  # JSON has no nan
-            return [float(v) if np.isfinite(v) else None for v in values]
-
-        print(json.dumps({"indices": result.indices.tolist(), "scores": result.scores.tolist(),
-                          "exact": result.exact.tolist(), "mode": result.mode.tolist(),
-                          "num_configurations": result.num_configurations.tolist(),
-                          "error_bounds": finite_or_none(result.error_bounds),
-                          "std_errors": finite_or_none(result.std_errors),
-                          "ambiguous": result.ambiguous.tolist(),
-                          "saturated": result.saturated.tolist(),
-                          "segments": result.segments.tolist(),
-                          "decision_rows": result.decision_rows.tolist(),
-                          "resolutions": result.resolutions.tolist(),
-                          "backend": backend_info()["backend"]}))
+    if args.json:  # every per-step field, and the backend that ran
+        print(json.dumps({**_result.to_json(result), "backend": backend_info()["backend"]}))
         return
     print(f"{'step':>4}  {'index':>8}  {'score':>10}  {'joint':>7}  {'configurations':>14}  "
           "std error")

@@ -154,7 +154,8 @@ class DaskPool:
 
         # The first pass: every chunk validated, its probabilities and statistics made.
         blocks = probs_N_K_C.to_delayed().ravel()
-        parts = [dask.delayed(_first_pass, nout=2)(block, start, log_probs, self._backend)
+        parts = [dask.delayed(_first_pass, nout=2)(block, start, log_probs, self._backend,
+                                                   self._num_threads)
                  for block, start in zip(blocks, self._starts)]
         if _active_client() is not None if persist is None else persist:
             parts = dask.persist(*parts)
@@ -219,13 +220,18 @@ class DaskPool:
         return handle
 
 
-def _first_pass(block_n_K_C, start, log_probs, backend):
+def _task_kernels(backend, num_threads):
+    """The kernels a task runs: the client's backend, the pool's threads per task."""
+    return _backend.Kernels(_backend.get_kernels(backend), num_threads)
+
+
+def _first_pass(block_n_K_C, start, log_probs, backend, num_threads):
     """A chunk's problems, then (if none) its probabilities and their statistics."""
     problems = _validation.probs_problems(block_n_K_C, start, log_probs=log_probs)
     if problems:
         return None, (problems, None, None)
     probs_n_K_C = _validation.as_probabilities(block_n_K_C, log_probs=log_probs)
-    cond_entropy_n, row_sum_range = _pool.point_stats(_backend.get_kernels(backend),
+    cond_entropy_n, row_sum_range = _pool.point_stats(_task_kernels(backend, num_threads),
                                                       probs_n_K_C)
     return probs_n_K_C, (problems, cond_entropy_n, row_sum_range)
 
@@ -251,5 +257,5 @@ def _chunk_rows(probs_n_K_C, xs):
 
 
 def _chunk_joint_entropy(probs_n_K_C, xs, state, backend, num_threads):
-    return _pool.joint_entropy(_backend.get_kernels(backend), probs_n_K_C, *state,
-                               _expand(xs), num_threads)
+    return _pool.joint_entropy(_task_kernels(backend, num_threads), probs_n_K_C, *state,
+                               _expand(xs))

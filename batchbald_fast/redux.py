@@ -9,7 +9,7 @@ the CPU whatever ``dtype`` and ``device`` say.
 from dataclasses import dataclass
 from typing import List
 
-from . import _api, _greedy, _validation
+from . import _api, _search, _validation
 
 __all__ = ["CandidateBatch", "get_bald_batch", "get_batchbald_batch"]
 
@@ -92,5 +92,5 @@ def get_bald_batch(log_probs_N_K_C, batch_size, dtype=None, device=None):
     """
     batch_size = _validation.check_count(batch_size, "batch_size", minimum=0)
     scores_N = _api.bald(_to_numpy(log_probs_N_K_C), log_probs=True)
-    top = _greedy.top_k(scores_N, batch_size)
+    top = _search.top_k(scores_N, batch_size)
     return CandidateBatch(scores_N[top].tolist(), top.tolist())

@@ -24,6 +24,7 @@ except ImportError as exc:  # an optional extra
                       'pip install "batchbald_fast[skactiveml]"') from exc
 
 from . import _backend, _greedy, _joint, _memory, _pool, _validation
+from ._settings import Settings
 
 __all__ = ["BatchBALD", "GreedyBALD", "batch_bald"]
 
@@ -102,29 +103,26 @@ def batch_bald(probas, batch_size, n_MC_samples=None, random_state=None, eps=1e-
     # lazy=False and _next_joint (no pruning) keep them off; every utility is returned anyway.
     clipped_N_K_C = np.ascontiguousarray(
         np.clip(probs_K_N_C[:, order_N].transpose(1, 0, 2), eps, 1))
-    kernels = _backend.get_kernels()
-    num_threads = _backend.effective_num_threads(None)
+    settings = Settings(int(n_MC_samples), _backend.kernels_for(), return_utilities=True,
+                        lazy=False, tie_tolerance=0.0, saturation="greedy",
+                        next_joint=_next_joint)
     # Its joint is drawn anew each step, without extra draws: the budget can only refuse.
-    _memory.check(kernels, clipped_N_K_C, N, batch_size, int(n_MC_samples),
-                  return_utilities=True, lazy=False, num_threads=num_threads)
-    pool = _pool.ArrayPool(_distinct_rows_kernels(clipped_N_K_C), clipped_N_K_C,
-                           num_threads=num_threads)
-    result = _greedy.select(pool, batch_size, np.arange(N), num_samples=int(n_MC_samples),
-                            rng=rng, return_utilities=True, next_joint=_next_joint,
-                            lazy=False, tie_tolerance=0.0, saturation="greedy")
+    _memory.check(clipped_N_K_C, N, batch_size, settings)
+    pool = _pool.ArrayPool(_distinct_rows_kernels(settings.kernels, clipped_N_K_C),
+                           clipped_N_K_C)
+    result = _greedy.select(pool, batch_size, np.arange(N), settings, rng)
     utilities = np.empty_like(result.utilities)
     utilities[:, order_N] = result.utilities
     return utilities
 
 
-def _distinct_rows_kernels(probs_N_K_C):
+def _distinct_rows_kernels(kernels, probs_N_K_C):
     """The backend's kernels, made to score identical pool points identically.
 
     scikit-activeml gives identical points bitwise-identical utilities and lets its random
     numbers break the tie; BLAS may round identical points differently depending on where
     they sit in a tile. Scoring each distinct point once keeps the tie (and saves work).
     """
-    kernels = _backend.get_kernels()
     N = probs_N_K_C.shape[0]
     _, row_id_N = np.unique(probs_N_K_C.reshape(N, -1), axis=0, return_inverse=True)
     row_id_N = row_id_N.reshape(N)
@@ -139,28 +137,26 @@ class _DistinctRowsKernels:
         self._row_id_N = row_id_N
         self.entropy_rows = kernels.entropy_rows
 
-    def score_candidates(self, joint_M_K, weights_M, probs_N_K_C, candidates, out,
-                         *args, **kwargs):
+    def score_candidates(self, joint_M_K, weights_M, probs_N_K_C, candidates, out):
         _, first_U, inverse_n = np.unique(self._row_id_N[candidates], return_index=True,
                                           return_inverse=True)
         # Score the first candidate of each distinct row, in pool order.
         order_U = np.argsort(first_U)
         scores_U = np.empty(len(first_U))
         self._kernels.score_candidates(joint_M_K, weights_M, probs_N_K_C,
-                                       candidates[first_U[order_U]], scores_U, *args,
-                                       **kwargs)
+                                       candidates[first_U[order_U]], scores_U)
         rank_U = np.empty_like(order_U)
         rank_U[order_U] = np.arange(len(order_U))
         out[:] = scores_U[rank_U[inverse_n]]
         return out
 
 
-def _next_joint(state, probs_A_K_C, num_samples, rng):
+def _next_joint(state, probs_A_K_C, settings, rng):
     """scikit-activeml's joint: exact while ``C ** |A| <= M``, else drawn anew each step."""
     A, _, C = probs_A_K_C.shape
-    if C ** A <= num_samples:
+    if C ** A <= settings.num_samples:
         return _joint.extend_exact(state, probs_A_K_C[-1])
-    return _sample_joint(probs_A_K_C, num_samples, rng)
+    return _sample_joint(probs_A_K_C, settings.num_samples, rng)
 
 
 def _sample_joint(probs_A_K_C, num_samples, rng):

@@ -14,14 +14,14 @@ import argparse
 import numpy as np
 
 from batchbald_fast import _backend, _joint
-from batchbald_fast._api import DEFAULT_TOL
+from batchbald_fast._settings import DEFAULT_TOL, Settings
 from batchbald_fast._workloads import make_probs
 
 
 def joint_entropy(state, probs_N_K_C, x):
     out = np.empty(1)
-    _backend.get_kernels().score_candidates(state.joint_M_K, state.weights_M, probs_N_K_C,
-                                            np.array([x], dtype=np.intp), out, None)
+    _backend.kernels_for().score_candidates(state.joint_M_K, state.weights_M, probs_N_K_C,
+                                            np.array([x], dtype=np.intp), out)
     return out[0] + probs_N_K_C[x].sum(axis=1) @ state.offset_K
 
 
@@ -45,12 +45,12 @@ def main():
     errors = {m: np.zeros((args.seeds, A)) for m in modes}
     rows = {m: np.zeros((args.seeds, A)) for m in modes}
     for mode, options in modes.items():
+        settings = Settings(args.num_samples, _backend.kernels_for(), **options)
         for seed in range(args.seeds):
             rng = np.random.default_rng(seed)
             state = _joint.empty_joint(K)
             for a in range(A):
-                state = _joint.next_joint(state, probs_N_K_C[:a + 1],
-                                          args.num_samples, rng, **options)
+                state = _joint.next_joint(state, probs_N_K_C[:a + 1], settings, rng)
                 errors[mode][seed, a] = abs(joint_entropy(state, probs_N_K_C, x) - exact[a])
                 rows[mode][seed, a] = state.num_configurations
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import batchbald_fast as bf
-from batchbald_fast import _backend, _greedy, _joint, _pool, _workloads
+from batchbald_fast import _backend, _greedy, _joint, _noise, _pool, _search, _sizes, _workloads
+from batchbald_fast._settings import Settings
 import oracle
 from conftest import random_probs
 
@@ -173,10 +174,11 @@ def test_lazy_greedy_matches_full_evaluation(backend, seed, lazy_tile):
     probs_N_K_C = random_probs(rng, 150, 5, 3, concentration=rng.choice([0.1, 1.0]))
     if seed % 3 == 0:
         probs_N_K_C = probs_N_K_C[rng.integers(0, 50, size=150)]  # many exact ties
-    pool = _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C)
+    kernels = _backend.kernels_for()
+    pool = _pool.ArrayPool(kernels, probs_N_K_C)
     candidates = np.arange(150)
-    runs = [_greedy.select(pool, 5, candidates, num_samples=3 ** 5, rng=None,
-                           return_utilities=False, lazy=lazy, lazy_tile=lazy_tile)
+    runs = [_greedy.select(pool, 5, candidates,
+                           Settings(3 ** 5, kernels, lazy=lazy, lazy_tile=lazy_tile), None)
             for lazy in (False, True)]
     full, lazy = runs
     np.testing.assert_array_equal(lazy.indices, full.indices)
@@ -199,12 +201,12 @@ def test_bounded_selection_matches_full_evaluation(backend, seed, lazy_tile):
         probs_N_K_C = probs_N_K_C[rng.integers(0, 80, size=240)]  # many exact ties
     if seed % 4 == 3:
         probs_N_K_C = probs_N_K_C * rng.uniform(1 - 9e-4, 1 + 9e-4, size=(240, 6, 1))
-    next_joint = functools.partial(_joint.next_joint, tol=1e-3, incremental=True)
+    kernels = _backend.kernels_for()
     full, bounded = [_greedy.select(
-        _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C), 7, np.arange(240),
-        num_samples=600, rng=np.random.default_rng(seed), return_utilities=False,
-        next_joint=next_joint, lazy=lazy, lazy_tile=lazy_tile, coarse_min_work=0,
-        resolve_fraction=0.0, extra_rounds=0) for lazy in (False, None)]
+        _pool.ArrayPool(kernels, probs_N_K_C), 7, np.arange(240),
+        Settings(600, kernels, tol=1e-3, incremental=True, lazy=lazy, lazy_tile=lazy_tile,
+                 coarse_min_work=0, resolve_fraction=0.0, extra_rounds=0),
+        np.random.default_rng(seed)) for lazy in (False, None)]
     np.testing.assert_array_equal(bounded.indices, full.indices)
     np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(bounded.mode, full.mode)
@@ -250,12 +252,12 @@ def test_float32_compute_same_picks_when_well_separated(backend):
 
 def test_bounded_selection_matches_full_evaluation_in_float32(backend):
     probs_N_K_C = random_probs(np.random.default_rng(15), 300, 6, 4, concentration=0.5)
-    next_joint = functools.partial(_joint.next_joint, tol=1e-4, incremental=True)
+    kernels = _backend.kernels_for()
     full, bounded = [_greedy.select(
-        _pool.ArrayPool(_backend.get_kernels(), probs_N_K_C, dtype=np.float32), 7,
-        np.arange(300), num_samples=600, rng=np.random.default_rng(0),
-        return_utilities=False, next_joint=next_joint, lazy=lazy, coarse_min_work=0,
-        resolve_fraction=0.0, extra_rounds=0) for lazy in (False, None)]
+        _pool.ArrayPool(kernels, probs_N_K_C, dtype=np.float32), 7, np.arange(300),
+        Settings(600, kernels, dtype=np.float32, tol=1e-4, incremental=True, lazy=lazy,
+                 coarse_min_work=0, resolve_fraction=0.0, extra_rounds=0),
+        np.random.default_rng(0)) for lazy in (False, None)]
     np.testing.assert_array_equal(bounded.indices, full.indices)
     np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
     # A restart's first step (BALD) has no last gains to skip by.
@@ -308,7 +310,7 @@ def test_extra_rounds_score_the_contenders_the_bounds_left(backend, monkeypatch)
     # best over the rounds among every candidate within noise of the step's own best, by
     # plain sums from the captured state, and it reports no resolution.
     probs_N_K_C = random_probs(np.random.default_rng(16), 2000, 8, 4, concentration=0.5)
-    monkeypatch.setattr(_greedy, "EXTRA_WORK", 4.0)  # rounds these small steps can afford
+    monkeypatch.setattr(_sizes, "EXTRA_WORK", 4.0)  # rounds these small steps can afford
     states, original = [], _joint.next_joint
 
     def next_joint(*args, **kwargs):
@@ -346,7 +348,7 @@ def test_extra_rounds_score_the_contenders_the_bounds_left(backend, monkeypatch)
     ([], []),
 ])
 def test_top_k_repeats_the_greedy_tie_rule(scores, expected):
-    assert _greedy.top_k(np.array(scores, dtype=float)).tolist() == expected
+    assert _search.top_k(np.array(scores, dtype=float)).tolist() == expected
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -354,16 +356,16 @@ def test_top_k_follows_the_tie_rule(seed):
     rng = np.random.default_rng(seed)
     # Scores on a grid a fraction of the tolerance apart: exact ties, near-ties, and chains
     # of near-ties wider than the tolerance (where plain index order would be wrong).
-    step = _greedy.TIE_TOLERANCE * rng.choice([0.3, 0.6, 1.5])
+    step = _search.TIE_TOLERANCE * rng.choice([0.3, 0.6, 1.5])
     scores = 1.0 + step * rng.integers(0, 12, size=40)
-    expected = oracle.tie_rule_order(scores, _greedy.TIE_TOLERANCE)
+    expected = oracle.tie_rule_order(scores, _search.TIE_TOLERANCE)
     for k in (0, 1, 7, 40, 50):
-        assert _greedy.top_k(scores, k).tolist() == expected[:k]
+        assert _search.top_k(scores, k).tolist() == expected[:k]
 
 
 def test_top_k_without_near_ties_is_a_sort():
     scores = np.random.default_rng(0).random(1000)
-    np.testing.assert_array_equal(_greedy.top_k(scores, 100), np.argsort(-scores)[:100])
+    np.testing.assert_array_equal(_search.top_k(scores, 100), np.argsort(-scores)[:100])
 
 
 def test_saturation_flagged_warned_and_restarted(backend):
@@ -464,7 +466,7 @@ def test_bounded_evaluation_resolves_to_its_resolution():
     top_two = np.sort(utility_N)[-2:]
     counts = []
     for resolution in (-0.005, 0.0, 0.002, 0.005, 0.05):
-        evaluated, utility_n, _, _, open_bound_n = _greedy._BranchAndBound(
+        evaluated, utility_n, _, _, open_bound_n = _search.BranchAndBound(
             [(lambda xs: (utility_N[xs] + looseness_N[xs], np.zeros(len(xs))), 8)],
             lambda xs: (utility_N[xs], np.zeros(len(xs))), candidates, np.full(500, np.inf),
             4).run(1e-10, top=2, resolution=resolution)
@@ -496,7 +498,7 @@ def test_branch_and_bound_goes_on_from_where_it_stopped():
     def utility(xs):
         scored.extend(xs.tolist())
         return utility_N[xs], np.zeros(len(xs))
-    search = _greedy._BranchAndBound([(bound, 8)], utility, np.arange(400, dtype=np.intp),
+    search = _search.BranchAndBound([(bound, 8)], utility, np.arange(400, dtype=np.intp),
                                      np.full(400, np.inf), 4)
     first = search.run(1e-10, top=2, resolution=0.004)[0]
     evaluated, utility_n, _, _, open_bound_n = search.run(1e-10, resolution=-0.003)
@@ -516,7 +518,9 @@ def test_contender_rounds_pool_every_round_as_plain_sums_do(backend):
     rng = np.random.default_rng(22)
     probs_N_K_C = random_probs(rng, 9, 6, 3)
     probs_A_K_C, probs_c_K_C = probs_N_K_C[:5], probs_N_K_C[5:]
-    states = [_joint.fresh_state(probs_A_K_C, 40, np.random.default_rng(s)) for s in range(4)]
+    kernels = _backend.kernels_for()
+    states = [_joint.fresh_state(probs_A_K_C, 40, np.random.default_rng(s), kernels)
+              for s in range(4)]
 
     def plain(state):
         labels_D_A = state.draws.labels_M_A
@@ -531,9 +535,10 @@ def test_contender_rounds_pool_every_round_as_plain_sums_do(backend):
     estimates_R_c = np.array([g.mean(axis=1) for g in terms])
     for rounds in (1, 2, 4):
         lead, estimate, std_error, ambiguous, extra_rows, rows = \
-            _greedy._resolve_contenders(
+            _noise.resolve_contenders(
                 states[0], probs_c_K_C, estimates_R_c[0] - 0.5, iter(states[1:]).__next__,
-                np.inf, rounds - 1, 1e-10, alpha=0.0, resolution=-1.0)  # no test decides
+                np.inf, rounds - 1, 1e-10, kernels, alpha=0.0,
+                resolution=-1.0)  # no test decides
         mean_c = estimates_R_c[:rounds].mean(axis=0)
         assert lead == np.argmax(mean_c) and ambiguous
         np.testing.assert_allclose(estimate, mean_c[lead] - 0.5, rtol=0, atol=1e-10)

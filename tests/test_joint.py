@@ -7,8 +7,14 @@ import pytest
 
 import batchbald_fast as bf
 import oracle
-from batchbald_fast import _backend, _joint
+from batchbald_fast import _backend, _coarse, _joint
+from batchbald_fast._settings import Settings
 from conftest import random_probs
+
+
+def kernels():
+    """The backend under test's kernels (``backend`` fixture), as the engine gets them."""
+    return _backend.kernels_for()
 
 
 def joint_entropy_estimate(state, probs_N_K_C, x):
@@ -40,7 +46,8 @@ def test_sampled_joint_entropy_converges(backend):
     rms = []
     for num_samples in (50, 800, 12800):
         errors = [joint_entropy_estimate(
-            _joint.sample_joint(probs_N_K_C[batch], num_samples, np.random.default_rng(s)),
+            _joint.sample_joint(probs_N_K_C[batch], num_samples, np.random.default_rng(s),
+                                kernels()),
             probs_N_K_C, x) - exact for s in range(30)]
         rms.append(np.sqrt(np.mean(np.square(errors))))
     # 16x the samples: error down ~4x (1/sqrt(M)); allow a wide margin for chance.
@@ -53,7 +60,7 @@ def test_sampled_rows_stay_finite_when_products_underflow(backend):
     # unless rows are scaled. Uniform members make the exact value (|A| + 1) log C.
     C, K, A = 1000, 2, 110
     probs_N_K_C = np.full((A + 1, K, C), 1.0 / C)
-    state = _joint.sample_joint(probs_N_K_C[:A], 100, np.random.default_rng(0))
+    state = _joint.sample_joint(probs_N_K_C[:A], 100, np.random.default_rng(0), kernels())
     estimate = joint_entropy_estimate(state, probs_N_K_C, A)
     np.testing.assert_allclose(estimate, (A + 1) * np.log(C), rtol=1e-12)
 
@@ -77,8 +84,8 @@ def test_sampled_steps_follow_the_budget(backend):
 def test_fit_budget_keeps_members_balanced(backend, num_samples):
     probs_N_K_C = random_probs(np.random.default_rng(3), 6, 4, 3, concentration=0.3)
     rng = np.random.default_rng(0)
-    draws = _joint._fresh_draws(probs_N_K_C, max(1, num_samples // 4), 0, rng)
-    state = _joint.fit_budget(draws, probs_N_K_C, num_samples, rng)
+    draws = _joint._fresh_draws(probs_N_K_C, max(1, num_samples // 4), 0, rng, kernels())
+    state = _joint.fit_budget(draws, probs_N_K_C, num_samples, rng, kernels())
     assert state.num_configurations <= max(num_samples, 4)
     per_member = np.bincount(state.draws.member_M, minlength=4)
     assert (per_member == per_member[0]).all() and per_member[0] >= 1
@@ -90,7 +97,7 @@ def test_merged_scaled_rows_keep_the_estimate(backend, row_sum):
     # The estimator as written, one unscaled row per draw, against the merged, row-scaled
     # state; rows of p may be off 1 within the accepted tolerance.
     probs_N_K_C = random_probs(np.random.default_rng(4), 6, 4, 2, concentration=0.3) * row_sum
-    state = _joint.sample_joint(probs_N_K_C[:5], 400, np.random.default_rng(0))
+    state = _joint.sample_joint(probs_N_K_C[:5], 400, np.random.default_rng(0), kernels())
     assert state.num_configurations < 400 and state.counts_M.sum() == 400
     J_M_K = np.exp(state.draws.log_joint_M_K)
     P_M_C = J_M_K @ probs_N_K_C[5] / 4
@@ -102,8 +109,9 @@ def test_merged_scaled_rows_keep_the_estimate(backend, row_sum):
 def test_incremental_draws_extend_the_previous_ones(backend):
     probs_N_K_C = random_probs(np.random.default_rng(5), 8, 4, 3)
     rng = np.random.default_rng(0)
-    state = _joint.sample_joint(probs_N_K_C[:3], 40, rng)
-    grown = _joint.next_joint(state, probs_N_K_C[:4], 40, rng, incremental=True)
+    state = _joint.sample_joint(probs_N_K_C[:3], 40, rng, kernels())
+    grown = _joint.next_joint(state, probs_N_K_C[:4], Settings(40, kernels(), incremental=True),
+                              rng)
     # Draws are known by (member, rank); those that stayed kept their first three labels.
     before = {(k, r): tuple(row) for k, r, row in zip(
         state.draws.member_M, state.draws.rank_M, state.draws.labels_M_A)}
@@ -124,10 +132,10 @@ def test_incremental_sampling_is_as_accurate_as_resampling(backend):
     for seed in range(40):
         for incremental in (True, False):
             rng = np.random.default_rng(seed)
-            state = _joint.sample_joint(probs_N_K_C[:4], 200, rng)
+            state = _joint.sample_joint(probs_N_K_C[:4], 200, rng, kernels())
             for n in range(5, 8):
-                state = _joint.next_joint(state, probs_N_K_C[:n], 200, rng,
-                                          incremental=incremental)
+                state = _joint.next_joint(state, probs_N_K_C[:n], Settings(
+                    200, kernels(), incremental=incremental), rng)
             estimate = joint_entropy_estimate(state, probs_N_K_C, 7)
             errors[incremental].append(estimate - exact)
     rms = {k: np.sqrt(np.mean(np.square(v))) for k, v in errors.items()}
@@ -185,8 +193,9 @@ def test_standard_error_matches_the_spread_over_seeds(backend):
     probs_N_K_C = random_probs(np.random.default_rng(9), 7, 5, 3, concentration=0.7)
     estimates, std_errors = [], []
     for seed in range(60):
-        state = _joint.sample_joint(probs_N_K_C[:6], 200, np.random.default_rng(seed))
-        (g_M,), counts_M = _joint.estimator_terms(state, probs_N_K_C[6:7])
+        state = _joint.sample_joint(probs_N_K_C[:6], 200, np.random.default_rng(seed),
+                                    kernels())
+        (g_M,), counts_M = _joint.estimator_terms(state, probs_N_K_C[6:7], kernels())
         M = counts_M.sum()
         estimate = counts_M @ g_M / M
         np.testing.assert_allclose(estimate, joint_entropy_estimate(state, probs_N_K_C, 6),
@@ -210,7 +219,7 @@ def test_result_reports_sampling_noise(backend):
 
 def coarse_joint_entropies(state, probs_N_K_C, xs, row_sum_range, **kwargs):
     """Every level's bound on the state's joint entropy with each candidate, coarsest first."""
-    levels = _joint.CoarseLevels(state, row_sum_range, **kwargs)
+    levels = _coarse.CoarseLevels(state, kernels(), row_sum_range, **kwargs)
     out = []
     for level in range(len(levels)):
         joint_G_K, correction = levels[level]
@@ -227,7 +236,7 @@ def states_of_every_mode(probs_N_K_C, batch):
     for a, x in enumerate(batch):
         exact = _joint.extend_exact(exact, probs_N_K_C[x])
         pruned = _joint.extend_pruned(pruned, probs_N_K_C[x], a + 1, tol=1e-2)
-    sampled = _joint.sample_joint(probs_N_K_C[batch], 300, np.random.default_rng(0))
+    sampled = _joint.sample_joint(probs_N_K_C[batch], 300, np.random.default_rng(0), kernels())
     return {"exact": exact, "pruned": pruned, "sampled": sampled}
 
 
@@ -266,10 +275,11 @@ def test_coarse_levels_tighten_as_they_split(backend):
     # Each level splits the groups of the last, so its bound can only be tighter; the first
     # grouping may start from given centres (the last step's) and still bounds.
     probs_N_K_C = random_probs(np.random.default_rng(11), 60, 8, 4, concentration=0.3)
-    state = _joint.sample_joint(probs_N_K_C[:6], 2000, np.random.default_rng(0))
+    state = _joint.sample_joint(probs_N_K_C[:6], 2000, np.random.default_rng(0), kernels())
     xs = np.arange(6, 60)
     full = np.array([joint_entropy_estimate(state, probs_N_K_C, x) for x in xs])
-    levels = _joint.CoarseLevels(state, num_groups=2, ways=8, max_groups=128, fraction=1.0)
+    levels = _coarse.CoarseLevels(state, kernels(), num_groups=2, ways=8, max_groups=128,
+                                  fraction=1.0)
     assert levels.rows == [2, 16, 128]
     bounds = coarse_joint_entropies(state, probs_N_K_C, xs, (1.0, 1.0), num_groups=2,
                                     ways=8, max_groups=128, fraction=1.0)
@@ -281,28 +291,29 @@ def test_coarse_levels_tighten_as_they_split(backend):
         assert (bound >= full - 1e-12).all()
     # The defaults: ~3K rows (K = 8: 32), then one split to the most rows within 1/8 of the
     # joint's rows (70), at most 1024.
-    levels = _joint.CoarseLevels(state)
+    levels = _coarse.CoarseLevels(state, kernels())
     assert levels.rows == [32, 64]
     many = _joint.sample_joint(random_probs(np.random.default_rng(2), 12, 100, 10)[:8], 20000,
-                               np.random.default_rng(0))
-    assert _joint.CoarseLevels(many).rows == [128, 1024]
+                               np.random.default_rng(0), kernels())
+    assert _coarse.CoarseLevels(many, kernels()).rows == [128, 1024]
     assert levels[len(levels) - 1][0].shape[1] == 8
-    assert len(_joint.CoarseLevels(_joint.empty_joint(8))) == 0  # too few rows to merge
+    assert len(_coarse.CoarseLevels(_joint.empty_joint(8), kernels())) == 0  # too few rows to merge
 
 
 def test_coarsest_level_groups_the_first_levels_rows(backend):
     probs_N_K_C = random_probs(np.random.default_rng(12), 60, 8, 4, concentration=0.3)
-    state = _joint.sample_joint(probs_N_K_C[:6], 4000, np.random.default_rng(0))
+    state = _joint.sample_joint(probs_N_K_C[:6], 4000, np.random.default_rng(0), kernels())
     xs = np.arange(6, 60)
     full = np.array([joint_entropy_estimate(state, probs_N_K_C, x) for x in xs])
-    levels = _joint.CoarseLevels(state, coarsest=True, num_groups=64, fraction=1.0)
-    assert levels.coarsest and levels.rows[:2] == [_joint.COARSEST_GROUPS, 64]
+    levels = _coarse.CoarseLevels(state, kernels(), coarsest=True, num_groups=64, fraction=1.0)
+    assert levels.coarsest and levels.rows[:2] == [_coarse.COARSEST_GROUPS, 64]
     bounds = coarse_joint_entropies(state, probs_N_K_C, xs, (1.0, 1.0), coarsest=True,
                                     num_groups=64, fraction=1.0)
     looseness = [np.mean(bound - full) for bound in bounds]
     assert min(looseness) > 0 and looseness == sorted(looseness, reverse=True), looseness
     # Too few groups to group again: no coarsest level.
-    assert not _joint.CoarseLevels(state, coarsest=True, num_groups=20, fraction=1.0).coarsest
+    assert not _coarse.CoarseLevels(state, kernels(), coarsest=True, num_groups=20,
+                                    fraction=1.0).coarsest
 
 
 def test_split_groups_refine_their_parents(backend):
@@ -311,8 +322,8 @@ def test_split_groups_refine_their_parents(backend):
     joint_M_K[:5] = 0.0  # rows of zero probability go somewhere, and weigh nothing
     sums_M, weights_M = joint_M_K.sum(axis=1), rng.uniform(0.5, 2, 500)
     parent_M = rng.integers(0, 7, 500)
-    group_M, G = _joint._split_groups(joint_M_K, sums_M, weights_M, weights_M * sums_M,
-                                      parent_M, 7, 4, iterations=3)
+    group_M, G = _coarse._split_groups(joint_M_K, sums_M, weights_M, weights_M * sums_M,
+                                       parent_M, 7, 4, iterations=3, kernels=kernels())
     assert sorted(set(group_M)) == list(range(G)) and 7 < G <= 28
     # every finer group lies within one parent
     assert all(len(set(parent_M[group_M == g])) == 1 for g in range(G))

@@ -1,9 +1,11 @@
 """The compiled kernels against a brute-force computation and the NumPy kernels."""
 
+import inspect
+
 import numpy as np
 import pytest
 
-from batchbald_fast import _kernels_numpy, _threads
+from batchbald_fast import _backend, _kernels_numpy, _threads
 
 kernels = pytest.importorskip("batchbald_fast._kernels")
 
@@ -164,10 +166,14 @@ def test_nearest_subgroups(M, K, P, W):
     expected = np.array([W * parent_M[m] + max(range(W), key=lambda w: (
         sum(joint_M_K[m, k] * log_centre_P_K_W[parent_M[m], k, w] for k in range(K)), -w))
         for m in range(M)], dtype=np.intp)
-    for module, kwargs in [(_kernels_numpy, {"tile_bytes": 1000}), (_kernels_numpy, {}),
-                           (kernels, {"num_threads": 1}), (kernels, {"num_threads": 2})]:
+    for module, tile_bytes, kwargs in [
+            (_kernels_numpy, 1000, {}), (_kernels_numpy, None, {}),
+            (kernels, None, {"num_threads": 1}), (kernels, None, {"num_threads": 2})]:
         out = np.empty(M, dtype=np.intp)
-        module.nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, out, **kwargs)
+        with pytest.MonkeyPatch.context() as patch:
+            if tile_bytes is not None:
+                patch.setattr(_kernels_numpy, "SUBGROUP_TILE_BYTES", tile_bytes)
+            module.nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, out, **kwargs)
         np.testing.assert_array_equal(out, expected)
     with pytest.raises(ValueError, match="inconsistent"):
         kernels.nearest_subgroups(joint_M_K, np.append(parent_M, 0), log_centre_P_K_W,
@@ -294,3 +300,26 @@ def test_threadpoolctl_limits_openmp():
         assert kernels.max_threads() == 1
     with threadpoolctl.threadpool_limits(2, user_api="openmp"):
         assert kernels.max_threads() == 2
+
+
+def test_both_backends_have_every_kernel_with_the_same_signature():
+    # The engine calls kernels through _backend.Kernels, which binds num_threads: every
+    # kernel of either module must take the same parameters, num_threads among them.
+    for name in _backend.KERNEL_NAMES:
+        compiled = inspect.signature(getattr(kernels, name)).parameters
+        fallback = inspect.signature(getattr(_kernels_numpy, name)).parameters
+        assert list(compiled) == list(fallback), name
+        assert "num_threads" in compiled, name
+
+
+def test_kernels_hand_every_call_the_thread_count_they_were_given():
+    calls = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: calls.append((name, kwargs["num_threads"]))
+
+    bound = _backend.Kernels(Recording(), 3)
+    for name in _backend.KERNEL_NAMES:
+        getattr(bound, name)()
+    assert calls == [(name, 3) for name in _backend.KERNEL_NAMES]

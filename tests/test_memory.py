@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import batchbald_fast as bf
-from batchbald_fast import _backend, _joint, _memory, _validation, _workloads
+from batchbald_fast import _backend, _memory, _sizes, _validation, _workloads
+from batchbald_fast._settings import Settings
 from batchbald_fast.cli import main
 from conftest import random_probs
 
@@ -24,9 +25,9 @@ def traced_peak(call):
 
 
 def estimate(probs_N_K_C, batch_size, num_samples, **settings):
-    run = _memory.make_run(_backend.get_kernels(), probs_N_K_C, len(probs_N_K_C), batch_size,
-                           **settings)
-    return run.peak(num_samples, _joint.MAX_DRAW_BYTES)[0]
+    run = _memory.make_run(probs_N_K_C, len(probs_N_K_C), batch_size,
+                           Settings(num_samples, _backend.kernels_for(), **settings))
+    return run.peak(num_samples, _sizes.MAX_DRAW_BYTES)[0]
 
 
 @pytest.mark.parametrize("N, K, C, b, num_samples, settings, slack", [
@@ -115,17 +116,17 @@ def test_the_num_samples_the_error_names_fits(backend):
 
 def test_over_budget_sampled_steps_give_up_extra_draws(backend):
     # Confident members: draws merge, so incremental sampling would add draws up to
-    # _joint.MAX_DRAW_BYTES. A budget below that peak but above the run without them
+    # _sizes.MAX_DRAW_BYTES. A budget below that peak but above the run without them
     # caps the extra draws (the cheaper mode), and the run stays within the budget.
     probs_N_K_C = _workloads.make_probs(300, 10, 10, scale=8.0, noise=0.5)
-    run = _memory.make_run(_backend.get_kernels(), probs_N_K_C, 300, 6, incremental=True,
-                           tol=1e-4)
+    run = _memory.make_run(probs_N_K_C, 300, 6, Settings(20000, _backend.kernels_for(),
+                                                         incremental=True, tol=1e-4))
     without, _ = run.peak(20000, 0)
-    with_all, _ = run.peak(20000, _joint.MAX_DRAW_BYTES)
+    with_all, _ = run.peak(20000, _sizes.MAX_DRAW_BYTES)
     assert without < with_all
     budget = (without + with_all) // 2
     cap = _memory.plan(run, 20000, budget, "test")
-    assert 0 < cap < _joint.MAX_DRAW_BYTES and run.peak(20000, cap)[0] <= budget
+    assert 0 < cap < _sizes.MAX_DRAW_BYTES and run.peak(20000, cap)[0] <= budget
     peak, capped = traced_peak(lambda: bf.batchbald(
         probs_N_K_C, 6, num_samples=20000, random_state=0, memory_budget=budget))
     assert peak <= budget

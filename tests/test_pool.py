@@ -40,7 +40,7 @@ def test_first_pass_over_a_float32_pool_makes_no_copy(backend):
     values = make_probs(50_000, 20, 10, seed=10).astype(np.float32)  # 40 MB
     tracemalloc.start()
     try:
-        pool = _pool.ArrayPool(_backend.get_kernels(), _validation.check_pool(values))
+        pool = _pool.ArrayPool(_backend.kernels_for(), _validation.check_pool(values))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -1,0 +1,230 @@
+"""Sampled steps' noise: paired standard errors, ambiguity, contender rounds, saturation.
+
+A sampled step estimates every utility from the same draws, so the pick is only as sure as
+the paired error of its lead over the runner-up; docs/sampled_steps.md derives the rules and
+says how their constants were chosen.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import scipy.special
+
+from . import _joint, _sizes
+
+# One-sided error probability of each test of the contender rounds that drops a contender
+# or declares the pick resolved, and the most rounds by default: a looser test resolves
+# steps sooner and drops more contenders, which pays for more of the rounds that decide.
+ALPHA = 0.05
+EXTRA_ROUNDS = 16
+# Utilities this close are equally good picks: a step is resolved once every contender is
+# confidently at most this far above the pick (the pick-fidelity benchmark's criterion).
+RESOLUTION = 1e-3
+# The rounds take at most this many contenders (and the rows of _sizes.rounds_rows).
+MAX_CONTENDERS = 256
+# A sampled step's pick is resolved to this fraction of the paired standard error between
+# the last sampled step's top two: candidates whose bound is within it of the best are left
+# unscored, since the full-M estimates cannot tell such candidates apart.
+RESOLVE_FRACTION = 1.0
+SATURATION_POLICIES = ("restart", "greedy")
+
+
+class SaturationWarning(UserWarning):
+    """The batch's labels nearly identify the posterior sample: later gains are noise."""
+
+
+def settle(outcome, search, state, pool, settings, fresh, resolution):
+    """A sampled step's noise, and its pick resolved by contender rounds where affordable.
+
+    Contenders are the candidates within ``Φ⁻¹(1 − ALPHA)`` paired errors of the pick; the
+    search goes on down to them when that is affordable, then the rounds of fresh draws
+    (:func:`resolve_contenders`) decide among them.
+
+    Parameters
+    ----------
+    outcome : _search.Outcome
+        The search's; updated in place when the rounds run.
+    search : _search.Search
+    state : JointState
+        The step's sampled joint.
+    pool : ArrayPool or a pool with the same methods
+    settings : Settings
+    fresh : callable
+        ``fresh() -> JointState``: new draws as many as the step's.
+    resolution : float
+        The search's resolution.
+
+    Returns
+    -------
+    outcome : _search.Outcome
+    std_error : float
+        Of the pick's utility.
+    ambiguous : bool
+    pair_error : float
+        Paired standard error of the top two: the next sampled step's resolution.
+    resolution : float
+        0 when the rounds scored the contenders left.
+    decision_rows : int
+    """
+    kernels, tie_tolerance = settings.kernels, settings.tie_tolerance
+    M = state.num_configurations
+    std_error, ambiguous, pair_error = sampling_noise(
+        state, pool, outcome.evaluated, outcome.utility_n, kernels, resolution)
+    margin = scipy.special.ndtri(1 - ALPHA) * pair_error
+    budget = _sizes.rounds_rows(outcome.rows)
+    decision_rows = M
+    if not (ambiguous and settings.rounds_on and np.isfinite(margin)):
+        return outcome, std_error, ambiguous, pair_error, resolution, decision_rows
+    floor = outcome.utility_n[outcome.best] - margin
+    unscored = np.count_nonzero(outcome.open_bound_n >= floor)
+    if 0 < unscored * M <= budget:
+        outcome = search.run(resolution=-margin)
+        resolution = 0.0
+        floor = outcome.utility_n[outcome.best] - margin
+    contenders = np.flatnonzero(outcome.utility_n >= floor)
+    if not (outcome.open_bound_n >= floor).any() and len(contenders) <= MAX_CONTENDERS \
+            and len(contenders) * M <= budget:
+        lead, estimate, std_error, ambiguous, extra_rows, decision_rows = resolve_contenders(
+            state, pool.rows(outcome.evaluated[contenders]), outcome.utility_n[contenders],
+            fresh, budget, settings.extra_rounds, tie_tolerance, kernels)
+        outcome.best = int(contenders[lead])
+        outcome.utility_n[outcome.best] = estimate  # the pick's score from every round
+        outcome.rows += extra_rows
+    return outcome, std_error, ambiguous, pair_error, resolution, decision_rows
+
+
+def saturation_flags(score, gain, max_score, noise):
+    """``(near_max, saturated)``: the score within ``noise`` of the most any batch can reach
+    (ln K), and that or a gain within noise of 0."""
+    near_max = max_score - score <= noise
+    return near_max, bool(near_max or gain <= noise)
+
+
+def warn_saturated(out, K, saturation):
+    """One ``SaturationWarning`` for a call's flagged steps (``out``: the step record)."""
+    first = int(np.argmax(out["saturated"]))
+    after = {"restart": "each sampled step within noise of ln K starts a new greedy run "
+                        "from an empty batch (saturation='greedy' keeps extending the batch)",
+             "greedy": "later picks are decided by estimator noise (saturation='restart' "
+                       "starts a new greedy run instead)"}[saturation]
+    warnings.warn(
+        f"BatchBALD saturated with K={K} posterior samples: from step {first} (batch "
+        f"score {out['scores'][first]:.4f}, at most ln K = {math.log(K):.4f}) the K samples "
+        f"tell no more candidates apart (the batch's labels nearly identify the sample, or "
+        f"no candidate's gain is above noise); {int(out['saturated'].sum())} step(s) are "
+        f"flagged in result.saturated, and {after}. Use more posterior samples (a larger K) "
+        f"for batches this large.", SaturationWarning, stacklevel=4)
+
+
+def resolve_contenders(state, probs_c_K_C, utility_c, fresh, budget, max_rounds,
+                       tie_tolerance, kernels, alpha=ALPHA, resolution=RESOLUTION):
+    """The pick among a sampled step's contenders, resolved with fresh draws where needed.
+
+    Each round of fresh draws (from the same members, as many as the step's) is an
+    independent estimator of every utility; a contender's estimate is the mean over the
+    rounds, and its difference with the leader's has the variance of the paired per-row
+    terms summed over the rounds. After each round a contender is dropped once the leader
+    is better with confidence (one-sided, level ``alpha``); the step is resolved once every
+    one left is confidently at most ``resolution`` above the leader. Rounds stop there, after
+    ``max_rounds``, or before their rows would exceed ``budget``. docs/sampled_steps.md
+    derives the rule and its error probability.
+
+    Parameters
+    ----------
+    state : JointState
+        The step's sampled state (round 0).
+    probs_c_K_C : ndarray of shape (c, K, C)
+        The contenders' rows, in ascending pool order.
+    utility_c : ndarray of shape (c,)
+        Their utilities from ``state``.
+    fresh : callable
+        ``fresh() -> JointState``: new draws, as many as ``state``'s, independent of every
+        earlier one.
+    budget : float
+        Candidate × rows the rounds may score.
+    max_rounds : int
+    tie_tolerance : float
+    kernels : Kernels
+    alpha, resolution : float
+
+    Returns
+    -------
+    lead : int
+        Position of the pick among the contenders.
+    estimate, std_error : float
+        Its utility from every round, and the standard error of that.
+    ambiguous : bool
+        Unresolved when the rounds stopped.
+    extra_rows : int
+        Candidate × rows of the fresh rounds.
+    rows : int
+        Rows behind the pick: the step's own and every fresh round's.
+    """
+    z = scipy.special.ndtri(1 - alpha)
+    n = len(utility_c)
+    draws = float(state.counts_M.sum())  # every round's, so its terms' sums add up
+    mean_sum_c = np.zeros(n)
+    # Σ over rounds of Σ_m counts_m (g_m − ḡ)(g_m − ḡ)ᵀ: any pair's paired sum of squares,
+    # whichever contender leads (dropped contenders' entries go stale, unread).
+    gram_c_c = np.zeros((n, n))
+
+    def add_round(round_state, alive):
+        g_a_M, counts_M = _joint.estimator_terms(round_state, probs_c_K_C[alive], kernels)
+        mean_a = g_a_M @ counts_M / draws
+        centred_a_M = g_a_M - mean_a[:, None]
+        mean_sum_c[alive] += mean_a
+        gram_c_c[np.ix_(alive, alive)] += (centred_a_M * counts_M) @ centred_a_M.T
+
+    alive = np.arange(n)
+    add_round(state, alive)
+    offset_c = utility_c - mean_sum_c  # what a utility adds to the estimate of H(y_A, y_x)
+    rounds, extra_rows, rows = 1, 0, state.num_configurations
+    while True:
+        mean_c = mean_sum_c / rounds + offset_c
+        lead = alive[np.argmax(mean_c[alive] >= mean_c[alive].max() - tie_tolerance)]
+        squares_c = np.diag(gram_c_c) - 2 * gram_c_c[lead] + gram_c_c[lead, lead]
+        squares_c[lead] = gram_c_c[lead, lead]  # the leader's own error
+        se_c = np.sqrt(np.maximum(squares_c, 0.0) / ((draws - 1) * draws)) / rounds
+        gap_c = mean_c[lead] - mean_c
+        alive = alive[(gap_c[alive] <= z * se_c[alive]) | (alive == lead)]
+        others = alive[alive != lead]
+        resolved = bool((gap_c[others] >= z * se_c[others] - resolution).all())
+        next_rows = len(alive) * state.num_configurations  # about a fresh round's
+        if resolved or rounds > max_rounds or extra_rows + next_rows > budget:
+            break
+        round_state = fresh()
+        add_round(round_state, alive)
+        extra_rows += len(alive) * round_state.num_configurations
+        rows += round_state.num_configurations
+        rounds += 1
+    return lead, float(mean_c[lead]), float(se_c[lead]), not resolved, extra_rows, rows
+
+
+def sampling_noise(state, pool, evaluated, utility_n, kernels, resolution=0.0):
+    """Standard error of the top utility, whether the runner-up is within two standard
+    errors of the difference (both from the same draws, so the difference is paired), and
+    that standard error. A candidate left unscored may be up to ``resolution`` above the
+    runner-up scored: it counts as within noise when that could be.
+
+    Draws are treated as independent from the mixture; with S draws per member the
+    stratified estimator's variance is no larger, so the standard error is conservative.
+    """
+    top = np.argsort(-utility_n, kind="stable")[:2]
+    terms_t_M, counts_M = _joint.estimator_terms(state, pool.rows(evaluated[top]), kernels)
+    std_error_top = paired_error(terms_t_M[0], counts_M)
+    if len(top) < 2:
+        return std_error_top, False, 0.0
+    gap = utility_n[top[0]] - utility_n[top[1]]
+    pair_error = paired_error(terms_t_M[0] - terms_t_M[1], counts_M)
+    return std_error_top, bool(gap <= 2 * pair_error + max(resolution, 0.0)), pair_error
+
+
+def paired_error(g_M, counts_M):
+    """Standard error of the mean of per-row terms ``g_M`` (rows of ``counts_M`` draws;
+    along the last axis)."""
+    M = counts_M.sum()
+    if M <= 1:
+        return np.full(g_M.shape[:-1], np.inf)[()]
+    mean = g_M @ counts_M / M
+    return np.sqrt((g_M - mean[..., None]) ** 2 @ counts_M / (M - 1) / M)
