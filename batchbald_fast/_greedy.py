@@ -125,9 +125,7 @@ def _step(t, run, objective, remaining, pool, settings, rng, record):
     state, sampled = run.joint, run.sampled
     utility = objective.utility(run)
     bounds, levels = objective.bounds(run, remaining)
-    upper_n = None
-    if settings.last_gains_bound(objective.gains_hold(run)):
-        upper_n = run.score + run.error + run.upper_gain_N[remaining]
+    upper_n = objective.upper_bounds(run, remaining)
     # Sampled steps are resolved to the noise of the last one (docs/sampled_steps.md).
     resolution = 0.0
     if (upper_n is not None or bounds) and sampled and np.isfinite(run.pair_error):
@@ -163,8 +161,7 @@ def _step(t, run, objective, remaining, pool, settings, rng, record):
         decision_rows=decision_rows, resolutions=max(resolution, 0.0))
     if record.utilities is not None:
         record.utilities[t, evaluated] = utility_n
-    run.upper_gain_N[evaluated] = utility_n + 2 * outcome.slack_n + state.error_bound \
-        - run.score
+    objective.scored(run, outcome)
     run.score, run.error = score, state.error_bound
     run.cond_entropy += objective.cond_entropy_N[evaluated[best]]
     # Only a score at its maximum restarts: a gain lost in the noise of a small budget is

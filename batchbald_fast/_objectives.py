@@ -6,8 +6,9 @@ An objective answers the driver's questions for one greedy step:
 - ``utility(run)``: a :class:`_search.Scorer` of ``a(A ∪ {x})`` against the run's joint;
 - ``bounds(run, remaining)``: cheaper upper bounds of the same utilities, coarsest first,
   as ``(scorer, tile)`` pairs, and the coarse levels behind them (for the record);
-- ``gains_hold(run)``: whether each candidate's last gain bounds its next one
-  (submodularity), so that the search may start from those;
+- ``upper_bounds(run, remaining)``: bounds of the remaining candidates' utilities known
+  before any scoring (last gains, where the objective is submodular), or None;
+- ``scored(run, outcome)``: what the step's scores leave for later steps' bounds;
 - ``max_score``: the most any batch's score can reach (saturation);
 - ``cond_entropy_N``: what a pick adds to the run's ``cond_entropy``.
 
@@ -51,9 +52,19 @@ class BatchBALD:
         """The scorer of every candidate's utility at the run's next step."""
         return self._scorer(run, run.joint.joint_M_K, run.joint.weights_M)
 
-    def gains_hold(self, run):
-        """Last gains bound on exact and pruned steps, where the objective is submodular."""
-        return run.joint.mode != "sampled"
+    def upper_bounds(self, run, remaining):
+        """``a(A) + Δ'(x)`` from each candidate's last gain Δ' (inf before its first), on
+        exact and pruned steps, where the objective is submodular; on sampled steps only
+        with ``lazy=True``."""
+        if not self._settings.last_gains_bound(run.joint.mode != "sampled"):
+            return None
+        return run.score + run.error + run.upper_gain_N[remaining]
+
+    def scored(self, run, outcome):
+        """Each scored candidate's gain, with its rounding and the step's certified error,
+        bounds its later ones."""
+        run.upper_gain_N[outcome.evaluated] = outcome.utility_n + 2 * outcome.slack_n \
+            + run.joint.error_bound - run.score
 
     def bounds(self, run, remaining):
         """Coarse bounds of the step's utilities, coarsest first, and their levels.

@@ -82,8 +82,9 @@ class Settings:
         return self.extra_rounds > 0 and self.lazy is None and not self.return_utilities
 
     def last_gains_bound(self, gains_hold):
-        """Whether last gains bound this step's candidates, where the objective says they
-        hold (``gains_hold``) or ``lazy=True`` asks for them anyway."""
+        """Whether bounds known before a step (last gains) rule out its candidates, where
+        the objective says they hold (``gains_hold``) or ``lazy=True`` asks for them
+        anyway."""
         if self.return_utilities:
             return False
         return self.lazy if self.lazy is not None else gains_hold
