@@ -1,6 +1,6 @@
 """batchbald_fast: fast, exact-where-possible BatchBALD acquisition."""
 
-from ._api import bald, batchbald, conditional_entropy, entropy
+from ._api import bald, batch_epig, batchbald, conditional_entropy, entropy
 from ._backend import backend_info
 from ._noise import SaturationWarning
 from ._result import BatchResult
@@ -8,6 +8,6 @@ from ._memory import MemoryBudgetError
 from .sklearn import ensemble_probas
 
 __all__ = ["BatchResult", "MemoryBudgetError", "SaturationWarning", "backend_info", "bald",
-           "batchbald",
+           "batch_epig", "batchbald",
            "conditional_entropy", "ensemble_probas", "entropy"]
 __version__ = "0.1.0"

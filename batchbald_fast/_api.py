@@ -4,7 +4,7 @@ import contextlib
 
 import numpy as np
 
-from . import _backend, _greedy, _memory, _noise, _pool, _validation
+from . import _backend, _greedy, _memory, _noise, _objectives, _pool, _validation
 from ._settings import DEFAULT_TOL, Settings
 
 
@@ -230,3 +230,104 @@ def conditional_entropy(probs_N_K_C, *, log_probs=False):
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
     return _pool.conditional_entropy(_backend.kernels_for(), probs_N_K_C)
+
+
+def batch_epig(probs_N_K_C, target_probs_T_K_C, batch_size, *, num_samples=10_000,
+               log_probs=False, candidates=None, random_state=None, return_utilities=False,
+               num_threads=None, lazy=None, memory_budget=None, progress=False,
+               saturation="greedy"):
+    """Select a batch of pool points by greedy joint EPIG.
+
+    Each step adds the point x maximising the batch's expected predictive information gain
+    ``J(A ∪ {x}) = (1/T) Σ_t I(y_A, y_x; y*_t)`` about the labels of T target inputs x*_t
+    (drawn from where the model will be used): EPIG (Bickford Smith et al., AISTATS 2023)
+    is its one-point case, and it is to EPIG what BatchBALD is to BALD, counting what the
+    batch's labels tell the targets together, not each on its own. Computed by the same
+    driver and kernels as :func:`batchbald` (docs/algorithm.md, joint EPIG).
+
+    Exact while the batch's configurations times the targets' (``C^|A| · T · C``) fit
+    ``num_samples``; past that, ``H(y_A, y_x)`` is exact while ``C^|A| ≤ num_samples`` and
+    the mean over targets of ``H(y_A, y_x, y*_t)`` is estimated from ``num_samples // C``
+    draws of the batch's labels, each with one target (every target alike often) whose
+    labels are summed exactly; ``std_errors`` and ``ambiguous`` report the noise.
+
+    Parameters
+    ----------
+    probs_N_K_C : array-like of shape (N, K, C)
+        ``p(y_n = c | x_n, ω_k)`` for N pool points, as for :func:`batchbald` (in memory).
+    target_probs_T_K_C : array-like of shape (T, K, C)
+        The same K posterior samples' predictions on T target inputs, over the same C
+        classes.
+    batch_size : int
+        Points to pick; more than the candidates picks them all.
+    num_samples : int, default=10_000
+        Budget of configuration rows per joint and step.
+    log_probs : bool, default=False
+        Whether both arrays hold natural logarithms of probabilities.
+    candidates : array-like of int, default=None
+        Pool indices that may be picked; all points when None.
+    random_state : None, int, numpy.random.RandomState or numpy.random.Generator
+        Source of every draw; the same value gives the same result.
+    return_utilities : bool, default=False
+        Return ``J(A_t ∪ {x})`` of every candidate at every step (scores every one).
+    num_threads : int, default=None
+        Most threads for the kernels, as for :func:`batchbald`.
+    lazy : bool or None, default=None
+        Joint EPIG is not submodular, but its gain is at most BatchBALD's, which only
+        shrinks as the batch grows. None: each candidate's BatchBALD gain, computed while
+        the batch's joint is exact (BALD before), bounds its later joint-EPIG gains, and
+        candidates those bounds rule out are not scored. True: BatchBALD gains from sampled
+        steps too (within their noise). False: score every candidate.
+    memory_budget : int, float, str or None, default=None
+        As for :func:`batchbald` (the estimate covers the batch's joint; the targets' joint
+        adds at most ``num_samples · (K + 2)`` float64 values).
+    progress : bool or callable, default=False
+        As for :func:`batchbald`.
+    saturation : {"greedy", "restart"}, default="greedy"
+        After a sampled step whose score is within noise of the most any batch can reach
+        (the targets' mean BALD): keep extending the batch (default), or start a new greedy
+        run, as for :func:`batchbald`.
+
+    Returns
+    -------
+    result : BatchResult
+        As :func:`batchbald`'s, ``scores`` the batch's joint EPIG after each pick (nats)
+        and ``num_configurations`` the rows of both joints.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from batchbald_fast import batch_epig
+    >>> rng = np.random.default_rng(0)
+    >>> probs_N_K_C = rng.dirichlet(np.ones(3), size=(100, 8))
+    >>> targets_T_K_C = rng.dirichlet(np.ones(3), size=(10, 8))
+    >>> batch_epig(probs_N_K_C, targets_T_K_C, 3).indices.shape
+    (3,)
+    """
+    if _validation.is_lazy(probs_N_K_C):
+        raise TypeError("batch_epig takes pools in memory (a NumPy array or array-like), "
+                        "not dask or zarr arrays")
+    probs_N_K_C = _validation.check_pool(probs_N_K_C, log_probs=log_probs)
+    target_probs_T_K_C = np.ascontiguousarray(_validation.check_probs(
+        target_probs_T_K_C, log_probs=log_probs, name="target_probs_T_K_C"), dtype=np.float64)
+    _validation.check_same_models(probs_N_K_C.shape, target_probs_T_K_C.shape)
+    batch_size = _validation.check_count(batch_size, "batch_size", minimum=0)
+    num_samples = _validation.check_count(num_samples, "num_samples", minimum=1)
+    candidates = _validation.check_candidates(candidates, probs_N_K_C.shape[0])
+    rng = _validation.check_random_state(random_state)
+    num_threads = _validation.check_num_threads(num_threads)
+    progress = _validation.check_progress(progress)
+    saturation = _validation.check_choice(saturation, "saturation",
+                                          _noise.SATURATION_POLICIES)
+    # No pruning: pruned joints bound entropies from one side, which a difference loses.
+    settings = Settings(num_samples, _backend.kernels_for(num_threads), incremental=True,
+                        lazy=None if lazy is None else bool(lazy),
+                        return_utilities=bool(return_utilities), saturation=saturation,
+                        extra_rounds=0)
+    settings = _memory.check(probs_N_K_C, len(candidates), batch_size, settings,
+                             memory_budget)
+    pool = _pool.ArrayPool(settings.kernels, probs_N_K_C)
+    objective = _objectives.JointEPIG(pool, target_probs_T_K_C, settings, rng)
+    with _step_reporter(progress, min(batch_size, len(candidates))) as on_step:
+        return _greedy.select(pool, batch_size, candidates, settings, rng,
+                              objective=objective, on_step=on_step)

@@ -30,7 +30,8 @@ class GreedyRun:
     score, error, cond_entropy : float
         The batch's score, its certified error and the sum of its conditional entropies.
     upper_gain_N : ndarray of shape (N,)
-        Upper bound on each candidate's gain: its last computed one (inf: unknown).
+        Upper bound on each candidate's gain: its last computed one, else the objective's
+        ``first_gain_N`` (inf: unknown).
     centres : ndarray or None
         The last step's first coarse grouping, the next one's first centres.
     coarsest : bool
@@ -41,8 +42,9 @@ class GreedyRun:
         The run's number: 0, then one more per restart.
     """
 
-    def __init__(self, shape):
+    def __init__(self, shape, first_gain_N=None):
         N, self._K, self._C = shape
+        self._first_gain_N = np.inf if first_gain_N is None else first_gain_N
         self.upper_gain_N = np.empty(N)
         self.segment = -1
         self.reset()
@@ -52,7 +54,7 @@ class GreedyRun:
         self.joint = _joint.empty_joint(self._K)
         self.probs_A_K_C = np.empty((0, self._K, self._C))
         self.score = self.error = self.cond_entropy = 0.0
-        self.upper_gain_N[:] = np.inf
+        self.upper_gain_N[:] = self._first_gain_N
         self.centres, self.coarsest, self.pair_error = None, True, 0.0
         self.segment += 1
 
@@ -84,7 +86,8 @@ def select(pool, batch_size, candidates, settings, rng, *, objective=None, on_st
     settings : Settings
     rng : numpy.random.Generator or RandomState
     objective : object, default=None
-        What to maximise (``_objectives``); None: BatchBALD.
+        What to maximise (``_objectives``), made with the same pool, settings and rng;
+        None: BatchBALD.
     on_step : callable or None
         Called as ``on_step(done, total)`` after each pick.
 
@@ -94,11 +97,11 @@ def select(pool, batch_size, candidates, settings, rng, *, objective=None, on_st
     """
     N, K, _ = pool.shape
     steps = min(batch_size, len(candidates))
-    objective = objective or _objectives.BatchBALD(pool, settings)
+    objective = objective or _objectives.BatchBALD(pool, settings, rng)
     record = _result.StepRecord(steps, N if settings.return_utilities else None)
     available = np.zeros(N, dtype=bool)
     available[candidates] = True
-    run = GreedyRun(pool.shape)
+    run = GreedyRun(pool.shape, objective.first_gain_N)
     restart = False
     # The driver's own products are small: BLAS threads left spinning after them would take
     # the cores from the kernels' threads. Limiting them costs ~10 ms once (threadpoolctl
@@ -110,8 +113,7 @@ def select(pool, batch_size, candidates, settings, rng, *, objective=None, on_st
                 run.reset()
             elif t > 0:
                 run.extend(pool.rows(record["indices"][t - 1:t]), settings, rng)
-            restart = _step(t, run, objective, np.flatnonzero(available), pool, settings,
-                            rng, record)
+            restart = _step(t, run, objective, np.flatnonzero(available), settings, record)
             available[record["indices"][t]] = False
             if on_step is not None:
                 on_step(t + 1, steps)
@@ -120,9 +122,10 @@ def select(pool, batch_size, candidates, settings, rng, *, objective=None, on_st
     return record.result()
 
 
-def _step(t, run, objective, remaining, pool, settings, rng, record):
+def _step(t, run, objective, remaining, settings, record):
     """One greedy step: search, noise, record; whether the next step restarts."""
-    state, sampled = run.joint, run.sampled
+    state = objective.step_state(run)
+    sampled = state.mode == "sampled"
     utility = objective.utility(run)
     bounds, levels = objective.bounds(run, remaining)
     upper_n = objective.upper_bounds(run, remaining)
@@ -143,8 +146,7 @@ def _step(t, run, objective, remaining, pool, settings, rng, record):
     std_error, ambiguous, decision_rows = np.nan, False, state.num_configurations
     if sampled:
         outcome, std_error, ambiguous, run.pair_error, resolution, decision_rows = \
-            _noise.settle(outcome, search, state, pool, settings,
-                          lambda: run.fresh_joint(settings, rng), resolution)
+            objective.noise(run, outcome, search, resolution)
     evaluated, utility_n, best = outcome.evaluated, outcome.utility_n, outcome.best
     score = utility_n[best]
     # Noise of the score and of the gain: what cannot tell a gain from nothing.

@@ -412,3 +412,83 @@ def fresh_state(probs_A_K_C, draws_per_member, rng, kernels):
     """A sampled state of new draws, independent of every earlier one (ranks from 0)."""
     return from_draws(_fresh_draws(probs_A_K_C, draws_per_member, 0, rng, kernels),
                       probs_A_K_C.shape[2])
+
+
+def draws_joint(probs_A_K_C, num_draws, rng, kernels):
+    """A sampled joint of new draws of the batch's labels, one row per draw (unmerged), as
+    many from each member: row m is ``J[m] / (K · e^{s_m})``, weight ``1 / (D · q̃_m)``.
+
+    Unmerged, so that a second joint built on the same draws (:func:`with_targets`) pairs
+    with it row by row.
+    """
+    K = probs_A_K_C.shape[1]
+    draws = _fresh_draws(probs_A_K_C, _sizes.draws_per_member(num_draws, K), 0, rng, kernels)
+    log_scale_D = draws.log_joint_M_K.max(axis=1)
+    joint_D_K = np.exp(draws.log_joint_M_K - log_scale_D[:, None]) / K
+    weights_D = 1.0 / (len(draws) * joint_D_K.sum(axis=1))
+    return JointState(joint_D_K, weights_D, -(weights_D * log_scale_D) @ joint_D_K,
+                      "sampled", counts_M=np.ones(len(draws)), log_scale_M=log_scale_D)
+
+
+def with_targets(base, target_probs_T_K_C, rng):
+    """The joint of ``base``'s configurations each extended by a target's label.
+
+    Exact ``base``: every target for every row, row ``(m, t, c')`` being
+    ``joint_M_K[m] · p(x*_t, ·, c')`` weighted ``weights_M[m] / T``: scored with x, the mean
+    over targets of ``H(y_A, y_x, y*_t)``. Sampled ``base`` (:func:`draws_joint`): one target
+    per draw, every target as often as the draws allow (in random order), and each of its
+    labels: the estimate of the same mean whose targets' labels are summed, not drawn
+    (docs/algorithm.md, joint EPIG).
+
+    Returns
+    -------
+    state : JointState
+        ``counts_M`` holds the base row each row extends (for :func:`paired_terms`).
+    """
+    T, K, C = target_probs_T_K_C.shape
+    B = base.num_configurations
+    if base.mode == "exact":
+        base_R = np.repeat(np.arange(B), T * C)
+        probs_R_K = np.tile(target_probs_T_K_C.transpose(0, 2, 1).reshape(T * C, K), (B, 1))
+        weights_R = base.weights_M[base_R] / T
+        mode = "exact"
+    else:
+        t_B = rng.permutation(B) % T
+        base_R = np.repeat(np.arange(B), C)
+        probs_R_K = target_probs_T_K_C[t_B].transpose(0, 2, 1).reshape(B * C, K)
+        weights_R = base.weights_M[base_R]
+        mode = "sampled"
+    joint_R_K = base.joint_M_K[base_R] * probs_R_K
+    log_scale_R = np.zeros(len(base_R)) if base.log_scale_M is None \
+        else base.log_scale_M[base_R]
+    return JointState(joint_R_K, weights_R, -(weights_R * log_scale_R) @ joint_R_K, mode,
+                      counts_M=base_R.astype(np.float64), log_scale_M=log_scale_R)
+
+
+def paired_terms(base, extended, probs_n_K_C, kernels):
+    """Per-draw terms of ``H(y_A, y_x) − (1/T) Σ_t H(y_A, y_x, y*_t)`` estimated on a
+    sampled ``base`` and its :func:`with_targets` extension, for n points x.
+
+    Both joints are made of the same draws, so each draw's term is the difference of its
+    two: its surprisal ``−log q`` cancels. The estimate is their mean (the scores against
+    the two joints' difference); their spread gives its standard error.
+
+    Returns
+    -------
+    g_n_D : ndarray of shape (n, D)
+    counts_D : ndarray of shape (D,), ones
+    """
+    D = base.num_configurations
+    g_n_D = np.zeros((len(probs_n_K_C), D))
+    for state, sign in ((base, 1.0), (extended, -1.0)):
+        n, _, C = probs_n_K_C.shape
+        R = state.num_configurations
+        P_n_R_C = np.einsum("rk,nkc->nrc", state.joint_M_K, probs_n_K_C)
+        f_nR = np.empty(n * R)
+        kernels.entropy_rows(np.ascontiguousarray(P_n_R_C.reshape(n * R, C)), f_nR)
+        f_n_R = (f_nR.reshape(n, R) - state.log_scale_M * P_n_R_C.sum(axis=2)) \
+            * state.weights_M
+        base_R = state.counts_M.astype(np.intp) if state is extended else np.arange(D)
+        for g_D, f_R in zip(g_n_D, f_n_R):
+            g_D += sign * np.bincount(base_R, weights=f_R, minlength=D)
+    return g_n_D * D, np.ones(D)

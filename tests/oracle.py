@@ -63,3 +63,41 @@ def tie_rule_order(scores, tie_tolerance):
         order.append(pick)
         remaining.remove(pick)
     return order
+
+
+def _joint_distribution(probs_N_K_C, points, K):
+    """Every configuration of the points' labels and its probability under each member."""
+    C = probs_N_K_C.shape[2]
+    for labels in itertools.product(range(C), repeat=len(points)):
+        yield [math.prod(probs_N_K_C[a, k, c] for a, c in zip(points, labels))
+               for k in range(K)]
+
+
+def joint_epig(probs_N_K_C, target_probs_T_K_C, batch):
+    """Mean over targets of I(y_A; y*_t) = H(y_A) + H(y*_t) − H(y_A, y*_t), by enumeration."""
+    K = probs_N_K_C.shape[1]
+    T, _, C = target_probs_T_K_C.shape
+    h_batch = -sum(_xlogx(sum(q) / K) for q in _joint_distribution(probs_N_K_C, batch, K))
+    total = 0.0
+    for t in range(T):
+        h_target = -sum(_xlogx(sum(target_probs_T_K_C[t, k, c] for k in range(K)) / K)
+                        for c in range(C))
+        h_both = -sum(_xlogx(sum(q[k] * target_probs_T_K_C[t, k, c] for k in range(K)) / K)
+                      for q in _joint_distribution(probs_N_K_C, batch, K) for c in range(C))
+        total += h_batch + h_target - h_both
+    return total / T
+
+
+def greedy_joint_epig(probs_N_K_C, target_probs_T_K_C, batch_size, candidates=None):
+    """Greedy joint-EPIG picks, batch scores and utilities, lowest index on ties."""
+    N = probs_N_K_C.shape[0]
+    pool = sorted(range(N) if candidates is None else candidates)
+    batch, scores, utilities = [], [], []
+    for _ in range(min(batch_size, len(pool))):
+        util = {x: joint_epig(probs_N_K_C, target_probs_T_K_C, batch + [x]) for x in pool}
+        best = max(pool, key=lambda x: (util[x], -x))
+        batch.append(best)
+        scores.append(util[best])
+        utilities.append(util)
+        pool.remove(best)
+    return batch, scores, utilities

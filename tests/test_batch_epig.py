@@ -1,0 +1,136 @@
+"""Greedy joint EPIG against brute-force enumeration, on both backends."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import batchbald_fast as bf
+import oracle
+from batchbald_fast import _backend, _joint
+from conftest import random_probs
+
+TIE = 1e-10
+
+
+def tiny_case(seed, N=7, T=3, K=4, C=3, zeros=False):
+    rng = np.random.default_rng(seed)
+    return random_probs(rng, N, K, C, zeros=zeros), random_probs(rng, T, K, C)
+
+
+def check_against_oracle(probs_N_K_C, targets_T_K_C, result, candidates=None):
+    """At each step every utility is the brute-force one and the pick the best (the lowest
+    index among near-ties)."""
+    pool = set(range(len(probs_N_K_C)) if candidates is None else candidates)
+    batch = []
+    for t, pick in enumerate(result.indices):
+        util = {x: oracle.joint_epig(probs_N_K_C, targets_T_K_C, batch + [x]) for x in pool}
+        best = max(util.values())
+        assert util[pick] >= best - 1e-9
+        assert pick == min(x for x in pool if util[x] >= util[pick] - TIE)
+        np.testing.assert_allclose(result.scores[t], util[pick], rtol=0, atol=1e-9)
+        if result.utilities is not None:
+            for x, value in util.items():
+                np.testing.assert_allclose(result.utilities[t, x], value, rtol=0, atol=1e-9)
+        batch.append(int(pick))
+        pool.remove(pick)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("zeros", [False, True])
+def test_exact_steps_equal_brute_force(backend, seed, zeros):
+    probs_N_K_C, targets_T_K_C = tiny_case(seed, zeros=zeros)
+    for return_utilities in (False, True):
+        result = bf.batch_epig(probs_N_K_C, targets_T_K_C, 4, num_samples=10**6,
+                               return_utilities=return_utilities)
+        assert (result.mode == "exact").all()
+        check_against_oracle(probs_N_K_C, targets_T_K_C, result)
+
+
+def test_candidates_and_batches_past_them(backend):
+    probs_N_K_C, targets_T_K_C = tiny_case(5, N=8)
+    candidates = [1, 2, 4, 7]
+    result = bf.batch_epig(probs_N_K_C, targets_T_K_C, 10, num_samples=10**6,
+                           candidates=candidates)
+    assert sorted(result.indices) == candidates
+    check_against_oracle(probs_N_K_C, targets_T_K_C, result, candidates)
+    assert len(bf.batch_epig(probs_N_K_C, targets_T_K_C, 0).indices) == 0
+
+
+def test_bounds_change_no_exact_pick(backend):
+    # BatchBALD's gains bound joint EPIG's: with them (default) the exact steps are those
+    # of scoring every candidate.
+    rng = np.random.default_rng(3)
+    probs_N_K_C = random_probs(rng, 300, 6, 2, concentration=0.3)
+    targets_T_K_C = random_probs(rng, 4, 6, 2, concentration=0.3)
+    full, bounded = [bf.batch_epig(probs_N_K_C, targets_T_K_C, 6, num_samples=10**5,
+                                   lazy=lazy) for lazy in (False, None)]
+    assert (full.mode == "exact").all()
+    np.testing.assert_array_equal(bounded.indices, full.indices)
+    np.testing.assert_allclose(bounded.scores, full.scores, rtol=0, atol=1e-12)
+    assert bounded.num_evaluations.sum() < full.num_evaluations.sum()
+
+
+def test_sampled_joints_estimate_the_difference_and_their_terms_are_its_score(backend):
+    # On the same draws, the batch's joint and its extension by targets estimate
+    # H(y_A, y_x) − (1/T) Σ_t H(y_A, y_x, y*_t) without bias, and the mean of the per-draw
+    # terms is the difference of the two joints' scores.
+    probs_N_K_C, targets_T_K_C = tiny_case(1)
+    batch, x = [0, 1, 2], 5
+    T, n = len(targets_T_K_C), len(probs_N_K_C)
+    exact = oracle.joint_entropy(probs_N_K_C, batch + [x]) - np.mean([
+        oracle.joint_entropy(np.concatenate([probs_N_K_C, targets_T_K_C[[t]]]),
+                             batch + [x, n]) for t in range(T)])
+    kernels = _backend.kernels_for()
+
+    def score(state):
+        out = np.empty(1)
+        kernels.score_candidates(state.joint_M_K, state.weights_M, probs_N_K_C,
+                                 np.array([x], dtype=np.intp), out)
+        return out[0] + probs_N_K_C[x].sum(axis=1) @ state.offset_K
+
+    estimates, errors = [], []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        base = _joint.draws_joint(probs_N_K_C[batch], 40, rng, kernels)
+        extended = _joint.with_targets(base, targets_T_K_C, rng)
+        estimate = score(base) - score(extended)
+        g_D, counts_D = _joint.paired_terms(base, extended, probs_N_K_C[[x]], kernels)
+        np.testing.assert_allclose(g_D.mean(), estimate, rtol=0, atol=1e-9)
+        estimates.append(estimate)
+        errors.append(g_D.std(ddof=1) / np.sqrt(len(counts_D)))
+    assert abs(np.mean(estimates) - exact) < 4 * np.std(estimates) / np.sqrt(200)
+    # The reported standard error is that of the estimates (targets' stratification only
+    # lowers the truth below it).
+    assert 0.5 < np.std(estimates) / np.mean(errors) < 1.2
+
+
+def test_sampled_steps_keep_their_invariants(backend):
+    probs_N_K_C, targets_T_K_C = tiny_case(2, N=30, T=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bf.SaturationWarning)
+        runs = [bf.batch_epig(probs_N_K_C, targets_T_K_C, 8, num_samples=100, random_state=4)
+                for _ in range(2)]
+    first, again = runs
+    np.testing.assert_array_equal(first.indices, again.indices)
+    np.testing.assert_array_equal(first.scores, again.scores)
+    assert len(set(first.indices)) == 8
+    sampled = first.mode == "sampled"
+    assert sampled.any() and (first.std_errors[sampled] > 0).all()
+    assert np.isnan(first.std_errors[~sampled]).all()
+    # Each sampled score estimates the batch's joint EPIG, within the noise it reports
+    # (and its winner's bias: the pick is the largest of many estimates).
+    for t in np.flatnonzero(sampled):
+        truth = oracle.joint_epig(probs_N_K_C, targets_T_K_C, list(first.indices[:t + 1]))
+        assert abs(first.scores[t] - truth) <= 6 * first.std_errors[t] + 0.05
+
+
+@pytest.mark.parametrize("targets, message", [
+    (np.full((3, 5, 3), 1 / 3), "same K posterior samples"),
+    (np.full((3, 4, 2), 1 / 2), "same K posterior samples"),
+    (np.full((3, 4, 3), 0.5), "sum"),
+])
+def test_bad_targets_are_clear_errors(targets, message):
+    probs_N_K_C, _ = tiny_case(0)
+    with pytest.raises(ValueError, match=message):
+        bf.batch_epig(probs_N_K_C, targets, 2)
