@@ -1,6 +1,6 @@
 """batchbald_fast: fast, exact-where-possible BatchBALD acquisition."""
 
-from ._api import bald, batchbald, conditional_entropy, entropy
+from ._api import bald, batchbald, conditional_entropy, entropy, epig
 from ._backend import backend_info
 from ._greedy import BatchResult, SaturationWarning
 from ._memory import MemoryBudgetError
@@ -8,5 +8,5 @@ from .sklearn import ensemble_probas
 
 __all__ = ["BatchResult", "MemoryBudgetError", "SaturationWarning", "backend_info", "bald",
            "batchbald",
-           "conditional_entropy", "ensemble_probas", "entropy"]
+           "conditional_entropy", "ensemble_probas", "entropy", "epig"]
 __version__ = "0.1.0"

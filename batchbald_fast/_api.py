@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-from . import _backend, _greedy, _joint, _memory, _pool, _validation
+from . import _backend, _epig, _greedy, _joint, _memory, _pool, _validation
 
 # Certified error allowed in a pruned joint (nats): ~100x below the typical error of the
 # sampled estimator it replaces (1e-2), and enough to keep a confident model's joint exact
@@ -241,3 +241,102 @@ def conditional_entropy(probs_N_K_C, *, log_probs=False):
     """
     probs_N_K_C = _validation.check_probs(probs_N_K_C, log_probs=log_probs)
     return _pool.conditional_entropy(_backend.get_kernels(), probs_N_K_C)
+
+
+def epig(probs_N_K_C, target_probs_T_K_C, *, log_probs=False, return_std_error=False,
+         num_threads=None, memory_budget=None):
+    """Expected predictive information gain of each pool point, in nats.
+
+    ``EPIG(x) = E_{x*}[I(y; y* | x, x*)]``, the information the label of x is expected to
+    give about the labels of target inputs x* drawn from where the model will be used
+    (Bickford Smith, Kirsch, Farquhar, Gal, Foster and Rainforth, AISTATS 2023), estimated
+    from K posterior samples, the expectation over x* taken as the mean over T targets::
+
+        EPIG_t(x) = H(y) + H(y*_t) − H(y, y*_t),
+        P_t[c, c'] = (1/K) Σ_k p(y = c | x, ω_k) p(y* = c' | x*_t, ω_k),
+
+    every term exact in float64 (no sampling). Unlike BALD, a point scores only for what
+    its label says about the targets' labels, so it gives little weight to pool points
+    unlike any target.
+
+    Parameters
+    ----------
+    probs_N_K_C : array-like of shape (N, K, C)
+        ``p(y_n = c | x_n, ω_k)`` for N pool points, as for :func:`batchbald` (float32 or
+        float64 read where it lies, never copied whole; other types converted).
+    target_probs_T_K_C : array-like of shape (T, K, C)
+        The same K posterior samples' predictions on T target inputs, over the same C
+        classes (for instance a random subsample of the pool, or unlabelled inputs from
+        the test distribution). Copied as float64.
+    log_probs : bool, default=False
+        Whether both arrays hold natural logarithms of probabilities.
+    return_std_error : bool, default=False
+        Also return each point's standard error over targets,
+        ``std_t(EPIG_t(x)) / sqrt(T)``: the error of the mean over these T targets as an
+        estimate of the expectation over the target distribution, for targets drawn
+        independently from it. Needs T ≥ 2.
+    num_threads : int, default=None
+        Most threads for the kernels, as for :func:`batchbald`.
+    memory_budget : int, float, str or None, default=None
+        Bytes the call's arrays may take beside its inputs, as for :func:`batchbald`;
+        over it, a :class:`MemoryBudgetError` before any work. The call needs
+        ``2·T·K·C + 2·N`` float64 values (the targets and their joint; the scores) plus
+        blocks of a few MiB.
+
+    Returns
+    -------
+    epig_N : ndarray of shape (N,), float64
+        EPIG of every pool point, ≥ 0 up to rounding (~1e-15).
+    std_error_N : ndarray of shape (N,), float64
+        Only with ``return_std_error=True``.
+
+    Raises
+    ------
+    ValueError
+        If either array is not valid probabilities (as for :func:`batchbald`), if their K
+        or C differ, or if ``return_std_error`` with one target.
+    MemoryBudgetError
+        If the estimated peak exceeds ``memory_budget``.
+
+    Notes
+    -----
+    Cost: ``N·T·C²·(K + 1)`` multiply-adds and ``N·T·C²`` logarithms, through the same
+    fused product and ``x log x`` reduction as BatchBALD's scoring; memory O(N + T·K·C),
+    never the N × T × C × C joints.
+
+    How many targets: the standard error shrinks as 1/sqrt(T). Spend targets until the
+    errors are small beside the differences between the scores you act on; with
+    ``return_std_error=True`` the function reports them, so check on your own data. On
+    random Dirichlet ensembles (``make_probs``, K = 20, C = 10) the median standard
+    error was ~4% of the median EPIG at T = 100 and ~1.3% at T = 1000, and the
+    top-100 sets at T = 1000 and T = 4000 shared ~90 points (README, "Choosing an
+    acquisition").
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from batchbald_fast import epig
+    >>> rng = np.random.default_rng(0)
+    >>> probs_N_K_C = rng.dirichlet(np.ones(3), size=(100, 8))
+    >>> targets_T_K_C = probs_N_K_C[rng.choice(100, 20, replace=False)]
+    >>> scores_N, errors_N = epig(probs_N_K_C, targets_T_K_C, return_std_error=True)
+    >>> scores_N.shape, errors_N.shape
+    ((100,), (100,))
+    """
+    probs_N_K_C = _validation.check_pool(np.asarray(probs_N_K_C), log_probs=log_probs)
+    target_probs_T_K_C = _validation.check_probs(target_probs_T_K_C, log_probs=log_probs,
+                                                 name="target_probs_T_K_C")
+    _validation.check_same_models(probs_N_K_C.shape, target_probs_T_K_C.shape)
+    T = len(target_probs_T_K_C)
+    if return_std_error and T < 2:
+        raise ValueError("a standard error over targets needs at least 2 targets, got 1")
+    num_threads = _backend.effective_num_threads(_validation.check_num_threads(num_threads))
+    kernels = _backend.get_kernels()
+    in_place = probs_N_K_C.dtype == np.float64 and probs_N_K_C.flags.c_contiguous
+    plan = _epig.Plan(kernels, probs_N_K_C.shape, T, in_place, num_threads)
+    _epig.check_budget(plan, memory_budget)
+    epig_N, sq_dev_N = _epig.epig_with_spread(kernels, probs_N_K_C, target_probs_T_K_C,
+                                              plan, num_threads)
+    if not return_std_error:
+        return epig_N
+    return epig_N, np.sqrt(sq_dev_N / (T - 1) / T)

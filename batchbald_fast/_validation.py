@@ -218,6 +218,16 @@ def raise_first_problem(problems_by_block):
         raise ValueError(found[min(found)])
 
 
+def check_same_models(pool_shape, target_shape):
+    """Pool and targets predicted by the same K posterior samples over the same C classes."""
+    (_, K, C), (_, K_t, C_t) = pool_shape, target_shape
+    if (K, C) != (K_t, C_t):
+        raise ValueError(
+            f"target_probs_T_K_C must hold the same K posterior samples over the same C "
+            f"classes as probs_N_K_C: got K={K_t}, C={C_t} for the targets and K={K}, "
+            f"C={C} for the pool")
+
+
 def check_count(value, name, *, minimum):
     """An integer ≥ ``minimum`` (NumPy integers accepted, bools and floats refused)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
