@@ -4,9 +4,10 @@ from ._api import bald, batchbald, conditional_entropy, entropy, epig
 from ._backend import backend_info
 from ._greedy import BatchResult, SaturationWarning
 from ._memory import MemoryBudgetError
+from ._stochastic import stochastic_batch
 from .sklearn import ensemble_probas
 
 __all__ = ["BatchResult", "MemoryBudgetError", "SaturationWarning", "backend_info", "bald",
            "batchbald",
-           "conditional_entropy", "ensemble_probas", "entropy", "epig"]
+           "conditional_entropy", "ensemble_probas", "entropy", "epig", "stochastic_batch"]
 __version__ = "0.1.0"
