@@ -23,6 +23,9 @@ OUT_BLOCK_BYTES = 4 * 2**20
 # Per thread, the kernel keeps a row of sums per target of the block for the tile it
 # scores: at this size they stay in L2 while the joint's rows stream past.
 TARGET_SUMS_BYTES = 256 * 2**10
+# Targets per call whatever that size says: the NumPy kernels' tiles of candidates are wide,
+# and a call per target would be one small product each.
+MIN_TARGETS = 64
 
 
 def target_joint(target_probs_T_K_C):
@@ -66,9 +69,10 @@ class Plan:
     @staticmethod
     def _target_block(kernels, K, C, T):
         """Targets per kernel call: their per-thread sums fit ``TARGET_SUMS_BYTES``."""
-        per_target = max(1, kernels.scratch_bytes(2 * C, K, C, 1, 8, 1, groups=2)
-                         - kernels.scratch_bytes(2 * C, K, C, 1, 8, 1, groups=1))
-        return max(1, min(T, TARGET_SUMS_BYTES // per_target))
+        # Scored against many candidates, so that the tiles have their full width.
+        per_target = max(1, kernels.scratch_bytes(2 * C, K, C, 2**20, 8, 1, groups=2)
+                         - kernels.scratch_bytes(2 * C, K, C, 2**20, 8, 1, groups=1))
+        return max(1, min(T, max(MIN_TARGETS, TARGET_SUMS_BYTES // per_target)))
 
 
 def check_budget(plan, memory_budget):

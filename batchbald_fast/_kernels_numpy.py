@@ -25,11 +25,13 @@ def scratch_bytes(M, K, C, n, itemsize, num_threads=None, tile_bytes=WORKING_SET
     """Bytes ``score_candidates`` (``score_candidates_grouped`` with ``groups`` groups)
     allocates to score n candidates against M rows: a tile of P and P·log P (and in
     float32 the float64 copy the weighted sum makes; grouped, the weighted copy), the
-    tile's gathered probabilities (twice: gather, then transpose) and its sums."""
+    tile's gathered probabilities (twice: gather, then transpose) and its sums (grouped:
+    per group, and their transpose)."""
     rows, cols = _tile_shape(M, C, tile_bytes)
     width = min(cols, n)
     per_entry = 2 * itemsize + (8 if itemsize != 8 or groups > 1 else 0)
-    return rows * width * C * per_entry + width * C * (2 * K * itemsize + 16 * groups)
+    return (rows * width * C * per_entry + width * C * (2 * K * itemsize + 16)
+            + (16 * groups * width if groups > 1 else 0))
 
 
 def score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
