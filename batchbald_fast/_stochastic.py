@@ -9,6 +9,8 @@ MODES = ("power", "softmax", "softrank")
 # Scores this far below 0 are rounding (BALD and EPIG are ≥ 0 in exact arithmetic): power
 # mode takes them as 0. The package's tie tolerance.
 NEGATIVE_TOLERANCE = 1e-10
+# Value buckets of the rank bounds in softrank mode: their counts (512 KiB) stay in L2.
+RANK_BUCKETS = 2**16
 
 
 def stochastic_batch(scores_N, batch_size, *, mode="power", beta=1.0, random_state=None,
@@ -99,11 +101,15 @@ def stochastic_batch(scores_N, batch_size, *, mode="power", beta=1.0, random_sta
     beta = check_beta(beta)
     candidates = _validation.check_candidates(candidates, len(scores_N))
     rng = _validation.check_random_state(random_state)
-    log_w_n = log_weights(scores_N[candidates].astype(np.float64), mode, beta, candidates)
+    scores_n = scores_N[candidates].astype(np.float64)
+    _check_finite(scores_n, candidates)
     b = min(batch_size, len(candidates))
     # Gumbel-top-k: the order of log w + Gumbel noise is that of sequential draws ∝ w.
     # −log E of an exponential E is Gumbel-distributed, and cheaper to draw than gumbel().
     noise_n = -np.log(rng.standard_exponential(size=len(candidates)))
+    if mode == "softrank":  # every weight is positive
+        return candidates[_softrank_top(scores_n, noise_n, beta, b)]
+    log_w_n = log_weights(scores_n, mode, beta, candidates)
     positive_n = log_w_n > -np.inf
     keys_n = np.where(positive_n, log_w_n + noise_n, -np.inf)
     num_positive = int(positive_n.sum())
@@ -120,6 +126,37 @@ def _top(keys_n, b):
         return np.empty(0, dtype=np.intp)
     part = np.argpartition(-keys_n, b - 1)[:b] if b < len(keys_n) else np.arange(len(keys_n))
     return part[np.lexsort((part, -keys_n[part]))]
+
+
+def _softrank_top(scores_n, noise_n, beta, b):
+    """The b largest keys ``noise − beta · log(average rank)``, largest first, without
+    ranking every point: a lower bound on each rank (from the counts of points in
+    higher value buckets) bounds every key from above; the exact keys of the b best bounds
+    give a threshold that all but a few bounds fall below, and only those few are ranked
+    exactly (binary searches in the sorted scores)."""
+    n = len(scores_n)
+    ascending_n = np.sort(scores_n)
+
+    def keys(idx):
+        left = np.searchsorted(ascending_n, scores_n[idx], "left")
+        right = np.searchsorted(ascending_n, scores_n[idx], "right")
+        return noise_n[idx] - beta * np.log(n - right + (right - left + 1) / 2)
+
+    if b == 0:
+        return np.empty(0, dtype=np.intp)
+    low, high = ascending_n[0], ascending_n[-1]
+    if b > n // 4 or not high > low:
+        return _top(noise_n - beta * np.log(average_ranks(scores_n)), b)
+    # Monotone bucketing: a point in a higher bucket has a strictly higher score.
+    bucket_n = np.minimum(((scores_n - low) * (RANK_BUCKETS / (high - low))).astype(np.intp),
+                          RANK_BUCKETS - 1)
+    above_B = n - np.cumsum(np.bincount(bucket_n, minlength=RANK_BUCKETS))
+    bound_n = noise_n - beta * np.log(1.0 + above_B[bucket_n])
+    threshold = keys(np.argpartition(-bound_n, b - 1)[:b]).min()
+    kept = np.flatnonzero(bound_n >= threshold)
+    if len(kept) > n // 4:  # scores too crowded for the buckets: rank them all
+        return _top(noise_n - beta * np.log(average_ranks(scores_n)), b)
+    return kept[_top(keys(kept), b)]
 
 
 def check_beta(beta):
@@ -147,13 +184,7 @@ def log_weights(scores_n, mode, beta, indices=None):
     ValueError
         For a score that is not finite, or below ``-NEGATIVE_TOLERANCE`` in power mode.
     """
-    def where(i):
-        return int(i if indices is None else indices[i])
-
-    bad = ~np.isfinite(scores_n)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"scores_N[{where(i)}] is {scores_n[i]}: scores must be finite")
+    _check_finite(scores_n, indices)
     if mode == "softmax":
         return beta * scores_n
     if mode == "softrank":
@@ -161,13 +192,22 @@ def log_weights(scores_n, mode, beta, indices=None):
     negative = scores_n < -NEGATIVE_TOLERANCE
     if negative.any():
         i = int(np.argmax(negative))
-        raise ValueError(f"scores_N[{where(i)}] = {scores_n[i]} is negative: power mode "
+        where = i if indices is None else int(indices[i])
+        raise ValueError(f"scores_N[{where}] = {scores_n[i]} is negative: power mode "
                          f"needs scores ≥ 0 (such as BALD or EPIG); use mode='softmax' or "
                          f"'softrank' for scores of any sign")
     positive = scores_n > 0
     log_w = np.full(len(scores_n), -np.inf)
     log_w[positive] = beta * np.log(scores_n[positive])
     return log_w
+
+
+def _check_finite(scores_n, indices=None):
+    bad = ~np.isfinite(scores_n)
+    if bad.any():
+        i = int(np.argmax(bad))
+        where = i if indices is None else int(indices[i])
+        raise ValueError(f"scores_N[{where}] is {scores_n[i]}: scores must be finite")
 
 
 def average_ranks(scores_n):

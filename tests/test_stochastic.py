@@ -149,3 +149,20 @@ def test_with_bald_and_epig_scores(backend):
     for scores in (bald(probs), epig(probs, probs[:10])):
         batch = stochastic_batch(scores, 8, random_state=0)
         assert len(set(batch.tolist())) == 8
+
+
+@pytest.mark.parametrize("beta, b", [(1.0, 10), (0.5, 40), (2.0, 3), (0.0, 20)])
+def test_softrank_ranks_only_what_it_needs(beta, b):
+    """The bounded top-b of softrank keys equals the keys of every point ranked, for the
+    same noise (scipy's average ranks), ties and crowded scores included."""
+    from scipy.stats import rankdata
+
+    from batchbald_fast._stochastic import _softrank_top
+
+    rng = np.random.default_rng(int(beta * 10) + b)
+    for scores in (rng.random(5000), np.round(rng.random(5000), 2),
+                   np.r_[rng.random(4990) * 1e-9, rng.random(10) * 100]):
+        noise = rng.gumbel(size=len(scores))
+        keys = noise - beta * np.log(rankdata(-scores))
+        expected = sorted(range(len(scores)), key=lambda i: (-keys[i], i))[:b]
+        assert _softrank_top(scores, noise, beta, b).tolist() == expected
