@@ -263,7 +263,8 @@ def epig(probs_N_K_C, target_probs_T_K_C, *, log_probs=False, return_std_error=F
     ----------
     probs_N_K_C : array-like of shape (N, K, C)
         ``p(y_n = c | x_n, ω_k)`` for N pool points, as for :func:`batchbald` (float32 or
-        float64 read where it lies, never copied whole; other types converted).
+        float64 read where it lies, never copied whole; other types converted; a Dask or
+        zarr array is read into memory).
     target_probs_T_K_C : array-like of shape (T, K, C)
         The same K posterior samples' predictions on T target inputs, over the same C
         classes (for instance a random subsample of the pool, or unlabelled inputs from

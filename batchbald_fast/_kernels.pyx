@@ -276,10 +276,7 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
     if M == 0:
         out[:] = 0.0
         return out.base
-    cdef intp_t i, N = probs_N_K_C.shape[0]
-    for i in range(n):  # an out-of-range index would read wild memory without the GIL
-        if candidates[i] < 0 or candidates[i] >= N:
-            raise IndexError(f"candidate {candidates[i]} out of range for N={N}")
+    _check_indices(candidates, probs_N_K_C.shape[0])
 
     # float32 calls BLAS from each of our threads: one BLAS thread each.
     with blas_limit(1) if floating is float else nullcontext():
@@ -288,6 +285,14 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
             _score_chunk(joint_M_K, weights_M, probs_N_K_C, candidates[start:stop],
                          out[start:stop], nt, 0 if tile_bytes is None else tile_bytes)
     return out.base
+
+
+def _check_indices(const intp_t[::1] candidates, intp_t N):
+    """An out-of-range index would read wild memory without the GIL: refuse it first."""
+    cdef Py_ssize_t i
+    for i in range(candidates.shape[0]):
+        if candidates[i] < 0 or candidates[i] >= N:
+            raise IndexError(f"candidate {candidates[i]} out of range for N={N}")
 
 
 def _score_chunk(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
@@ -312,33 +317,12 @@ def score_candidates_grouped(const double[:, ::1] joint_M_K, const double[::1] w
                              const double[:, :, ::1] probs_N_K_C,
                              const intp_t[::1] candidates, double[:, ::1] out_n_G,
                              num_threads=None, tile_bytes=None):
-    """Weighted joint entropy of each candidate with each group of the joint's rows.
-
-    ``out_n_G[i, g] = Σ_{m in group g} weights_M[m] Σ_c −P log P`` with
-    ``P[m, c] = Σ_k joint_M_K[m, k] · probs_N_K_C[candidates[i], k, c]``, the M rows cut
-    into G = ``out_n_G.shape[1]`` groups of S = M / G consecutive rows. ``score_candidates``
-    is the sum over groups. EPIG's targets are the groups: S = C rows per target.
-
-    Parameters
-    ----------
-    joint_M_K : ndarray of shape (M, K), float64, C-contiguous
-        M a multiple of G.
-    weights_M : ndarray of shape (M,), float64
-    probs_N_K_C : ndarray of shape (N, K, C), float64, C-contiguous
-    candidates : ndarray of shape (n,), intp
-        Indices into the first axis of ``probs_N_K_C``, any order.
-    out_n_G : ndarray of shape (n, G), float64, C-contiguous
-        Written in place.
-    num_threads : int or None
-        Most OpenMP threads; None: ``omp_get_max_threads()``. Fewer when the call is
-        small (``_threads.threads_for``).
-    tile_bytes : int or None
-        Per-thread budget of the gathered probabilities (K × tile·C), default 32 KiB.
-        Each thread also holds G × tile·C sums.
-
-    Returns
-    -------
-    out_n_G : ndarray of shape (n, G)
+    """Weighted joint entropy of each candidate with each group of the joint's rows
+    (``_kernels_numpy.score_candidates_grouped``): ``out_n_G[i, g]`` sums group g's S = M / G
+    consecutive rows, float64 only, on at most ``num_threads`` OpenMP threads (None:
+    ``omp_get_max_threads()``; fewer when the call is small). ``tile_bytes``: per-thread
+    budget of the gathered probabilities (default 32 KiB); each thread also holds G ×
+    tile·C sums.
     """
     cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
     cdef Py_ssize_t C = probs_N_K_C.shape[2], n = candidates.shape[0], G = out_n_G.shape[1]
@@ -350,10 +334,7 @@ def score_candidates_grouped(const double[:, ::1] joint_M_K, const double[::1] w
     if M == 0:
         out_n_G[:, :] = 0.0
         return out_n_G.base
-    cdef intp_t i, N = probs_N_K_C.shape[0]
-    for i in range(n):  # an out-of-range index would read wild memory without the GIL
-        if candidates[i] < 0 or candidates[i] >= N:
-            raise IndexError(f"candidate {candidates[i]} out of range for N={N}")
+    _check_indices(candidates, probs_N_K_C.shape[0])
     for start, stop, nt in _threads.chunks(n, _threads.score_work(1, M, K, C),
                                            _limit(num_threads)):
         _grouped_chunk(joint_M_K, weights_M, probs_N_K_C, candidates[start:stop],

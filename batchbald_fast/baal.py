@@ -411,10 +411,11 @@ class _Stochastic:
 
     _mode = None
 
-    def _setup(self, temperature, random_state):
+    def __init__(self, base_heuristic, query_size, temperature=1.0, *, random_state=None):
         if isinstance(temperature, (bool, np.bool_)) or not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        self.temperature = temperature
+        super().__init__(base_heuristic=base_heuristic, query_size=query_size,
+                         temperature=temperature)
         self.random_state = random_state
 
     def get_scores(self, predictions, target_predictions=None):
@@ -490,21 +491,11 @@ class PowerSampling(_Stochastic, _baal_stochastics.PowerSampling):
                                   mode="power", weight="``score ** beta`` (scores ≥ 0)")
     _mode = "power"
 
-    def __init__(self, base_heuristic, query_size, temperature=1.0, *, random_state=None):
-        super().__init__(base_heuristic=base_heuristic, query_size=query_size,
-                         temperature=temperature)
-        self._setup(temperature, random_state)
-
 
 class GibbsSampling(_Stochastic, _baal_stochastics.GibbsSampling):
     __doc__ = _SAMPLER_DOC.format(what="Softmax sampling: ∝ exp(score / temperature).",
                                   mode="softmax", weight="``exp(beta · score)``")
     _mode = "softmax"
-
-    def __init__(self, base_heuristic, query_size, temperature=1.0, *, random_state=None):
-        super().__init__(base_heuristic=base_heuristic, query_size=query_size,
-                         temperature=temperature)
-        self._setup(temperature, random_state)
 
 
 class RankBasedSampling(_Stochastic, _baal_stochastics.RankBasedSampling):
@@ -512,11 +503,6 @@ class RankBasedSampling(_Stochastic, _baal_stochastics.RankBasedSampling):
                                   mode="softrank",
                                   weight="``rank ** −beta`` (rank 1 the highest score)")
     _mode = "softrank"
-
-    def __init__(self, base_heuristic, query_size, temperature=1.0, *, random_state=None):
-        super().__init__(base_heuristic=base_heuristic, query_size=query_size,
-                         temperature=temperature)
-        self._setup(temperature, random_state)
 
 
 def PowerBALD(query_size, temperature=1.0, reduction="none", *, random_state=None):
