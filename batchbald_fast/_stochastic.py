@@ -3,6 +3,7 @@
 import numbers
 
 import numpy as np
+
 from . import _validation
 
 MODES = ("power", "softmax", "softrank")
@@ -145,11 +146,12 @@ def _softrank_top(scores_n, noise_n, beta, b):
     if b == 0:
         return np.empty(0, dtype=np.intp)
     low, high = ascending_n[0], ascending_n[-1]
-    if b > n // 4 or not high > low:
+    with np.errstate(divide="ignore", over="ignore"):
+        scale = RANK_BUCKETS / (high - low)
+    if b > n // 4 or not 0 < scale < np.inf:  # equal scores, or a range no float divides
         return _top(noise_n - beta * np.log(average_ranks(scores_n)), b)
     # Monotone bucketing: a point in a higher bucket has a strictly higher score.
-    bucket_n = np.minimum(((scores_n - low) * (RANK_BUCKETS / (high - low))).astype(np.intp),
-                          RANK_BUCKETS - 1)
+    bucket_n = np.minimum(((scores_n - low) * scale).astype(np.intp), RANK_BUCKETS - 1)
     above_B = n - np.cumsum(np.bincount(bucket_n, minlength=RANK_BUCKETS))
     bound_n = noise_n - beta * np.log(1.0 + above_B[bucket_n])
     threshold = keys(np.argpartition(-bound_n, b - 1)[:b]).min()

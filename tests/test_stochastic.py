@@ -161,7 +161,8 @@ def test_softrank_ranks_only_what_it_needs(beta, b):
 
     rng = np.random.default_rng(int(beta * 10) + b)
     for scores in (rng.random(5000), np.round(rng.random(5000), 2),
-                   np.r_[rng.random(4990) * 1e-9, rng.random(10) * 100]):
+                   np.r_[rng.random(4990) * 1e-9, rng.random(10) * 100],
+                   rng.random(5000) * 1e-310, np.r_[rng.random(4999), -1e308, 1e308]):
         noise = rng.gumbel(size=len(scores))
         keys = noise - beta * np.log(rankdata(-scores))
         expected = sorted(range(len(scores)), key=lambda i: (-keys[i], i))[:b]
