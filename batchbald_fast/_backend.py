@@ -15,8 +15,8 @@ ENV_VAR = "BATCHBALD_FAST_BACKEND"
 _CHOICES = ("auto", "cython", "numpy")
 # Every kernel of a backend module, each with the same signature in both, ending in
 # ``num_threads``.
-KERNEL_NAMES = ("score_candidates", "entropy_rows", "nearest_subgroups", "draw_labels",
-                "group_sums", "scratch_bytes")
+KERNEL_NAMES = ("score_candidates", "score_candidates_grouped", "entropy_rows",
+                "nearest_subgroups", "draw_labels", "group_sums", "scratch_bytes")
 
 
 class Kernels:
@@ -34,7 +34,8 @@ class Kernels:
     Attributes
     ----------
     name : {"cython", "numpy"}
-    score_candidates, entropy_rows, nearest_subgroups, draw_labels, group_sums, scratch_bytes
+    score_candidates, score_candidates_grouped, entropy_rows, nearest_subgroups, \
+    draw_labels, group_sums, scratch_bytes
         The module's kernels with ``num_threads`` given.
     """
 

@@ -36,7 +36,8 @@ cdef extern from "_xlogx.h" nogil:
     void bbf_xlogx_accumulate_f(const float *P_M_J, const double *w_M,
                                 Py_ssize_t M, Py_ssize_t J, double *acc_J)
     void bbf_fused_tile_d(const double *A_K_J, const double *B_R_K, const double *w_R,
-                          Py_ssize_t R, Py_ssize_t K, Py_ssize_t J, double *acc_J)
+                          Py_ssize_t R, Py_ssize_t K, Py_ssize_t J, Py_ssize_t G,
+                          double *acc_J)
     void bbf_xlogx_d(const double *x, Py_ssize_t n, double *out)
     void bbf_xlogx_f(const float *x, Py_ssize_t n, double *out)
     const char *BBF_DISPATCH_NAME
@@ -165,11 +166,10 @@ cdef void score_candidates_nogil(
     cdef Py_ssize_t C = probs_N_K_C.shape[2], n = candidates.shape[0]
     cdef Py_ssize_t rows = plan.rows, cols = plan.cols
     cdef Py_ssize_t num_tiles = (n + cols - 1) // cols
-    cdef Py_ssize_t tile, start, width, J, i, k, c, m0, R, tid
+    cdef Py_ssize_t tile, start, width, J, i, c, m0, R, tid
     cdef floating *A_K_J
     cdef floating *P_R_J
     cdef double *acc_J
-    cdef const floating *src
     cdef double total
 
     for tile in prange(num_tiles, schedule="dynamic", num_threads=plan.num_threads,
@@ -179,22 +179,11 @@ cdef void score_candidates_nogil(
         acc_J = &acc[tid, 0]
         start = tile * cols
         width = min(cols, n - start)
-        J = width * C
-        if floating is double:  # the fused kernel wants whole register blocks
-            J = (J + BBF_NB - 1) // BBF_NB * BBF_NB
-        # Gather the tile's probabilities as K × (width·C): one product covers them all.
-        for i in range(width):
-            src = &probs_N_K_C[candidates[start + i], 0, 0]
-            for k in range(K):
-                for c in range(C):
-                    A_K_J[k * J + i * C + c] = src[k * C + c]
-        for k in range(K):
-            for i in range(width * C, J):  # padding columns: P = 0 adds exactly 0
-                A_K_J[k * J + i] = 0.0
+        J = _gather_tile(probs_N_K_C, candidates, start, width, A_K_J)
         for i in range(J):
             acc_J[i] = 0.0
         if floating is double:
-            bbf_fused_tile_d(A_K_J, &joint_M_K[0, 0], &weights_M[0], M, K, J, acc_J)
+            bbf_fused_tile_d(A_K_J, &joint_M_K[0, 0], &weights_M[0], M, K, J, M, acc_J)
         else:
             P_R_J = A_K_J + K * J
             m0 = 0
@@ -211,16 +200,39 @@ cdef void score_candidates_nogil(
             out[start + i] = -total
 
 
-def scratch_bytes(M, K, C, n, itemsize, num_threads=None, tile_bytes=None):
-    """Bytes ``score_candidates`` allocates to score n candidates against M rows: each
-    thread's gathered tile (and P in float32) and sums."""
+cdef inline Py_ssize_t _gather_tile(const floating[:, :, ::1] probs_N_K_C,
+                                    const intp_t[::1] candidates, Py_ssize_t start,
+                                    Py_ssize_t width, floating *A_K_J) noexcept nogil:
+    """The probabilities of ``candidates[start:start + width]`` as K × J (J: width·C, in
+    float64 padded with zero columns to whole register blocks, where P = 0 adds exactly
+    0): one product covers the whole tile. Returns J."""
+    cdef Py_ssize_t K = probs_N_K_C.shape[1], C = probs_N_K_C.shape[2]
+    cdef Py_ssize_t J = width * C, i, k, c
+    cdef const floating *src
+    if floating is double:  # the fused kernel wants whole register blocks
+        J = (J + BBF_NB - 1) // BBF_NB * BBF_NB
+    for i in range(width):
+        src = &probs_N_K_C[candidates[start + i], 0, 0]
+        for k in range(K):
+            for c in range(C):
+                A_K_J[k * J + i * C + c] = src[k * C + c]
+    for k in range(K):
+        for i in range(width * C, J):
+            A_K_J[k * J + i] = 0.0
+    return J
+
+
+def scratch_bytes(M, K, C, n, itemsize, num_threads=None, tile_bytes=None, groups=1):
+    """Bytes ``score_candidates`` (``score_candidates_grouped`` with ``groups`` groups)
+    allocates to score n candidates against M rows: each thread's gathered tile (and P in
+    float32) and sums."""
     if n == 0:
         return 0
     # Past 2^62 rows (estimates of huge joints) the plan no longer depends on M.
     cdef ScorePlan plan = score_candidates_plan(
         min(M, 2**62), K, C, n, -1 if num_threads is None else num_threads, itemsize,
         0 if tile_bytes is None else tile_bytes)
-    return plan.num_threads * (plan.work_size * itemsize + plan.acc_size * 8)
+    return plan.num_threads * (plan.work_size * itemsize + groups * plan.acc_size * 8)
 
 
 def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
@@ -264,10 +276,7 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
     if M == 0:
         out[:] = 0.0
         return out.base
-    cdef intp_t i, N = probs_N_K_C.shape[0]
-    for i in range(n):  # an out-of-range index would read wild memory without the GIL
-        if candidates[i] < 0 or candidates[i] >= N:
-            raise IndexError(f"candidate {candidates[i]} out of range for N={N}")
+    _check_indices(candidates, probs_N_K_C.shape[0])
 
     # float32 calls BLAS from each of our threads: one BLAS thread each.
     with blas_limit(1) if floating is float else nullcontext():
@@ -276,6 +285,14 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
             _score_chunk(joint_M_K, weights_M, probs_N_K_C, candidates[start:stop],
                          out[start:stop], nt, 0 if tile_bytes is None else tile_bytes)
     return out.base
+
+
+def _check_indices(const intp_t[::1] candidates, intp_t N):
+    """An out-of-range index would read wild memory without the GIL: refuse it first."""
+    cdef Py_ssize_t i
+    for i in range(candidates.shape[0]):
+        if candidates[i] < 0 or candidates[i] >= N:
+            raise IndexError(f"candidate {candidates[i]} out of range for N={N}")
 
 
 def _score_chunk(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
@@ -294,6 +311,81 @@ def _score_chunk(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
                                work, acc)
         if plan.num_threads > 1:
             bbf_release_threads()
+
+
+def score_candidates_grouped(const double[:, ::1] joint_M_K, const double[::1] weights_M,
+                             const double[:, :, ::1] probs_N_K_C,
+                             const intp_t[::1] candidates, double[:, ::1] out_n_G,
+                             num_threads=None, tile_bytes=None):
+    """Weighted joint entropy of each candidate with each group of the joint's rows
+    (``_kernels_numpy.score_candidates_grouped``): ``out_n_G[i, g]`` sums group g's S = M / G
+    consecutive rows, float64 only, on at most ``num_threads`` OpenMP threads (None:
+    ``omp_get_max_threads()``; fewer when the call is small). ``tile_bytes``: per-thread
+    budget of the gathered probabilities (default 32 KiB); each thread also holds G ×
+    tile·C sums.
+    """
+    cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
+    cdef Py_ssize_t C = probs_N_K_C.shape[2], n = candidates.shape[0], G = out_n_G.shape[1]
+    if (probs_N_K_C.shape[1] != K or weights_M.shape[0] != M or out_n_G.shape[0] != n
+            or G < 1 or M % G != 0):
+        raise ValueError("score_candidates_grouped: inconsistent shapes")
+    if n == 0:
+        return out_n_G.base
+    if M == 0:
+        out_n_G[:, :] = 0.0
+        return out_n_G.base
+    _check_indices(candidates, probs_N_K_C.shape[0])
+    for start, stop, nt in _threads.chunks(n, _threads.score_work(1, M, K, C),
+                                           _limit(num_threads)):
+        _grouped_chunk(joint_M_K, weights_M, probs_N_K_C, candidates[start:stop],
+                       out_n_G[start:stop], nt, 0 if tile_bytes is None else tile_bytes)
+    return out_n_G.base
+
+
+def _grouped_chunk(const double[:, ::1] joint_M_K, const double[::1] weights_M,
+                   const double[:, :, ::1] probs_N_K_C, const intp_t[::1] candidates,
+                   double[:, ::1] out_n_G, int nt, Py_ssize_t tile_bytes):
+    """``score_candidates_grouped`` on at most ``nt`` threads, which end when it returns."""
+    cdef ScorePlan plan = score_candidates_plan(
+        joint_M_K.shape[0], joint_M_K.shape[1], probs_N_K_C.shape[2], candidates.shape[0],
+        nt, 8, tile_bytes)
+    cdef double[:, ::1] work = np.empty((plan.num_threads, plan.work_size))
+    cdef double[:, ::1] acc = np.empty((plan.num_threads, out_n_G.shape[1] * plan.acc_size))
+    with nogil:
+        _grouped_nogil(joint_M_K, weights_M, probs_N_K_C, candidates, out_n_G, plan, work,
+                       acc)
+        if plan.num_threads > 1:
+            bbf_release_threads()
+
+
+cdef void _grouped_nogil(const double[:, ::1] joint_M_K, const double[::1] weights_M,
+                         const double[:, :, ::1] probs_N_K_C, const intp_t[::1] candidates,
+                         double[:, ::1] out_n_G, ScorePlan plan, double[:, ::1] work,
+                         double[:, ::1] acc) noexcept nogil:
+    """The tiles of ``_grouped_chunk``: each thread's acc holds a row of J sums per group."""
+    cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
+    cdef Py_ssize_t C = probs_N_K_C.shape[2], n = candidates.shape[0], G = out_n_G.shape[1]
+    cdef Py_ssize_t cols = plan.cols, num_tiles = (n + cols - 1) // cols
+    cdef Py_ssize_t tile, start, width, J, i, g, c, tid
+    cdef double *A_K_J
+    cdef double *acc_GJ
+    cdef double total
+    for tile in prange(num_tiles, schedule="dynamic", num_threads=plan.num_threads):
+        tid = threadid()
+        A_K_J = &work[tid, 0]
+        acc_GJ = &acc[tid, 0]
+        start = tile * cols
+        width = min(cols, n - start)
+        J = _gather_tile(probs_N_K_C, candidates, start, width, A_K_J)
+        for i in range(G * J):
+            acc_GJ[i] = 0.0
+        bbf_fused_tile_d(A_K_J, &joint_M_K[0, 0], &weights_M[0], M, K, J, M // G, acc_GJ)
+        for i in range(width):
+            for g in range(G):
+                total = 0.0
+                for c in range(C):
+                    total = total + acc_GJ[g * J + i * C + c]
+                out_n_G[start + i, g] = -total
 
 
 def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=None,

@@ -22,14 +22,18 @@ def _tile_shape(M, C, tile_bytes):
     return rows, cols
 
 
-def scratch_bytes(M, K, C, n, itemsize, num_threads=None, tile_bytes=WORKING_SET_BYTES):
-    """Bytes ``score_candidates`` allocates to score n candidates against M rows: a tile of
-    P and P·log P (and in float32 the float64 copy the weighted sum makes), the tile's
-    gathered probabilities (twice: gather, then transpose) and its sums."""
+def scratch_bytes(M, K, C, n, itemsize, num_threads=None, tile_bytes=WORKING_SET_BYTES,
+                  groups=1):
+    """Bytes ``score_candidates`` (``score_candidates_grouped`` with ``groups`` groups)
+    allocates to score n candidates against M rows: a tile of P and P·log P (and in
+    float32 the float64 copy the weighted sum makes; grouped, the weighted copy), the
+    tile's gathered probabilities (twice: gather, then transpose) and its sums (grouped:
+    per group, and their transpose)."""
     rows, cols = _tile_shape(M, C, tile_bytes)
     width = min(cols, n)
-    per_entry = 2 * itemsize + (8 if itemsize != 8 else 0)
-    return rows * width * C * per_entry + width * C * (2 * K * itemsize + 16)
+    per_entry = 2 * itemsize + (8 if itemsize != 8 or groups > 1 else 0)
+    return (rows * width * C * per_entry + width * C * (2 * K * itemsize + 16)
+            + (16 * groups * width if groups > 1 else 0))
 
 
 def score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
@@ -73,6 +77,60 @@ def score_candidates(joint_M_K, weights_M, probs_N_K_C, candidates, out,
                 acc_TC -= weights_M[m0:m0 + rows] @ _xlogx(P)
             out[start:start + len(tile)] = acc_TC.reshape(len(tile), C).sum(axis=1)
     return out
+
+
+def score_candidates_grouped(joint_M_K, weights_M, probs_N_K_C, candidates, out_n_G,
+                             num_threads=None, tile_bytes=WORKING_SET_BYTES):
+    """Weighted joint entropy of each candidate with each group of the joint's rows.
+
+    ``out_n_G[i, g] = Σ_{m in group g} weights_M[m] Σ_c −P log P`` with
+    ``P[m, c] = Σ_k joint_M_K[m, k] · probs_N_K_C[candidates[i], k, c]``, the M rows cut
+    into G = ``out_n_G.shape[1]`` groups of S = M / G consecutive rows. ``score_candidates``
+    is the sum over groups. EPIG's targets are the groups: S = C rows per target.
+
+    Parameters
+    ----------
+    joint_M_K : ndarray of shape (M, K), float64, C-contiguous
+        M a multiple of G.
+    weights_M : ndarray of shape (M,), float64
+    probs_N_K_C : ndarray of shape (N, K, C), float64, C-contiguous
+    candidates : ndarray of shape (n,), intp
+    out_n_G : ndarray of shape (n, G), float64
+        Written in place.
+    num_threads : int or None
+        Most BLAS threads; None: as many as BLAS has now. Fewer when the call is small.
+    tile_bytes : int
+        Working-set budget of one tile (P and P·log P).
+
+    Returns
+    -------
+    out_n_G : ndarray of shape (n, G)
+    """
+    M, K = joint_M_K.shape
+    C = probs_N_K_C.shape[2]
+    n, G = out_n_G.shape
+    if G < 1 or M % G:
+        raise ValueError("score_candidates_grouped: inconsistent shapes")
+    if M == 0:
+        out_n_G[:] = 0.0
+        return out_n_G
+    S = M // G
+    rows, cols = _tile_shape(M, C, tile_bytes)
+    rows = max(S, rows // max(S, 1) * S)  # whole groups per block
+    limit = _threads.blas_threads() if num_threads is None else num_threads
+    threads = _threads.threads_for_work(_threads.score_work(n, M, K, C), limit)
+    with _threads.blas_limit(threads):
+        for start in range(0, n, cols):
+            tile = candidates[start:start + cols]
+            probs_K_TC = probs_N_K_C[tile].transpose(1, 0, 2).reshape(K, -1)
+            for m0 in range(0, M, rows):
+                P = joint_M_K[m0:m0 + rows] @ probs_K_TC
+                weighted = _xlogx(P)
+                weighted *= weights_M[m0:m0 + rows, None]
+                sums_g_T = weighted.reshape(len(P) // S, S, len(tile), C).sum(axis=(1, 3))
+                np.negative(sums_g_T.T, out=out_n_G[start:start + len(tile),
+                                                    m0 // S:m0 // S + len(sums_g_T)])
+    return out_n_G
 
 
 def entropy_rows(probs_R_C, out, num_threads=None, tile_bytes=WORKING_SET_BYTES):

@@ -107,8 +107,10 @@ BBF_DISPATCH static void bbf_xlogx_accumulate_f(const float *P_M_J, const double
     }
 }
 
-/* Fused tile: acc_J[j] += Σ_r w_R[r] · P log P (r ascending) with P = B_R_K @ A_K_J
- * (row-major, A's leading dimension J, J a multiple of BBF_NB). An MR × NB block of P is
+/* Fused tile: acc_J[(r / G) · J + j] += w_R[r] · P log P (r ascending) with
+ * P = B_R_K @ A_K_J (row-major, A's leading dimension J, J a multiple of BBF_NB): the rows
+ * summed in groups of G, each group's sums in its own row of acc (G = R: one row, the
+ * joint entropy; G = C: one row per EPIG target). An MR × NB block of P is
  * accumulated in registers, then reduced from L1 by the vectorised log loop, so P never
  * travels through L2 as it does with a BLAS call per tile; with K this small (a short,
  * wide product) that beats OpenBLAS plus a separate pass.
@@ -124,8 +126,8 @@ BBF_DISPATCH static void bbf_xlogx_accumulate_f(const float *P_M_J, const double
 #define BBF_REDUCE_SCALAR                                                                 \
     double tile[TMR * TNB] __attribute__((aligned(64)));                                  \
     memcpy(tile, p, sizeof(tile));                                                        \
-    double *restrict acc = acc_J + j0;                                                    \
     for (int rr = 0; rr < mr; rr++) {                                                     \
+        double *restrict acc = acc_J + goff[rr] + j0;                                     \
         const double w = w_R[r + rr];                                                     \
         const double *restrict t = tile + rr * TNB;                                       \
         for (int j = 0; j < TNB; j++) {                                                    \
@@ -138,11 +140,15 @@ BBF_DISPATCH static void bbf_xlogx_accumulate_f(const float *P_M_J, const double
 typedef double NAME##_vec __attribute__((vector_size(VBYTES)));                           \
 typedef double NAME##_uvec __attribute__((vector_size(VBYTES), aligned(8), may_alias));   \
 TARGET static void NAME(const double *A_K_J, const double *B_R_K, const double *w_R,     \
-                        ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, double *acc_J)            \
+                        ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, ptrdiff_t G,              \
+                        double *acc_J)                                                    \
 {                                                                                         \
     enum { NV = NB / (VBYTES / 8), TMR = MR, TNB = NB }; /* REDUCE cannot see MR, NB */ \
     for (ptrdiff_t r = 0; r < R; r += MR) {                                               \
         const int mr = R - r < MR ? (int)(R - r) : MR;                                    \
+        ptrdiff_t goff[MR]; /* each row's acc row, once per block: no division below */   \
+        for (int rr = 0; rr < MR; rr++)                                                   \
+            goff[rr] = (r + rr) / G * J;                                                  \
         for (ptrdiff_t j0 = 0; j0 < J; j0 += NB) {                                        \
             NAME##_vec p[MR][NV];                                                         \
             for (int rr = 0; rr < MR; rr++)                                               \
@@ -249,18 +255,24 @@ BBF_V4 static inline __m512d bbf_log_v4(__m512d x)
 }
 
 /* REDUCE for the v4 tile: bbf_log_v4 on the P block as it is, rows ascending as in
- * BBF_REDUCE_SCALAR, acc kept in a register across the rows. */
+ * BBF_REDUCE_SCALAR, acc kept in a register across the rows of a group. */
 #define BBF_REDUCE_V4                                                                     \
     for (int v = 0; v < NV; v++) {                                                        \
-        __m512d a = _mm512_loadu_pd(acc_J + j0 + 8 * v);                                  \
+        ptrdiff_t off = goff[0] + j0 + 8 * v;                                             \
+        __m512d a = _mm512_loadu_pd(acc_J + off);                                         \
         for (int rr = 0; rr < TMR; rr++) {                                                \
             if (rr >= mr)                                                                 \
                 break;                                                                    \
+            if (goff[rr] + j0 + 8 * v != off) { /* the block enters the next group */    \
+                _mm512_storeu_pd(acc_J + off, a);                                         \
+                off = goff[rr] + j0 + 8 * v;                                              \
+                a = _mm512_loadu_pd(acc_J + off);                                         \
+            }                                                                             \
             const __m512d x = (__m512d)p[rr][v];                                          \
             const __m512d y = bbf_log_v4(_mm512_max_pd(x, _mm512_set1_pd(DBL_MIN)));      \
             a = _mm512_fmadd_pd(_mm512_set1_pd(w_R[r + rr]), _mm512_mul_pd(x, y), a);     \
         }                                                                                 \
-        _mm512_storeu_pd(acc_J + j0 + 8 * v, a);                                          \
+        _mm512_storeu_pd(acc_J + off, a);                                                 \
     }
 
 static int bbf_cpu_v4(void)
@@ -278,14 +290,15 @@ BBF_FUSED_TILE(bbf_fused_tile_v3, __attribute__((target("arch=x86-64-v3"))), 32,
 BBF_FUSED_TILE(bbf_fused_tile_v1, , 16, 4, 8, BBF_REDUCE_SCALAR)
 
 static void bbf_fused_tile_d(const double *A_K_J, const double *B_R_K, const double *w_R,
-                             ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, double *acc_J)
+                             ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, ptrdiff_t G,
+                             double *acc_J)
 {
     if (bbf_cpu_v4())
-        bbf_fused_tile_v4(A_K_J, B_R_K, w_R, R, K, J, acc_J);
+        bbf_fused_tile_v4(A_K_J, B_R_K, w_R, R, K, J, G, acc_J);
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        bbf_fused_tile_v3(A_K_J, B_R_K, w_R, R, K, J, acc_J);
+        bbf_fused_tile_v3(A_K_J, B_R_K, w_R, R, K, J, G, acc_J);
     else
-        bbf_fused_tile_v1(A_K_J, B_R_K, w_R, R, K, J, acc_J);
+        bbf_fused_tile_v1(A_K_J, B_R_K, w_R, R, K, J, G, acc_J);
 }
 #else
 BBF_FUSED_TILE(bbf_fused_tile_d, , 16, 4, 8, BBF_REDUCE_SCALAR)
@@ -293,7 +306,8 @@ BBF_FUSED_TILE(bbf_fused_tile_d, , 16, 4, 8, BBF_REDUCE_SCALAR)
 
 #else /* no vector extensions: plain loops, correct but slower */
 static void bbf_fused_tile_d(const double *A_K_J, const double *B_R_K, const double *w_R,
-                             ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, double *acc_J)
+                             ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, ptrdiff_t G,
+                             double *acc_J)
 {
     for (ptrdiff_t r = 0; r < R; r++)
         for (ptrdiff_t j = 0; j < J; j++) {
@@ -301,7 +315,7 @@ static void bbf_fused_tile_d(const double *A_K_J, const double *B_R_K, const dou
             for (ptrdiff_t k = 0; k < K; k++)
                 p += B_R_K[r * K + k] * A_K_J[k * J + j];
             double x = p > DBL_MIN ? p : DBL_MIN;
-            acc_J[j] += w_R[r] * (p * bbf_log(x));
+            acc_J[r / G * J + j] += w_R[r] * (p * bbf_log(x));
         }
 }
 #endif

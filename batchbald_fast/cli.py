@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from . import __version__, _noise, _result
+from . import __version__, _noise, _result, _search, _stochastic, _validation
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,6 +110,21 @@ def _build_parser():
                         help="the array to use from an .npz archive (needed when it holds "
                              "more than one)")
     select.add_argument("--batch-size", type=int, required=True)
+    select.add_argument("--objective", choices=list(_OBJECTIVES), default="batchbald",
+                        help="what the batch maximises: batchbald (greedy, default), or "
+                             "the top (or --stochastic draw) of a per-point score: bald, "
+                             "epig (needs --targets)")
+    select.add_argument("--targets", metavar="TARGETS",
+                        help="for --objective epig: the same models' predictions on "
+                             "target inputs, a .npy or single-array .npz of shape (T, K, C) "
+                             "(same --layout and --log-probs as PROBS)")
+    select.add_argument("--stochastic", choices=_stochastic.MODES, metavar="MODE",
+                        help="draw the batch at random without replacement, each draw ∝ "
+                             "the score's power (power), exp(beta·score) (softmax) or "
+                             "rank^-beta (softrank), seeded by --seed; with a per-point "
+                             "objective (bald, epig)")
+    select.add_argument("--beta", type=float, default=1.0,
+                        help="inverse temperature of --stochastic (default 1)")
     select.add_argument("--num-samples", type=int, default=10_000,
                         help="configuration budget M (default 10000)")
     select.add_argument("--log-probs", action="store_true",
@@ -198,21 +213,41 @@ def _load(path, key):
 
 
 def _select(args):
+    objective = _OBJECTIVES[args.objective]
+    if args.stochastic and objective.score is None:
+        raise _UsageError(f"--stochastic draws by a per-point score: use it with --objective "
+                          f"{' or '.join(n for n, o in _OBJECTIVES.items() if o.score)}")
+    if (args.targets is not None) != objective.needs_targets:
+        raise _UsageError("--objective epig needs --targets" if objective.needs_targets else
+                          f"--targets is for --objective epig, not {args.objective}")
+    probs = _open_probs(args, args.probs, args.key)
+    if objective.score is None:
+        _select_batchbald(args, probs)
+    else:
+        _select_by_score(args, probs, objective)
+
+
+def _open_probs(args, path, key):
+    """The probabilities at ``path`` as (N, K, C), a Dask pool when read chunk by chunk."""
+    if path == args.probs and (args.scheduler or os.path.isdir(path)):
+        # Read by Dask tasks, chunk by chunk.
+        from .dask import open_pool
+        try:
+            return open_pool(path, layout=args.layout)
+        except OSError as exc:  # zarr's "no array found" too
+            raise _UsageError(f"cannot read {path}: {exc}") from exc
+    probs = _load(path, key)
+    if args.layout == "KNC":
+        if probs.ndim != 3:
+            raise _UsageError(f"{path} must have 3 dimensions, got shape {probs.shape}")
+        probs = probs.transpose(1, 0, 2)
+    return probs
+
+
+def _select_batchbald(args, probs):
     from ._api import batchbald
     from ._backend import backend_info
 
-    if args.scheduler or os.path.isdir(args.probs):  # read by Dask tasks, chunk by chunk
-        from .dask import open_pool
-        try:
-            probs = open_pool(args.probs, layout=args.layout)
-        except OSError as exc:  # zarr's "no array found" too
-            raise _UsageError(f"cannot read {args.probs}: {exc}") from exc
-    else:
-        probs = _load(args.probs, args.key)
-    if args.layout == "KNC" and isinstance(probs, np.ndarray):
-        if probs.ndim != 3:
-            raise _UsageError(f"{args.probs} must have 3 dimensions, got shape {probs.shape}")
-        probs = probs.transpose(1, 0, 2)
     # Progress on a terminal only: a log file gets no carriage returns.
     show = not args.quiet and sys.stderr.isatty()
     reporter = contextlib.nullcontext(show)  # True: batchbald's tqdm bar
@@ -241,6 +276,64 @@ def _select(args):
             "  (pick within noise)" if result.ambiguous[t] else "")
         print(f"{t:>4}  {result.indices[t]:>8}  {result.scores[t]:>10.6f}  "
               f"{result.mode[t]:>7}  {result.num_configurations[t]:>14}  {noise}")
+
+
+class _Objective:
+    """A ``select --objective``: ``score(args, probs)`` gives per-point scores and their
+    standard errors (or None) for a top-k or stochastic batch; None: a greedy batch."""
+
+    def __init__(self, score=None, needs_targets=False):
+        self.score = score
+        self.needs_targets = needs_targets
+
+
+def _bald_scores(args, probs):
+    from ._api import bald
+    return bald(np.asarray(probs), log_probs=args.log_probs), None
+
+
+def _epig_scores(args, probs):
+    from ._api import epig
+    targets = _open_probs(args, args.targets, None)
+    options = {"log_probs": args.log_probs, "num_threads": args.threads,
+               "memory_budget": args.memory_budget}
+    if len(targets) < 2:  # no standard error from one target
+        return epig(np.asarray(probs), targets, **options), None
+    return epig(np.asarray(probs), targets, return_std_error=True, **options)
+
+
+_OBJECTIVES = {"batchbald": _Objective(), "bald": _Objective(_bald_scores),
+               "epig": _Objective(_epig_scores, needs_targets=True)}
+
+
+def _select_by_score(args, probs, objective):
+    """The top ``--batch-size`` scores, or a ``--stochastic`` draw by them."""
+    from ._backend import backend_info
+
+    with _Progress(f"batchbald-fast select --objective {args.objective}",
+                   not args.quiet), _dask_client(args.scheduler):
+        scores_N, std_errors_N = objective.score(args, probs)
+    if args.stochastic:
+        indices = _stochastic.stochastic_batch(scores_N, args.batch_size, mode=args.stochastic,
+                                               beta=args.beta, random_state=args.seed)
+    else:
+        batch_size = _validation.check_count(args.batch_size, "batch_size", minimum=0)
+        indices = _search.top_k(scores_N, min(batch_size, len(scores_N)))
+    scores = scores_N[indices]
+    if args.json:
+        out = {"indices": indices.tolist(), "scores": scores.tolist(),
+               "objective": args.objective, "stochastic": args.stochastic,
+               "beta": args.beta if args.stochastic else None,
+               "backend": backend_info()["backend"]}
+        if std_errors_N is not None:
+            out["std_errors"] = std_errors_N[indices].tolist()
+        print(json.dumps(out))
+        return
+    print(f"{'rank':>4}  {'index':>8}  {args.objective:>10}" +
+          ("  std error" if std_errors_N is not None else ""))
+    for rank, (index, score) in enumerate(zip(indices, scores)):
+        error = "" if std_errors_N is None else f"  {std_errors_N[index]:.2g}"
+        print(f"{rank:>4}  {index:>8}  {score:>10.6f}{error}")
 
 
 def _dask_client(address):

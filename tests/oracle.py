@@ -101,3 +101,35 @@ def greedy_joint_epig(probs_N_K_C, target_probs_T_K_C, batch_size, candidates=No
         utilities.append(util)
         pool.remove(best)
     return batch, scores, utilities
+
+
+def epig_terms(probs_N_K_C, target_probs_T_K_C, n):
+    """EPIG_t(x_n) = I(y; y*_t) for every target, from the definition: the KL divergence
+    of the joint predictive of (y, y*_t) from the product of its marginals."""
+    _, K, C = probs_N_K_C.shape
+    terms = []
+    for t in range(len(target_probs_T_K_C)):
+        p = [sum(probs_N_K_C[n, k, c] for k in range(K)) / K for c in range(C)]
+        q = [sum(target_probs_T_K_C[t, k, c] for k in range(K)) / K for c in range(C)]
+        total = 0.0
+        for c in range(C):
+            for d in range(C):
+                joint = sum(probs_N_K_C[n, k, c] * target_probs_T_K_C[t, k, d]
+                            for k in range(K)) / K
+                if joint > 0:
+                    total += joint * math.log(joint / (p[c] * q[d]))
+        terms.append(total)
+    return terms
+
+
+def epig(probs_N_K_C, target_probs_T_K_C):
+    """Per-point EPIG (mean over targets) and its standard error over targets."""
+    scores, errors = [], []
+    for n in range(len(probs_N_K_C)):
+        terms = epig_terms(probs_N_K_C, target_probs_T_K_C, n)
+        T = len(terms)
+        mean = sum(terms) / T
+        scores.append(mean)
+        if T > 1:
+            errors.append(math.sqrt(sum((v - mean) ** 2 for v in terms) / (T - 1) / T))
+    return scores, errors

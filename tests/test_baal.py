@@ -273,3 +273,147 @@ def test_joint_is_exact_while_it_fits_num_draw_per_sample(backend, num_samples, 
     picks, _, _ = oracle.greedy(probs, num_samples)
     ranks = BatchBALD(num_samples, num_draw=num_draw, random_state=0)(baal_layout(probs))
     assert ranks.tolist()[:num_samples] == picks
+
+
+def test_new_heuristics_subclass_baals():
+    from baal.active.heuristics import stochastics
+    from batchbald_fast.baal import (EPIG, Entropy, GibbsSampling, PowerBALD, PowerEntropy,
+                                     PowerSampling, RankBasedSampling)
+    assert isinstance(EPIG(), baal_heuristics.EPIG)
+    assert isinstance(Entropy(), baal_heuristics.Entropy)
+    for sampler, theirs in [(PowerSampling, stochastics.PowerSampling),
+                            (GibbsSampling, stochastics.GibbsSampling),
+                            (RankBasedSampling, stochastics.RankBasedSampling)]:
+        assert isinstance(sampler(BALD(), 3), theirs)
+        assert isinstance(sampler(BALD(), 3), stochastics.StochasticHeuristic)
+    assert isinstance(PowerBALD(3), stochastics.PowerSampling)
+    assert isinstance(PowerBALD(3)._bh, baal_heuristics.BALD)
+    assert isinstance(PowerEntropy(3)._bh, baal_heuristics.Entropy)
+
+
+def test_epig_matches_the_definition(backend):
+    from batchbald_fast.baal import EPIG
+    rng = np.random.default_rng(11)
+    pool = random_probs(rng, 8, 4, 3, zeros=True)
+    targets = random_probs(rng, 5, 4, 3, zeros=True)
+    expected = np.array(oracle.epig(pool, targets)[0])
+
+    scores = EPIG().compute_score(baal_layout(pool), baal_layout(targets))
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-10)
+    ranks, scores = EPIG().get_ranks(baal_layout(pool), baal_layout(targets))
+    assert ranks.tolist() == sorted(range(8), key=lambda n: (-expected[n], n))
+    # Logits, tensors, chunks of a generator: the same scores.
+    logits = np.log(np.clip(baal_layout(pool), 1e-300, None)) + 2.0
+    np.testing.assert_allclose(EPIG().compute_score(torch.from_numpy(logits.copy()),
+                                                    baal_layout(targets)),
+                               EPIG().compute_score(baal_layout(pool), baal_layout(targets)),
+                               rtol=0, atol=1e-9)
+    chunked, _ = EPIG().get_ranks(chunks(baal_layout(pool), 3), baal_layout(targets))
+    assert chunked.tolist() == ranks.tolist()
+
+
+def test_epig_targets_from_the_heuristic(backend):
+    from batchbald_fast.baal import EPIG
+    rng = np.random.default_rng(12)
+    pool, targets = random_probs(rng, 6, 3, 4), random_probs(rng, 4, 3, 4)
+    expected = np.array(oracle.epig(pool, targets)[0])
+    calls = []
+
+    def predict_targets():
+        calls.append(1)
+        return baal_layout(targets)
+
+    for heuristic in (EPIG(targets=baal_layout(targets)), EPIG(targets=predict_targets)):
+        # The heuristic's targets win over the argument (baal's loop passes the labelled set).
+        _, scores = heuristic.get_ranks(baal_layout(pool), baal_layout(pool))
+        np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-10)
+        _, scores = heuristic.get_ranks(chunks(baal_layout(pool), 4))
+        np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-10)
+    assert len(calls) == 2  # once per get_ranks, not once per chunk
+    with pytest.raises(ValueError, match="needs target predictions"):
+        EPIG().compute_score(baal_layout(pool))
+    with pytest.raises(ValueError, match=r"shape \[T, C, K\]"):
+        EPIG().compute_score(baal_layout(pool), baal_layout(targets)[..., 0])
+    with pytest.raises(ValueError, match="same K posterior samples"):
+        EPIG().compute_score(baal_layout(pool), baal_layout(targets)[..., :2])
+
+
+def test_entropy_matches_the_definition(backend):
+    from batchbald_fast.baal import Entropy
+    rng = np.random.default_rng(13)
+    probs = random_probs(rng, 7, 4, 3, zeros=True)
+    mean = probs.mean(axis=1)
+    expected = -np.array([sum(p * np.log(p) for p in row if p > 0) for row in mean])
+    np.testing.assert_allclose(Entropy().compute_score(baal_layout(probs)), expected,
+                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(Entropy().compute_score(mean), expected, rtol=0, atol=1e-12)
+    assert Entropy()(baal_layout(probs)).tolist() == sorted(range(7),
+                                                             key=lambda n: (-expected[n], n))
+
+
+@pytest.mark.parametrize("name, mode", [("PowerSampling", "power"),
+                                        ("GibbsSampling", "softmax"),
+                                        ("RankBasedSampling", "softrank")])
+def test_samplers_draw_like_stochastic_batch(backend, name, mode):
+    import batchbald_fast.baal as ours
+    from batchbald_fast import stochastic_batch
+    probs = random_probs(np.random.default_rng(14), 20, 4, 3)
+    bald_N = oracle_bald(probs)
+    sampler = getattr(ours, name)(BALD(), query_size=5, temperature=0.5, random_state=3)
+    ranks, distribution = sampler.get_ranks(baal_layout(probs))
+    assert ranks.tolist() == stochastic_batch(bald_N, 5, mode=mode, beta=2.0,
+                                              random_state=3).tolist()
+    if mode == "power":
+        w = bald_N ** 2.0
+    elif mode == "softmax":
+        w = np.exp(2.0 * bald_N)
+    else:
+        w = (1.0 + np.argsort(np.argsort(-bald_N))) ** -2.0
+    np.testing.assert_allclose(distribution, w / w.sum(), rtol=1e-9)
+    # A batch of one seed is the same on every call.
+    assert sampler.get_ranks(baal_layout(probs))[0].tolist() == ranks.tolist()
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        getattr(ours, name)(BALD(), 5, temperature=0)
+
+
+def test_power_bald_and_entropy_aliases(backend):
+    from batchbald_fast.baal import Entropy, PowerBALD, PowerEntropy, PowerSampling
+    probs = baal_layout(random_probs(np.random.default_rng(15), 30, 4, 3))
+    for alias, base in [(PowerBALD, BALD), (PowerEntropy, Entropy)]:
+        ranks, _ = alias(6, temperature=2.0, random_state=1).get_ranks(probs)
+        expected, _ = PowerSampling(base(), 6, 2.0, random_state=1).get_ranks(probs)
+        assert ranks.tolist() == expected.tolist()
+        assert len(set(ranks.tolist())) == 6
+
+
+def test_active_learning_loop_with_epig_targets_and_power_bald():
+    """baal's loop: EPIG on a target set predicted by the current model at each step, and
+    PowerBALD (whose baal version the loop calls with an argument it does not take)."""
+    from baal.active import ActiveLearningDataset, ActiveLearningLoop
+    from batchbald_fast.baal import EPIG, PowerBALD
+    from torch.utils.data import TensorDataset
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    dataset = ActiveLearningDataset(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)))
+    dataset.label_randomly(5)
+    weights = rng.normal(size=(2, 2, 6))  # a fixed "ensemble" of 6 linear models
+
+    def predict(data, **kwargs):
+        inputs = np.stack([np.asarray(data[i][0]) for i in range(len(data))])
+        return np.einsum("nd,dck->nck", inputs, weights)  # logits [N, C, K]
+
+    targets_X = rng.normal(size=(10, 2)).astype(np.float32)
+    target_calls = []
+
+    def predict_targets():
+        target_calls.append(1)
+        return np.einsum("nd,dck->nck", targets_X, weights)
+
+    for heuristic in (EPIG(targets=predict_targets), PowerBALD(3, random_state=0)):
+        before = dataset.n_labelled
+        loop = ActiveLearningLoop(dataset, predict, heuristic=heuristic, query_size=3)
+        assert loop.step()
+        assert dataset.n_labelled == before + 3
+    assert len(target_calls) == 1

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 import batchbald_fast
+import oracle
 from batchbald_fast import _api
 from batchbald_fast.cli import main
 from batchbald_fast._workloads import WORKLOADS
+from conftest import random_probs
 
 W5_PICKS = [143, 49, 131, 81]
 
@@ -233,3 +235,85 @@ def test_ctrl_c_during_a_long_select(tmp_path):
     assert status == 130
     assert "Traceback" not in text
     assert text.rstrip().endswith("batchbald-fast: interrupted")
+
+
+def oracle_bald(probs_N_K_C):
+    return np.array([oracle.mutual_information(probs_N_K_C, [n])
+                     for n in range(len(probs_N_K_C))])
+
+
+@pytest.fixture
+def epig_files(tmp_path):
+    rng = np.random.default_rng(0)
+    probs = random_probs(rng, 12, 4, 3)
+    targets = random_probs(rng, 5, 4, 3)
+    paths = {"pool": tmp_path / "pool.npy", "targets": tmp_path / "targets.npy",
+             "one": tmp_path / "one_target.npy", "pool_knc": tmp_path / "pool_knc.npy",
+             "targets_knc": tmp_path / "targets_knc.npy", "other_k": tmp_path / "k5.npy"}
+    np.save(paths["pool"], probs)
+    np.save(paths["targets"], targets)
+    np.save(paths["one"], targets[:1])
+    np.save(paths["pool_knc"], probs.transpose(1, 0, 2))
+    np.save(paths["targets_knc"], targets.transpose(1, 0, 2))
+    np.save(paths["other_k"], random_probs(rng, 5, 5, 3))
+    return probs, targets, {k: str(v) for k, v in paths.items()}
+
+
+def test_select_bald_and_epig_top_scores(backend, epig_files, capsys):
+    probs, targets, paths = epig_files
+    bald_N = oracle_bald(probs)
+    out = run_json(capsys, paths["pool"], "--objective", "bald", "--batch-size", "4")
+    assert out["indices"] == sorted(range(12), key=lambda n: (-bald_N[n], n))[:4]
+    np.testing.assert_allclose(out["scores"], bald_N[out["indices"]], atol=1e-10)
+
+    epig_N, errors_N = map(np.array, oracle.epig(probs, targets))
+    best = sorted(range(12), key=lambda n: (-epig_N[n], n))[:4]
+    for argv in ([paths["pool"], "--targets", paths["targets"]],
+                 [paths["pool_knc"], "--targets", paths["targets_knc"], "--layout", "KNC"]):
+        out = run_json(capsys, *argv, "--objective", "epig", "--batch-size", "4")
+        assert out["indices"] == best and out["objective"] == "epig"
+        np.testing.assert_allclose(out["scores"], epig_N[best], atol=1e-10)
+        np.testing.assert_allclose(out["std_errors"], errors_N[best], atol=1e-10)
+    out = run_json(capsys, paths["pool"], "--objective", "epig", "--targets", paths["one"],
+                   "--batch-size", "20")
+    assert sorted(out["indices"]) == list(range(12)) and "std_errors" not in out
+    assert main(["select", paths["pool"], "--objective", "epig", "--targets",
+                 paths["targets"], "--batch-size", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and "std error" in lines[0]
+    assert [int(line.split()[1]) for line in lines[1:]] == best[:3]
+
+
+def test_select_stochastic(backend, epig_files, capsys):
+    probs, targets, paths = epig_files
+    for objective, scores_N, extra in [
+            ("bald", batchbald_fast.bald(probs), []),
+            ("epig", batchbald_fast.epig(probs, targets), ["--targets", paths["targets"]])]:
+        for mode in ("power", "softmax", "softrank"):
+            out = run_json(capsys, paths["pool"], "--objective", objective, *extra,
+                           "--stochastic", mode, "--beta", "2", "--seed", "5",
+                           "--batch-size", "6")
+            expected = batchbald_fast.stochastic_batch(scores_N, 6, mode=mode, beta=2.0,
+                                                       random_state=5)
+            assert out["indices"] == expected.tolist()
+            assert out["stochastic"] == mode and out["beta"] == 2.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--objective", "epig"], "--objective epig needs --targets"),
+    (["--targets", "{targets}"], "--targets is for --objective epig, not batchbald"),
+    (["--objective", "bald", "--targets", "{targets}"], "not bald"),
+    (["--stochastic", "power"], "--stochastic draws by a per-point score"),
+    (["--objective", "bald", "--stochastic", "gumbel"], "invalid choice"),
+    (["--objective", "bald", "--stochastic", "power", "--beta", "-1"], "beta must be"),
+    (["--objective", "epig", "--targets", "{other_k}"], "same K posterior samples"),
+    (["--objective", "epig", "--targets", "missing.npy"], "No such file"),
+    (["--objective", "nope"], "invalid choice"),
+])
+def test_select_objective_errors(epig_files, capsys, argv, message):
+    _, _, paths = epig_files
+    argv = ["select", paths["pool"], "--batch-size", "2"] + [a.format(**paths) for a in argv]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert message in captured.err
