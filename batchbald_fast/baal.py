@@ -46,6 +46,15 @@ def _as_array(predictions):
     return np.asarray(predictions)
 
 
+def _at_least(predictions, ndim, heuristic, layout):
+    """:func:`_as_array` of predictions with at least ``ndim`` axes, else a ValueError."""
+    predictions = _as_array(predictions)
+    if predictions.ndim < ndim:
+        raise ValueError(f"{heuristic} needs predictions of shape {layout}, got shape "
+                         f"{predictions.shape}")
+    return predictions
+
+
 def _to_probs(predictions):
     """Probabilities of a validated-shape array: baal's logit rule, then our checks.
 
@@ -152,10 +161,7 @@ class BALD(_Ranked, _baal.BALD):
         -------
         scores : ndarray of shape [N, ...], float64
         """
-        predictions = _as_array(predictions)
-        if predictions.ndim < 3:
-            raise ValueError(f"BALD needs predictions of shape [N, C, ..., K] (K MC "
-                             f"samples), got shape {predictions.shape}")
+        predictions = _at_least(predictions, 3, "BALD", "[N, C, ..., K] (K MC samples)")
         probs = np.moveaxis(_to_probs(predictions), 1, -1)  # [N, ..., K, C]
         K, C = probs.shape[-2:]
         return bald(probs.reshape(-1, K, C)).reshape(probs.shape[:-2])
@@ -308,11 +314,7 @@ class Entropy(_Ranked, _baal.Entropy):
         -------
         scores : ndarray of shape [N, ...], float64
         """
-        predictions = _as_array(predictions)
-        if predictions.ndim < 2:
-            raise ValueError(f"Entropy needs predictions of shape [N, C, ...], got shape "
-                             f"{predictions.shape}")
-        probs = _to_probs(predictions)
+        probs = _to_probs(_at_least(predictions, 2, "Entropy", "[N, C, ...]"))
         if probs.ndim >= 3:
             probs = probs.mean(axis=-1)
         probs = np.moveaxis(probs, 1, -1)  # [N, ..., C]

@@ -123,7 +123,7 @@ def _build_parser():
                              "the score's power (power), exp(beta·score) (softmax) or "
                              "rank^-beta (softrank), seeded by --seed; with a per-point "
                              "objective (bald, epig)")
-    select.add_argument("--beta", type=float, default=1.0,
+    select.add_argument("--beta", type=float, default=None,
                         help="inverse temperature of --stochastic (default 1)")
     select.add_argument("--num-samples", type=int, default=10_000,
                         help="configuration budget M (default 10000)")
@@ -217,6 +217,8 @@ def _select(args):
     if args.stochastic and objective.score is None:
         raise _UsageError(f"--stochastic draws by a per-point score: use it with --objective "
                           f"{' or '.join(n for n, o in _OBJECTIVES.items() if o.score)}")
+    if args.beta is not None and not args.stochastic:
+        raise _UsageError("--beta is the inverse temperature of --stochastic")
     if (args.targets is not None) != objective.needs_targets:
         raise _UsageError("--objective epig needs --targets" if objective.needs_targets else
                           f"--targets is for --objective epig, not {args.objective}")
@@ -313,9 +315,10 @@ def _select_by_score(args, probs, objective):
     with _Progress(f"batchbald-fast select --objective {args.objective}",
                    not args.quiet), _dask_client(args.scheduler):
         scores_N, std_errors_N = objective.score(args, probs)
+    beta = 1.0 if args.beta is None else args.beta
     if args.stochastic:
         indices = _stochastic.stochastic_batch(scores_N, args.batch_size, mode=args.stochastic,
-                                               beta=args.beta, random_state=args.seed)
+                                               beta=beta, random_state=args.seed)
     else:
         batch_size = _validation.check_count(args.batch_size, "batch_size", minimum=0)
         indices = _search.top_k(scores_N, min(batch_size, len(scores_N)))
@@ -323,7 +326,7 @@ def _select_by_score(args, probs, objective):
     if args.json:
         out = {"indices": indices.tolist(), "scores": scores.tolist(),
                "objective": args.objective, "stochastic": args.stochastic,
-               "beta": args.beta if args.stochastic else None,
+               "beta": beta if args.stochastic else None,
                "backend": backend_info()["backend"]}
         if std_errors_N is not None:
             out["std_errors"] = std_errors_N[indices].tolist()

@@ -309,6 +309,7 @@ def test_select_stochastic(backend, epig_files, capsys):
     (["--objective", "epig", "--targets", "{other_k}"], "same K posterior samples"),
     (["--objective", "epig", "--targets", "missing.npy"], "No such file"),
     (["--objective", "nope"], "invalid choice"),
+    (["--objective", "bald", "--beta", "2"], "--beta is the inverse temperature of --stochastic"),
 ])
 def test_select_objective_errors(epig_files, capsys, argv, message):
     _, _, paths = epig_files
