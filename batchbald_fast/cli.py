@@ -111,11 +111,13 @@ def _build_parser():
                              "more than one)")
     select.add_argument("--batch-size", type=int, required=True)
     select.add_argument("--objective", choices=list(_OBJECTIVES), default="batchbald",
-                        help="what the batch maximises: batchbald (greedy, default), or "
-                             "the top (or --stochastic draw) of a per-point score: bald, "
-                             "epig (needs --targets)")
+                        help="what the batch maximises: batchbald (greedy, default), "
+                             "batch-epig (greedy joint EPIG, needs --targets), or the top "
+                             "(or --stochastic draw) of a per-point score: bald, epig "
+                             "(needs --targets)")
     select.add_argument("--targets", metavar="TARGETS",
-                        help="for --objective epig: the same models' predictions on "
+                        help="for --objective epig and batch-epig: the same models' "
+                             "predictions on "
                              "target inputs, a .npy or single-array .npz of shape (T, K, C) "
                              "(same --layout and --log-probs as PROBS)")
     select.add_argument("--stochastic", choices=_stochastic.MODES, metavar="MODE",
@@ -136,9 +138,10 @@ def _build_parser():
                              "file gives the same batch every run; vary it to see which "
                              "picks depend on the draws)")
     select.add_argument("--threads", type=int, default=None)
-    select.add_argument("--saturation", choices=["restart", "greedy"], default="restart",
-                        help="after a sampled step within noise of ln K: start a new greedy "
-                             "run (restart, default) or keep extending the batch (greedy)")
+    select.add_argument("--saturation", choices=["restart", "greedy"], default=None,
+                        help="after a sampled step within noise of the most a batch can "
+                             "score: start a new greedy run (restart; batchbald's default) "
+                             "or keep extending the batch (greedy; batch-epig's default)")
     select.add_argument("--extra-rounds", type=int, default=_noise.EXTRA_ROUNDS, metavar="R",
                         help="most rounds of fresh draws for the contenders of a sampled "
                              f"step whose pick is within noise (default {_noise.EXTRA_ROUNDS};"
@@ -220,11 +223,13 @@ def _select(args):
     if args.beta is not None and not args.stochastic:
         raise _UsageError("--beta is the inverse temperature of --stochastic")
     if (args.targets is not None) != objective.needs_targets:
-        raise _UsageError("--objective epig needs --targets" if objective.needs_targets else
-                          f"--targets is for --objective epig, not {args.objective}")
+        raise _UsageError(f"--objective {args.objective} needs --targets"
+                          if objective.needs_targets else
+                          f"--targets is for --objective epig or batch-epig, not "
+                          f"{args.objective}")
     probs = _open_probs(args, args.probs, args.key)
     if objective.score is None:
-        _select_batchbald(args, probs)
+        _select_greedy(args, probs, objective)
     else:
         _select_by_score(args, probs, objective)
 
@@ -246,8 +251,7 @@ def _open_probs(args, path, key):
     return probs
 
 
-def _select_batchbald(args, probs):
-    from ._api import batchbald
+def _select_greedy(args, probs, objective):
     from ._backend import backend_info
 
     # Progress on a terminal only: a log file gets no carriage returns.
@@ -257,11 +261,7 @@ def _select_batchbald(args, probs):
         reporter = _StepLine("batchbald-fast select")
     with _dask_client(args.scheduler), reporter as progress:
         try:
-            result = batchbald(probs, args.batch_size, num_samples=args.num_samples,
-                               log_probs=args.log_probs, random_state=args.seed,
-                               num_threads=args.threads, memory_budget=args.memory_budget,
-                               progress=progress, saturation=args.saturation,
-                               extra_rounds=args.extra_rounds)
+            result = objective.greedy(args, probs, progress)
         except ValueError as exc:
             if args.log_probs or "negative probability" not in str(exc):
                 raise
@@ -282,11 +282,34 @@ def _select_batchbald(args, probs):
 
 class _Objective:
     """A ``select --objective``: ``score(args, probs)`` gives per-point scores and their
-    standard errors (or None) for a top-k or stochastic batch; None: a greedy batch."""
+    standard errors (or None) for a top-k or stochastic batch; else ``greedy(args, probs,
+    progress)`` the ``BatchResult`` of a greedy batch."""
 
-    def __init__(self, score=None, needs_targets=False):
-        self.score = score
+    def __init__(self, score=None, greedy=None, needs_targets=False):
+        self.score, self.greedy = score, greedy
         self.needs_targets = needs_targets
+
+
+def _greedy_options(args, progress):
+    """The options every greedy objective's call takes from the command line."""
+    options = {"num_samples": args.num_samples, "log_probs": args.log_probs,
+               "random_state": args.seed, "num_threads": args.threads,
+               "memory_budget": args.memory_budget, "progress": progress}
+    if args.saturation is not None:
+        options["saturation"] = args.saturation
+    return options
+
+
+def _batchbald(args, probs, progress):
+    from ._api import batchbald
+    return batchbald(probs, args.batch_size, extra_rounds=args.extra_rounds,
+                     **_greedy_options(args, progress))
+
+
+def _batch_epig(args, probs, progress):
+    from ._api import batch_epig
+    return batch_epig(np.asarray(probs), _open_probs(args, args.targets, None),
+                      args.batch_size, **_greedy_options(args, progress))
 
 
 def _bald_scores(args, probs):
@@ -304,7 +327,9 @@ def _epig_scores(args, probs):
     return epig(np.asarray(probs), targets, return_std_error=True, **options)
 
 
-_OBJECTIVES = {"batchbald": _Objective(), "bald": _Objective(_bald_scores),
+_OBJECTIVES = {"batchbald": _Objective(greedy=_batchbald),
+               "batch-epig": _Objective(greedy=_batch_epig, needs_targets=True),
+               "bald": _Objective(_bald_scores),
                "epig": _Objective(_epig_scores, needs_targets=True)}
 
 

@@ -284,6 +284,20 @@ def test_select_bald_and_epig_top_scores(backend, epig_files, capsys):
     assert [int(line.split()[1]) for line in lines[1:]] == best[:3]
 
 
+def test_select_batch_epig_is_the_greedy_oracle(backend, epig_files, capsys):
+    probs, targets, paths = epig_files
+    picks, scores, _ = oracle.greedy_joint_epig(probs, targets, 3)
+    for argv in ([paths["pool"], "--targets", paths["targets"]],
+                 [paths["pool_knc"], "--targets", paths["targets_knc"], "--layout", "KNC"]):
+        out = run_json(capsys, *argv, "--objective", "batch-epig", "--batch-size", "3",
+                       "--num-samples", "1000000")
+        assert out["indices"] == picks and out["mode"] == ["exact"] * 3
+        np.testing.assert_allclose(out["scores"], scores, rtol=0, atol=1e-10)
+    assert main(["select", paths["pool"], "--objective", "batch-epig", "--batch-size",
+                 "2"]) == 2
+    assert "--objective batch-epig needs --targets" in capsys.readouterr().err
+
+
 def test_select_stochastic(backend, epig_files, capsys):
     probs, targets, paths = epig_files
     for objective, scores_N, extra in [
@@ -301,7 +315,7 @@ def test_select_stochastic(backend, epig_files, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--objective", "epig"], "--objective epig needs --targets"),
-    (["--targets", "{targets}"], "--targets is for --objective epig, not batchbald"),
+    (["--targets", "{targets}"], "--targets is for --objective epig or batch-epig, not batchbald"),
     (["--objective", "bald", "--targets", "{targets}"], "not bald"),
     (["--stochastic", "power"], "--stochastic draws by a per-point score"),
     (["--objective", "bald", "--stochastic", "gumbel"], "invalid choice"),
