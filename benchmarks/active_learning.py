@@ -24,11 +24,18 @@ Data sets (``--datasets``):
   (n, H, W) or flat square, labels 0..C-1; 20 validation points per class come out of the
   training set, the rest is the pool.
 
-Training: Adam (lr 1e-3), minibatches of 64 drawn with replacement from the labelled set,
-an epoch being ``--epoch-steps`` minibatches; after each epoch the model is scored on the
-validation split (accuracy, dropout off) and training stops after ``--patience`` epochs
-without a better validation accuracy (at most ``--max-epochs``), keeping the best epoch's
-weights. Test accuracy is that of the kept weights with dropout off.
+Training: a fresh network each time, Adam (lr 1e-3), minibatches of ``--train-batch`` (32)
+drawn with replacement from the labelled set, an epoch being ``--epoch-steps`` (5)
+minibatches; after each epoch the model is scored on the validation split (accuracy,
+dropout off); training stops after ``--patience`` (3) epochs without a better validation
+accuracy, not before ``--min-epochs`` (6: a fresh network can sit at chance for a few
+epochs), at most ``--max-epochs`` (25), and keeps the best epoch's weights. Test accuracy
+is that of the kept weights with dropout off.
+
+MC dropout (``--mc-layers``): ``dense`` (default) samples K masks of the dense layer's
+dropout, the convolutions at their expectation; ``all`` samples every dropout layer as in
+training (the paper's), about K / 4 times the convolutions' work. K (``--K``) is 20 on
+mnist and 10 on the others.
 
 Methods (``--methods``): ``random``, ``bald`` (top-b BALD scores, ``batchbald_fast.bald``),
 ``batchbald`` (``batchbald_fast.batchbald`` with ``saturation="restart"``, the package
@@ -37,9 +44,11 @@ default) and ``batchbald-greedy`` (``saturation="greedy"``). A method is one lin
 
 ``--json FILE`` is rewritten after every acquisition: per data set, method and seed, the
 label counts, test accuracies, and per acquisition the seconds of training, of MC-dropout
-inference on the pool and of the acquisition function. ``--report FILE`` prints the
-Markdown tables (labels to 90% and 95% test accuracy, percentiles over seeds; the time
-split) and ``--png`` draws the learning curves.
+inference on the pool and of the acquisition function, and the number of distinct original
+images among the picks (below b: copies of one image in a batch). ``--report FILE...``
+prints the Markdown tables of the finished runs (labels to 90% and 95% test accuracy,
+percentiles over seeds; mean accuracies; the time split; copies per batch) and ``--png``
+draws the learning curves.
 """
 
 import argparse
@@ -118,6 +127,7 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    base_pool: np.ndarray  # the original image of each pool point (copies share it)
 
 
 def _images(X):
@@ -153,13 +163,14 @@ def load_mnist(*, repeats=1, noise=0.1, test_per_class=100, val_per_class=20, se
     val_r, pool_r = _stratified(y[rest], val_per_class, rng)
     val, pool = rest[val_r], rest[pool_r]
     X_pool, y_pool = X[pool], y[pool]
+    base_pool = np.tile(np.arange(len(pool)), repeats)
     name = "mnist"
     if repeats > 1:
         X_pool = np.concatenate([X_pool + rng.normal(0, noise, X_pool.shape).astype(np.float32)
                                  for _ in range(repeats)])
         y_pool = np.tile(y_pool, repeats)
         name = "repeated-mnist"
-    return Dataset(name, X_pool, y_pool, X[val], y[val], X[test], y[test], 10)
+    return Dataset(name, X_pool, y_pool, X[val], y[val], X[test], y[test], 10, base_pool)
 
 
 def load_npz(path, *, val_per_class=20, seed=0):
@@ -174,21 +185,21 @@ def load_npz(path, *, val_per_class=20, seed=0):
     val, pool = _stratified(y_train, val_per_class, np.random.default_rng(seed))
     name = os.path.splitext(os.path.basename(path))[0]
     return Dataset(name, X_train[pool], y_train[pool], X_train[val], y_train[val],
-                   X_test, y_test, n_classes)
+                   X_test, y_test, n_classes, np.arange(len(pool)))
 
 
 def subsample(data, n_pool, n_val, n_test, seed=0):
     """A stratified subset of each split (the quick setting)."""
     rng = np.random.default_rng(seed)
 
-    def part(X, y, n):
+    def part(y, n):
         per_class = max(1, n // data.n_classes)
-        idx, _ = _stratified(y, min(per_class, np.bincount(y).min()), rng)
-        return X[idx], y[idx]
+        return _stratified(y, min(per_class, np.bincount(y).min()), rng)[0]
 
-    return Dataset(data.name, *part(data.X_pool, data.y_pool, n_pool),
-                   *part(data.X_val, data.y_val, n_val),
-                   *part(data.X_test, data.y_test, n_test), data.n_classes)
+    pool, val, test = part(data.y_pool, n_pool), part(data.y_val, n_val), part(data.y_test, n_test)
+    return Dataset(data.name, data.X_pool[pool], data.y_pool[pool], data.X_val[val],
+                   data.y_val[val], data.X_test[test], data.y_test[test], data.n_classes,
+                   data.base_pool[pool])
 
 
 # ----------------------------------------------------------------------------- model
@@ -286,7 +297,7 @@ def accuracy(model, X, y):
     return float(np.mean(predicted == y))
 
 
-def train(data, labelled, seed, *, epoch_steps, max_epochs, patience, batch_size=64):
+def train(data, labelled, seed, *, epoch_steps, min_epochs, max_epochs, patience, batch_size):
     """A fresh model trained on ``labelled`` with early stopping on the validation split;
     returns the model with its best epoch's weights and that epoch's number."""
     import torch
@@ -309,7 +320,7 @@ def train(data, labelled, seed, *, epoch_steps, max_epochs, patience, batch_size
         if score > best:
             best, best_epoch = score, epoch
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= patience:
+        elif epoch >= min_epochs and epoch - best_epoch >= patience:
             break
     model.load_state_dict(best_state)
     model.eval()
@@ -334,12 +345,13 @@ def run_one(data, method_name, seed, args, on_cycle):
                               np.random.default_rng([seed, 0]))
     record = {"dataset": data.name, "method": method_name, "seed": seed, "labels": [],
               "accuracy": [], "epochs": [], "train_seconds": [], "inference_seconds": [],
-              "acquisition_seconds": []}
+              "acquisition_seconds": [], "distinct_picked": []}
     while True:
         start = time.perf_counter()
         model, epochs = train(data, labelled, seed * 100_003 + len(labelled),
-                              epoch_steps=args.epoch_steps, max_epochs=args.max_epochs,
-                              patience=args.patience)
+                              epoch_steps=args.epoch_steps, min_epochs=args.min_epochs,
+                              max_epochs=args.max_epochs,
+                              patience=args.patience, batch_size=args.train_batch)
         record["train_seconds"].append(time.perf_counter() - start)
         record["labels"].append(len(labelled))
         record["accuracy"].append(accuracy(model, data.X_test, data.y_test))
@@ -363,6 +375,8 @@ def run_one(data, method_name, seed, args, on_cycle):
         labelled = np.concatenate([labelled, unlabelled[picked]])
         record["inference_seconds"].append(middle - start)
         record["acquisition_seconds"].append(end - middle)
+        # Distinct original images among the picks: below the batch size, copies were picked.
+        record["distinct_picked"].append(len(np.unique(data.base_pool[unlabelled[picked]])))
         on_cycle(record)
 
 
@@ -404,9 +418,12 @@ def parse_args(argv):
                    help="MC-dropout samples (default: 20 on mnist, 10 on the others)")
     p.add_argument("--mc-layers", choices=("dense", "all"), default="dense",
                    help="dropout layers sampled in the MC-dropout passes (see mc_log_probs)")
-    p.add_argument("--epoch-steps", type=int, default=5, help="minibatches of 64 per epoch")
-    p.add_argument("--max-epochs", type=int, default=20)
-    p.add_argument("--patience", type=int, default=2,
+    p.add_argument("--train-batch", type=int, default=32, help="training minibatch size")
+    p.add_argument("--epoch-steps", type=int, default=5, help="minibatches per epoch")
+    p.add_argument("--min-epochs", type=int, default=6,
+                   help="epochs before early stopping may stop (past the first plateau)")
+    p.add_argument("--max-epochs", type=int, default=25)
+    p.add_argument("--patience", type=int, default=3,
                    help="epochs without a better validation accuracy before stopping")
     p.add_argument("--threads", type=int, default=None,
                    help="torch and kernel threads (default: the usable cores, at most 2)")
@@ -415,8 +432,8 @@ def parse_args(argv):
     p.add_argument("--json", default=None, help="results, rewritten after every acquisition")
     p.add_argument("--resume", action="store_true",
                    help="keep the finished runs already in --json")
-    p.add_argument("--report", default=None, metavar="JSON",
-                   help="print the tables of a results file instead of running")
+    p.add_argument("--report", nargs="+", default=None, metavar="JSON",
+                   help="print the tables of results files instead of running")
     p.add_argument("--png", default=None, help="with --report: the learning curves")
     args = p.parse_args(argv)
     args.datasets = [d for d in args.datasets.split(",") if d]
@@ -426,7 +443,7 @@ def parse_args(argv):
         p.error(f"unknown methods {sorted(unknown)}: {', '.join(METHODS)}")
     if args.quick:
         args.labels = min(args.labels, 20 + 2 * args.batch_size)
-        args.epoch_steps, args.max_epochs, args.patience = 3, 2, 1
+        args.epoch_steps, args.min_epochs, args.max_epochs, args.patience = 3, 1, 2, 1
     return args
 
 
@@ -445,9 +462,9 @@ def main(argv=None):
     default_K = 4 if args.quick else None
     args.K = {d.name: args.K or default_K or (20 if d.name == "mnist" else 10)
               for d in datasets}
-    config = {k: getattr(args, k) for k in ("labels", "batch_size", "initial_per_class",
-                                            "epoch_steps", "max_epochs", "patience", "quick",
-                                            "mc_layers")}
+    config = {k: getattr(args, k) for k in (
+        "labels", "batch_size", "initial_per_class", "train_batch", "epoch_steps",
+        "min_epochs", "max_epochs", "patience", "quick", "mc_layers")}
     config.update(K=args.K, threads=threads, torch=torch.__version__,
                   pool={d.name: len(d.y_pool) for d in datasets},
                   validation={d.name: len(d.y_val) for d in datasets},
@@ -505,59 +522,93 @@ def _fmt(triple):
                       for v in triple)
 
 
-def report(path, png=None):
-    with open(path) as f:
-        payload = json.load(f)
-    runs = [r for r in payload["runs"] if r]
+def _complete_runs(paths):
+    """The finished runs of the results files (a run cut short is left out)."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            payload = json.load(f)
+        target = payload["config"]["labels"]
+        runs += [r for r in payload["runs"] if r and r["labels"][-1] >= target]
+    return runs
+
+
+def _groups(runs):
     datasets = list(dict.fromkeys(r["dataset"] for r in runs))
-    methods = list(dict.fromkeys(r["method"] for r in runs))
-    print("| data set | method | seeds | labels to 90% | to 95% | paper 90% | paper 95% |")
-    print("|---|---|---|---|---|---|---|")
+    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
     for d in datasets:
         for m in methods:
-            rs = [r for r in runs if r["dataset"] == d and r["method"] == m]
-            if not rs:
-                continue
-            cells = [_fmt(_percentiles([labels_to(r, t) for r in rs])) for t in THRESHOLDS]
-            paper = PAPER.get(d, {}).get(m)
-            paper_cells = [_fmt(p) for p in paper] if paper else ["", ""]
-            print(f"| {d} | {m} | {len(rs)} | {' | '.join(cells)} | {' | '.join(paper_cells)} |")
+            rs = sorted((r for r in runs if r["dataset"] == d and r["method"] == m),
+                        key=lambda r: r["seed"])
+            if rs:
+                yield d, m, rs
+
+
+def report(paths, png=None):
+    """Markdown tables of the finished runs in ``paths``; the learning curves to ``png``."""
+    runs = _complete_runs(paths)
+    print("| data set | method | seeds | labels to 90% | to 95% | per seed (90%; 95%) "
+          "| paper 90% | paper 95% |")
+    print("|---|---|---|---|---|---|---|---|")
+    for d, m, rs in _groups(runs):
+        reached = [[labels_to(r, t) for r in rs] for t in THRESHOLDS]
+        cells = [_fmt(_percentiles(values)) for values in reached]
+        per_seed = "; ".join(", ".join("-" if math.isinf(v) else str(v) for v in values)
+                             for values in reached)
+        paper = PAPER.get(d, {}).get(m)
+        paper_cells = [_fmt(p) for p in paper] if paper else ["", ""]
+        print(f"| {d} | {m} | {len(rs)} | {' | '.join(cells)} | {per_seed} | "
+              f"{' | '.join(paper_cells)} |")
+    print()
+    counts = sorted({n for r in runs for n in r["labels"] if n % 50 == 0})
+    print("| data set | method | " + " | ".join(f"{n} labels" for n in counts) + " |")
+    print("|---|---|" + "---|" * len(counts))
+    for d, m, rs in _groups(runs):
+        cells = []
+        for n in counts:
+            acc = [r["accuracy"][r["labels"].index(n)] for r in rs if n in r["labels"]]
+            cells.append(f"{100 * np.mean(acc):.1f}" if acc else "")
+        print(f"| {d} | {m} | " + " | ".join(cells) + " |")
     print()
     print("| data set | method | training s | inference s | acquisition s | "
           "acquisition share of a cycle |")
     print("|---|---|---|---|---|---|")
-    for d in datasets:
-        for m in methods:
-            rs = [r for r in runs if r["dataset"] == d and r["method"] == m]
-            if not rs:
-                continue
-            # Per acquisition cycle: the training that precedes it, inference, acquisition.
-            n = [len(r["acquisition_seconds"]) for r in rs]
-            parts = [sum(sum(r[key][:k]) for r, k in zip(rs, n)) / sum(n)
-                     for key in ("train_seconds", "inference_seconds", "acquisition_seconds")]
-            share = parts[2] / sum(parts)
-            print(f"| {d} | {m} | {parts[0]:.2f} | {parts[1]:.2f} | {parts[2]:.3f} | "
-                  f"{100 * share:.1f}% |")
+    for d, m, rs in _groups(runs):
+        # A cycle: the training before an acquisition, the inference, the acquisition.
+        n = sum(len(r["acquisition_seconds"]) for r in rs)
+        parts = [sum(sum(r[key][:len(r["acquisition_seconds"])]) for r in rs) / n
+                 for key in ("train_seconds", "inference_seconds", "acquisition_seconds")]
+        print(f"| {d} | {m} | {parts[0]:.1f} | {parts[1]:.2f} | {parts[2]:.3f} | "
+              f"{100 * parts[2] / sum(parts):.1f}% |")
+    copies = [(d, m, rs) for d, m, rs in _groups(runs)
+              if all(r.get("distinct_picked") for r in rs)]
+    if copies:
+        print()
+        print("| data set | method | distinct images per batch, mean | batches with a copy |")
+        print("|---|---|---|---|")
+        for d, m, rs in copies:
+            distinct = [v for r in rs for v in r["distinct_picked"]]
+            sizes = [b for r in rs for b in np.diff(r["labels"])]
+            with_copy = sum(v < b for v, b in zip(distinct, sizes))
+            print(f"| {d} | {m} | {np.mean(distinct):.2f} | {with_copy} of {len(distinct)} |")
     if png:
-        plot(runs, datasets, methods, png)
+        plot(runs, png)
 
 
-def plot(runs, datasets, methods, png):
+def plot(runs, png):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    datasets = list(dict.fromkeys(r["dataset"] for r in runs))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2),
                              squeeze=False, constrained_layout=True)
     for ax, d in zip(axes[0], datasets):
-        for i, m in enumerate(methods):
-            rs = [r for r in runs if r["dataset"] == d and r["method"] == m]
-            if not rs:
-                continue
+        for m, rs in ((m, rs) for d_, m, rs in _groups(runs) if d_ == d):
             n = min(len(r["labels"]) for r in rs)
             labels = np.asarray(rs[0]["labels"][:n])
             acc = 100 * np.asarray([r["accuracy"][:n] for r in rs])
-            color = f"C{i}"
+            color = f"C{list(METHODS).index(m)}"
             ax.plot(labels, acc.mean(0), color=color, label=f"{m} ({len(rs)} seeds)")
             ax.fill_between(labels, np.percentile(acc, 25, axis=0),
                             np.percentile(acc, 75, axis=0), color=color, alpha=0.2, lw=0)

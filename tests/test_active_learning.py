@@ -61,7 +61,7 @@ def test_masks_drop_half_and_rescale(al):
         assert abs(float((m == 0).float().mean()) - 0.5) < 0.03
 
 
-def test_two_acquisitions_of_every_method(al, tmp_path, backend):
+def test_two_acquisitions_of_every_method(al, tmp_path, backend, capsys):
     out = tmp_path / "al.json"
     al.main(["--quick", "--datasets", "mnist", "--seeds", "1", "--threads", "1",
              "--methods", ",".join(al.METHODS), "--json", str(out)])
@@ -73,19 +73,30 @@ def test_two_acquisitions_of_every_method(al, tmp_path, backend):
         assert len(r["accuracy"]) == 3 and all(0 <= a <= 1 for a in r["accuracy"])
         assert len(r["inference_seconds"]) == len(r["acquisition_seconds"]) == 2
         assert len(r["train_seconds"]) == 3
+        # mnist's pool has no copies: every pick is a distinct image.
+        assert r["distinct_picked"] == [10, 10]
     assert max(runs["random"]["inference_seconds"]) < 0.01  # no MC-dropout pass
     assert payload["config"]["pool"] == {"mnist": 200}
+
+    png = tmp_path / "curves.png"
+    al.report([str(out)], str(png))
+    tables = capsys.readouterr().out
+    for method in al.METHODS:
+        assert f"| mnist | {method} | 1 |" in tables
+    assert png.stat().st_size > 10_000
 
 
 def test_initial_labels_balanced_and_acquisitions_new(al):
     data = al.subsample(al.load_mnist(), 200, 50, 100)
     assert np.bincount(data.y_pool).tolist() == [20] * 10
+    assert len(np.unique(data.base_pool)) == 200
     labelled = al.initial_labels(data.y_pool, 10, 2, np.random.default_rng(0))
     assert np.bincount(data.y_pool[labelled], minlength=10).tolist() == [2] * 10
 
     class Args:
         labels, batch_size, initial_per_class = 40, 10, 2
-        epoch_steps, max_epochs, patience, mc_layers = 2, 1, 1, "all"
+        epoch_steps, min_epochs, max_epochs, patience = 2, 1, 1, 1
+        mc_layers, train_batch = "all", 8
         K = {"mnist": 4}
 
     seen = []
