@@ -45,7 +45,8 @@ default) and ``batchbald-greedy`` (``saturation="greedy"``). A method is one lin
 ``--json FILE`` is rewritten after every acquisition: per data set, method and seed, the
 label counts, test accuracies, and per acquisition the seconds of training, of MC-dropout
 inference on the pool and of the acquisition function, and the number of distinct original
-images among the picks (below b: copies of one image in a batch). ``--report FILE...``
+images among the picks (below b: copies of one image in a batch) and the picks (pool
+indices). ``--report FILE...``
 prints the Markdown tables of the finished runs (labels to 90% and 95% test accuracy,
 percentiles over seeds; mean accuracies; the time split; copies per batch) and ``--png``
 draws the learning curves.
@@ -345,7 +346,7 @@ def run_one(data, method_name, seed, args, on_cycle):
                               np.random.default_rng([seed, 0]))
     record = {"dataset": data.name, "method": method_name, "seed": seed, "labels": [],
               "accuracy": [], "epochs": [], "train_seconds": [], "inference_seconds": [],
-              "acquisition_seconds": [], "distinct_picked": []}
+              "acquisition_seconds": [], "distinct_picked": [], "picked": []}
     while True:
         start = time.perf_counter()
         model, epochs = train(data, labelled, seed * 100_003 + len(labelled),
@@ -377,6 +378,7 @@ def run_one(data, method_name, seed, args, on_cycle):
         record["acquisition_seconds"].append(end - middle)
         # Distinct original images among the picks: below the batch size, copies were picked.
         record["distinct_picked"].append(len(np.unique(data.base_pool[unlabelled[picked]])))
+        record["picked"].append(unlabelled[picked].tolist())
         on_cycle(record)
 
 
@@ -526,7 +528,8 @@ def _fmt(triple):
 
 def _complete_runs(paths, up_to=None):
     """The runs of the results files that reached ``up_to`` labels (None: the run's target),
-    cut there; of runs of the same data set, method and seed, the first."""
+    cut there (of runs of the same data set, method and seed, the first), on the seeds that
+    every method of the data set has."""
     runs = {}
     for path in paths:
         with open(path) as f:
@@ -536,10 +539,16 @@ def _complete_runs(paths, up_to=None):
             if r and r["labels"][-1] >= target:
                 n = r["labels"].index(target) + 1
                 cut = {k: v[:n] if isinstance(v, list) else v for k, v in r.items()}
-                for k in ("inference_seconds", "acquisition_seconds", "distinct_picked"):
+                for k in ("inference_seconds", "acquisition_seconds", "distinct_picked",
+                          "picked"):
                     cut[k] = r.get(k, [])[:n - 1]
                 runs.setdefault((r["dataset"], r["method"], r["seed"]), cut)
-    return list(runs.values())
+    # Methods are compared on the same seeds: those every method of the data set finished.
+    common = {}
+    for d, m, seed in runs:
+        seeds = {s for d_, m_, s in runs if d_ == d and m_ == m}
+        common[d] = common.get(d, seeds) & seeds
+    return [r for (d, m, seed), r in runs.items() if seed in common[d]]
 
 
 def _groups(runs):
@@ -584,15 +593,17 @@ def report(paths, png=None, up_to=None):
         print(f"| {d} | {m} | " + " | ".join(cells) + " |")
     print()
     print("| data set | method | training s | inference s | acquisition s | "
-          "acquisition share of a cycle |")
-    print("|---|---|---|---|---|---|")
+          "acquisition share of a cycle | trainings below 50% test accuracy |")
+    print("|---|---|---|---|---|---|---|")
     for d, m, rs in _groups(runs):
         # A cycle: the training before an acquisition, the inference, the acquisition.
         n = sum(len(r["acquisition_seconds"]) for r in rs)
         parts = [sum(sum(r[key][:len(r["acquisition_seconds"])]) for r in rs) / n
                  for key in ("train_seconds", "inference_seconds", "acquisition_seconds")]
+        failed = sum(a < 0.5 for r in rs for a in r["accuracy"])
+        trainings = sum(len(r["accuracy"]) for r in rs)
         print(f"| {d} | {m} | {parts[0]:.1f} | {parts[1]:.2f} | {parts[2]:.3f} | "
-              f"{100 * parts[2] / sum(parts):.1f}% |")
+              f"{100 * parts[2] / sum(parts):.1f}% | {failed} of {trainings} |")
     copies = [(d, m, rs) for d, m, rs in _groups(runs)
               if all(r.get("distinct_picked") for r in rs)]
     if copies:
