@@ -21,15 +21,14 @@ from batchbald_fast import bald, batchbald
 from batchbald_fast._workloads import WORKLOADS
 
 
-def batch_mutual_information(probs_N_K_C, batch, draws, seed, chunk=20000):
-    """Monte Carlo estimate of I(y_A; ω) and its standard error."""
-    probs_A_K_C = probs_N_K_C[np.asarray(batch)]
+def log_joint_draws(probs_A_K_C, draws, seed, chunk=20000):
+    """``log p(y_A | ω_k)`` of fresh joint draws (a member k uniformly, then every label
+    from ``p[a, k, :]``), in chunks of shape (n, K)."""
     A, K, C = probs_A_K_C.shape
     with np.errstate(divide="ignore"):
         log_probs_A_K_C = np.log(probs_A_K_C)
     cdf_A_K_C = np.cumsum(probs_A_K_C, axis=2)
     rng = np.random.default_rng(seed)
-    log_q = []
     for start in range(0, draws, chunk):
         n = min(chunk, draws - start)
         member_n = rng.integers(K, size=n)
@@ -38,8 +37,17 @@ def batch_mutual_information(probs_N_K_C, batch, draws, seed, chunk=20000):
             cdf_n_C = cdf_A_K_C[a, member_n]
             labels_n = (cdf_n_C < rng.random(n)[:, None] * cdf_n_C[:, -1:]).sum(axis=1)
             log_joint_n_K += log_probs_A_K_C[a][:, labels_n].T
-        log_q.append(logsumexp(log_joint_n_K, axis=1) - math.log(K))
-    log_q = np.concatenate(log_q)
+        yield log_joint_n_K
+
+
+def batch_mutual_information(probs_N_K_C, batch, draws, seed):
+    """Monte Carlo estimate of I(y_A; ω) and its standard error."""
+    probs_A_K_C = probs_N_K_C[np.asarray(batch)]
+    K = probs_A_K_C.shape[1]
+    log_q = np.concatenate([logsumexp(log_joint_n_K, axis=1) - math.log(K)
+                            for log_joint_n_K in log_joint_draws(probs_A_K_C, draws, seed)])
+    with np.errstate(divide="ignore"):
+        log_probs_A_K_C = np.log(probs_A_K_C)
     cond = -np.sum(probs_A_K_C * np.where(probs_A_K_C > 0, log_probs_A_K_C, 0)) / K
     return -log_q.mean() - cond, log_q.std() / math.sqrt(draws)
 

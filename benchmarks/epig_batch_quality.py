@@ -18,30 +18,19 @@ import math
 import time
 
 import numpy as np
-from scipy.special import logsumexp, softmax
+from scipy.special import softmax
 
+from batch_quality import log_joint_draws
 from batchbald_fast import batch_epig, epig, stochastic_batch
 from batchbald_fast._workloads import make_probs
 
 
-def joint_epig_estimate(probs_N_K_C, targets_T_K_C, batch, draws, seed, chunk=2000):
+def joint_epig_estimate(probs_N_K_C, targets_T_K_C, batch, draws, seed):
     """Monte Carlo estimate of the batch's joint EPIG and its standard error."""
-    probs_A_K_C = probs_N_K_C[np.asarray(batch)]
-    A, K, C = probs_A_K_C.shape
-    with np.errstate(divide="ignore"):
-        log_probs_A_K_C = np.log(probs_A_K_C)
-    cdf_A_K_C = np.cumsum(probs_A_K_C, axis=2)
     marginal_T_C = targets_T_K_C.mean(axis=1)
-    rng = np.random.default_rng(seed)
     terms = []
-    for start in range(0, draws, chunk):
-        n = min(chunk, draws - start)
-        member_n = rng.integers(K, size=n)
-        log_joint_n_K = np.zeros((n, K))
-        for a in range(A):
-            cdf_n_C = cdf_A_K_C[a, member_n]
-            labels_n = (cdf_n_C < rng.random(n)[:, None] * cdf_n_C[:, -1:]).sum(axis=1)
-            log_joint_n_K += log_probs_A_K_C[a][:, labels_n].T
+    for log_joint_n_K in log_joint_draws(probs_N_K_C[np.asarray(batch)], draws, seed,
+                                         chunk=2000):
         posterior_n_K = softmax(log_joint_n_K, axis=1)
         # p(y*_t | y_A) for every target: the members' posterior mixes their predictions.
         given_n_T_C = np.einsum("nk,tkc->ntc", posterior_n_K, targets_T_K_C)

@@ -37,13 +37,19 @@ def mutual_information(probs_N_K_C, batch):
         conditional_entropy(probs_N_K_C, a) for a in batch)
 
 
-def greedy(probs_N_K_C, batch_size, candidates=None):
-    """Greedy picks, batch scores and utilities (nan-free dicts), lowest index on ties."""
+def greedy(probs_N_K_C, batch_size, candidates=None, objective=None):
+    """Greedy picks, batch scores and utilities (nan-free dicts), lowest index on ties.
+
+    ``objective(batch)`` is the batch's score; None: BatchBALD's ``mutual_information``.
+    """
+    if objective is None:
+        def objective(batch):
+            return mutual_information(probs_N_K_C, batch)
     N = probs_N_K_C.shape[0]
     pool = sorted(range(N) if candidates is None else candidates)
     batch, scores, utilities = [], [], []
     for _ in range(min(batch_size, len(pool))):
-        util = {x: mutual_information(probs_N_K_C, batch + [x]) for x in pool}
+        util = {x: objective(batch + [x]) for x in pool}
         best = max(pool, key=lambda x: (util[x], -x))
         batch.append(best)
         scores.append(util[best])
@@ -90,17 +96,8 @@ def joint_epig(probs_N_K_C, target_probs_T_K_C, batch):
 
 def greedy_joint_epig(probs_N_K_C, target_probs_T_K_C, batch_size, candidates=None):
     """Greedy joint-EPIG picks, batch scores and utilities, lowest index on ties."""
-    N = probs_N_K_C.shape[0]
-    pool = sorted(range(N) if candidates is None else candidates)
-    batch, scores, utilities = [], [], []
-    for _ in range(min(batch_size, len(pool))):
-        util = {x: joint_epig(probs_N_K_C, target_probs_T_K_C, batch + [x]) for x in pool}
-        best = max(pool, key=lambda x: (util[x], -x))
-        batch.append(best)
-        scores.append(util[best])
-        utilities.append(util)
-        pool.remove(best)
-    return batch, scores, utilities
+    return greedy(probs_N_K_C, batch_size, candidates,
+                  lambda batch: joint_epig(probs_N_K_C, target_probs_T_K_C, batch))
 
 
 def epig_terms(probs_N_K_C, target_probs_T_K_C, n):
