@@ -1,6 +1,6 @@
 """The BatchBALD paper's active-learning experiment on real digits, end to end.
 
-    pip install -e ".[experiments]"
+    pip install torch==2.13.0 && pip install -e ".[experiments]"
     python benchmarks/active_learning.py --json results.json            # the default run
     python benchmarks/active_learning.py --quick --json quick.json      # a minute or two
     python benchmarks/active_learning.py --report results.json --png curves.png
@@ -46,10 +46,9 @@ default) and ``batchbald-greedy`` (``saturation="greedy"``). A method is one lin
 label counts, test accuracies, and per acquisition the seconds of training, of MC-dropout
 inference on the pool and of the acquisition function, and the number of distinct original
 images among the picks (below b: copies of one image in a batch) and the picks (pool
-indices). ``--report FILE...``
-prints the Markdown tables of the finished runs (labels to 90% and 95% test accuracy,
-percentiles over seeds; mean accuracies; the time split; copies per batch) and ``--png``
-draws the learning curves.
+indices). ``--report FILE...`` prints the Markdown tables of the finished runs (labels to
+85%, 90% and 95% test accuracy, percentiles over seeds; mean accuracies; the time split;
+copies per batch) and ``--png`` draws the learning curves.
 """
 
 import argparse
