@@ -7,6 +7,7 @@ It knows nothing about which backend runs or where the pool lives: it asks a poo
 import contextlib
 import heapq
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -422,8 +423,37 @@ def select(pool, batch_size, candidates, *, num_samples, rng, return_utilities,
         return BatchResult(utilities=utilities, **out)
 
 
+# What has been warned about in this process: ("saturated", K) and ("uninformed",). A loop
+# of calls warns once, not every call (the text carries scores, so Python's own
+# once-per-location filter would not silence it); result.saturated flags every step.
+_WARNED = set()
+_WARNED_LOCK = threading.Lock()
+
+
+def _first_time(key):
+    """Whether ``key`` is warned about for the first time in this process."""
+    with _WARNED_LOCK:
+        first = key not in _WARNED
+        _WARNED.add(key)
+    return first
+
+
 def _warn_saturated(out, K, saturation):
     first = int(np.argmax(out["saturated"]))
+    if first == 0 and (K == 1 or out["scores"][0] < math.log(K) / 2):
+        # Step 0 flagged far below ln K: no candidate's BALD is above noise. That is a
+        # model whose samples agree everywhere (before any training, or copies of one
+        # member), not a batch that exhausted them.
+        if _first_time(("uninformed",)):
+            warnings.warn(
+                f"BatchBALD: the K={K} posterior samples predict the same for every "
+                f"candidate (every information gain is 0), so the picks follow pool order. "
+                f"This is expected before any labels; otherwise check that the samples "
+                f"differ (distinct seeds, dropout active at prediction). Warned once; "
+                f"result.saturated flags such steps.", SaturationWarning, stacklevel=4)
+        return
+    if not _first_time(("saturated", K)):
+        return
     after = {"restart": "each sampled step within noise of ln K starts a new greedy run "
                         "from an empty batch (saturation='greedy' keeps extending the batch)",
              "greedy": "later picks are decided by estimator noise (saturation='restart' "
@@ -434,7 +464,8 @@ def _warn_saturated(out, K, saturation):
         f"tell no more candidates apart (the batch's labels nearly identify the sample, or "
         f"no candidate's gain is above noise); {int(out['saturated'].sum())} step(s) are "
         f"flagged in result.saturated, and {after}. Use more posterior samples (a larger K) "
-        f"for batches this large.", SaturationWarning, stacklevel=4)
+        f"for batches this large. Warned once per K; result.saturated flags every such "
+        f"step of every call.", SaturationWarning, stacklevel=4)
 
 
 class _BranchAndBound:
