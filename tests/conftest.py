@@ -53,3 +53,13 @@ def random_probs(rng, N, K, C, *, zeros=False, concentration=1.0):
         probs_N_K_C[onehot] = np.eye(C)[rng.integers(C, size=onehot.sum())]
         probs_N_K_C /= probs_N_K_C.sum(axis=2, keepdims=True)
     return probs_N_K_C
+
+
+def assert_same_result(a, b):
+    """Every field of two BatchResults equal (None where either is None)."""
+    for name in a.__dataclass_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if x is None or y is None:
+            assert x is y, name
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=name)

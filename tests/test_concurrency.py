@@ -18,7 +18,7 @@ import batchbald_fast as bf
 from batchbald_fast import _threads
 from batchbald_fast._backend import _kernels_compiled
 
-from conftest import random_probs
+from conftest import assert_same_result, random_probs
 
 pytestmark = pytest.mark.filterwarnings("ignore::batchbald_fast.SaturationWarning")
 TIMEOUT = 300  # seconds: a safety net against deadlocks, far above any run here
@@ -57,15 +57,6 @@ def run_in_threads(fn, args_list):
     if errors:
         raise errors[0]
     return results
-
-
-def assert_same_result(a, b):
-    for name in bf.BatchResult.__dataclass_fields__:
-        x, y = getattr(a, name), getattr(b, name)
-        if x is None or y is None:
-            assert x is y, name
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=name)
 
 
 def pools(count):
@@ -176,7 +167,7 @@ def test_a_call_after_fork_works(backend):
     # The parent's call starts (and releases) OpenMP threads; the child calls again: a
     # runtime whose threads were left running in the parent would hang the child.
     done = run_script(THREADED + """
-    from conftest import random_probs
+    from conftest import assert_same_result, random_probs
     probs = random_probs(np.random.default_rng(0), 200, 6, 4)
     parent = bf.batchbald(probs, 6, num_samples=40, random_state=1, num_threads=2)
     read, write = os.pipe()

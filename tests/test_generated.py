@@ -16,6 +16,7 @@ import batchbald_fast as bf
 from batchbald_fast import _greedy, _pool, redux
 
 import oracle
+from conftest import assert_same_result
 
 # Rounding of a computed utility (float64, sums of a few hundred terms); the package's
 # tie tolerance is 1e-10, so picks are checked against the oracle to within both.
@@ -160,15 +161,6 @@ def run_sampled(values, batch_size, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bf.SaturationWarning)
         return bf.batchbald(values, batch_size, **kwargs)
-
-
-def assert_same_result(a, b):
-    for name in bf.BatchResult.__dataclass_fields__:
-        x, y = getattr(a, name), getattr(b, name)
-        if x is None or y is None:
-            assert x is y, name
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=name)
 
 
 @given(data=st.data())
