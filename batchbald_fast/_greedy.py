@@ -447,7 +447,7 @@ def _warn_saturated(out, K, saturation):
         if _first_time(("uninformed",)):
             warnings.warn(
                 f"BatchBALD: the K={K} posterior samples predict the same for every "
-                f"candidate (every information gain is 0), so the picks follow pool order. "
+                f"candidate (every information gain is 0), so every pick is a tie. "
                 f"This is expected before any labels; otherwise check that the samples "
                 f"differ (distinct seeds, dropout active at prediction). Warned once; "
                 f"result.saturated flags such steps.", SaturationWarning, stacklevel=4)
