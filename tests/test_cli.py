@@ -200,8 +200,11 @@ def test_ctrl_c_during_a_long_select(tmp_path):
     np.save(path, np.random.default_rng(0).dirichlet(np.ones(10), size=(2000, 20)))
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    # SIGINT's default disposition in the child: a shell that started the suite in the
+    # background left it ignored, and Python then installs no KeyboardInterrupt handler.
     proc = subprocess.Popen([sys.executable, "-m", "batchbald_fast", "select", str(path),
-                             "--batch-size", "2000"], stdout=subprocess.DEVNULL, stderr=slave)
+                             "--batch-size", "2000"], stdout=subprocess.DEVNULL, stderr=slave,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
 
     def read(until):
