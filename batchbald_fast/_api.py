@@ -98,9 +98,10 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         estimator noise. "restart": the next pick starts a new greedy run from an empty
         batch, among the points not yet picked (``result.segments`` numbers the runs).
         "greedy": keep extending the batch. Either way such steps are flagged in
-        ``result.saturated`` and a ``SaturationWarning`` names K once per call. Restart
-        is the default: at b = 100 it is ~5× faster, with batch information no lower
-        (docs/sampled_steps.md).
+        ``result.saturated`` and a ``SaturationWarning`` names K, once per K in a
+        process (a model whose samples agree on every candidate, every gain 0, is told
+        once in other words). Restart is the default: at b = 100 it is ~5× faster, with
+        batch information no lower (docs/sampled_steps.md).
     extra_rounds : int, default=16
         On a sampled step whose top two are within noise of each other, draw up to this
         many rounds of fresh configurations (each as many as the step's, from the same

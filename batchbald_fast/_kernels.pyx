@@ -18,6 +18,7 @@ on the calling thread alone, and long ones are cut into chunks of ~60 ms (candid
 rows), each deciding again. Each chunk that started threads ends them when done
 (``omp_pause_resource_all``): OpenMP's idle threads otherwise spin for milliseconds
 (libgomp: ``GOMP_SPINCOUNT``, ~8 ms on an EPYC) on cores the caller's next step wants.
+The release waits for the last of our regions running in other Python threads.
 """
 
 from contextlib import nullcontext
@@ -84,6 +85,33 @@ cdef enum:
     _TARGET_COLUMNS = 160
 
 WORKING_SET_BYTES = _WORKING_SET_BYTES
+
+# Our parallel regions running now, in every Python thread; read and written only with the
+# GIL held. The release runs with the GIL held too, when the count falls to 0: no region of
+# ours runs or starts meanwhile. libgomp's pause frees only the calling thread's pool, but
+# the standard leaves a pause during another thread's region unspecified, and LLVM's
+# libomp pauses the whole process.
+cdef int _regions_running = 0
+
+
+def regions_running():
+    """Our parallel regions running now, in every Python thread (0 between calls)."""
+    return _regions_running
+
+
+cdef inline void _region_starts(int nt):
+    global _regions_running
+    if nt > 1:
+        _regions_running += 1
+
+
+cdef inline void _region_ends(int nt):
+    """After a region of ``nt`` threads: end the threads if no other region of ours runs."""
+    global _regions_running
+    if nt > 1:
+        _regions_running -= 1
+        if _regions_running == 0:
+            bbf_release_threads()
 
 
 def max_threads():
@@ -306,11 +334,11 @@ def _score_chunk(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
         (plan.num_threads, plan.work_size),
         dtype=np.float64 if floating is double else np.float32)
     cdef double[:, ::1] acc = np.empty((plan.num_threads, plan.acc_size))
+    _region_starts(plan.num_threads)
     with nogil:
         score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates, out, plan,
                                work, acc)
-        if plan.num_threads > 1:
-            bbf_release_threads()
+    _region_ends(plan.num_threads)
 
 
 def score_candidates_grouped(const double[:, ::1] joint_M_K, const double[::1] weights_M,
@@ -423,8 +451,10 @@ def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=
                                                 _limit(num_threads)):
         nt = min(threads, -(-(stop - start) // rows))
         work = np.empty((nt, rows * C))
+        _region_starts(nt)
         with nogil:
             _entropy_chunk(probs_R_C[start:stop], out[start:stop], rows, nt, work)
+        _region_ends(nt)
     return out.base
 
 
@@ -449,8 +479,6 @@ cdef void _entropy_chunk(const floating[:, ::1] probs_R_C, double[::1] out, Py_s
             for c in range(C):
                 total = total + buf[r * C + c]
             out[r0 + r] = -total
-    if nt > 1:
-        bbf_release_threads()
 
 
 def nearest_subgroups(const double[:, ::1] joint_M_K, const intp_t[::1] parent_M,
@@ -470,8 +498,10 @@ def nearest_subgroups(const double[:, ::1] joint_M_K, const intp_t[::1] parent_M
     for start, stop, threads in _threads.chunks(M, W * K, _limit(num_threads)):
         nt = threads
         work = np.empty((nt, W + 8))  # rows a cache line apart: no false sharing
+        _region_starts(nt)
         with nogil:
             _nearest_chunk(joint_M_K, parent_M, log_centre_P_K_W, out, start, stop, nt, work)
+        _region_ends(nt)
     return out.base
 
 
@@ -513,8 +543,6 @@ cdef void _nearest_chunk(const double[:, ::1] joint_M_K, const intp_t[::1] paren
             if acc[w] > acc[best]:
                 best = w
         out[m] = W * parent_M[m] + best
-    if nt > 1:
-        bbf_release_threads()
 
 
 def draw_labels(const floating[:, ::1] probs_K_C, const double[:, ::1] log_probs_C_K,
@@ -538,9 +566,11 @@ def draw_labels(const floating[:, ::1] probs_K_C, const double[:, ::1] log_probs
     cdef int nt
     for start, stop, threads in _threads.chunks(M, K + C, _limit(num_threads)):
         nt = threads
+        _region_starts(nt)
         with nogil:
             _draw_chunk(probs_K_C, log_probs_C_K, member_M, u_M, labels_M, log_joint_M_K,
                         start, stop, nt)
+        _region_ends(nt)
     return labels_M.base
 
 
@@ -575,8 +605,6 @@ cdef void _draw_chunk(const floating[:, ::1] probs_K_C, const double[:, ::1] log
         labels_M[m] = label
         for k in range(K):
             log_joint_M_K[m, k] += log_probs_C_K[label, k]
-    if nt > 1:
-        bbf_release_threads()
 
 
 def group_sums(const double[:, ::1] joint_M_K, const double[::1] weights_M,

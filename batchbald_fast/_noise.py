@@ -6,6 +6,7 @@ says how their constants were chosen.
 """
 
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -101,9 +102,39 @@ def saturation_flags(score, gain, max_score, noise):
     return near_max, bool(near_max or gain <= noise)
 
 
+# What has been warned about in this process: ("saturated", K) and ("uninformed",). A loop
+# of calls warns once, not every call (the text carries scores, so Python's own
+# once-per-location filter would not silence it); result.saturated flags every step.
+_WARNED = set()
+_WARNED_LOCK = threading.Lock()
+
+
+def _first_time(key):
+    """Whether ``key`` is warned about for the first time in this process."""
+    with _WARNED_LOCK:
+        first = key not in _WARNED
+        _WARNED.add(key)
+    return first
+
+
 def warn_saturated(out, K, saturation):
-    """One ``SaturationWarning`` for a call's flagged steps (``out``: the step record)."""
+    """One ``SaturationWarning`` per K in a process for calls with flagged steps (``out``:
+    the step record); a model whose samples agree everywhere is told once in other words."""
     first = int(np.argmax(out["saturated"]))
+    if first == 0 and (K == 1 or out["scores"][0] < math.log(K) / 2):
+        # Step 0 flagged far below ln K: no candidate's BALD is above noise. That is a
+        # model whose samples agree everywhere (before any training, or copies of one
+        # member), not a batch that exhausted them.
+        if _first_time(("uninformed",)):
+            warnings.warn(
+                f"BatchBALD: the K={K} posterior samples predict the same for every "
+                f"candidate (every information gain is 0), so every pick is a tie. "
+                f"This is expected before any labels; otherwise check that the samples "
+                f"differ (distinct seeds, dropout active at prediction). Warned once; "
+                f"result.saturated flags such steps.", SaturationWarning, stacklevel=4)
+        return
+    if not _first_time(("saturated", K)):
+        return
     after = {"restart": "each sampled step within noise of ln K starts a new greedy run "
                         "from an empty batch (saturation='greedy' keeps extending the batch)",
              "greedy": "later picks are decided by estimator noise (saturation='restart' "
@@ -114,7 +145,8 @@ def warn_saturated(out, K, saturation):
         f"tell no more candidates apart (the batch's labels nearly identify the sample, or "
         f"no candidate's gain is above noise); {int(out['saturated'].sum())} step(s) are "
         f"flagged in result.saturated, and {after}. Use more posterior samples (a larger K) "
-        f"for batches this large.", SaturationWarning, stacklevel=4)
+        f"for batches this large. Warned once per K; result.saturated flags every such "
+        f"step of every call.", SaturationWarning, stacklevel=4)
 
 
 def resolve_contenders(state, probs_c_K_C, utility_c, fresh, budget, max_rounds,
@@ -222,9 +254,11 @@ def sampling_noise(state, pool, evaluated, utility_n, kernels, resolution=0.0):
 
 def paired_error(g_M, counts_M):
     """Standard error of the mean of per-row terms ``g_M`` (rows of ``counts_M`` draws;
-    along the last axis)."""
+    along the last axis). Unknown (inf) from one draw, and from draws that all fell on one
+    configuration: their spread of 0 says nothing of the estimator's (K = 1,
+    num_samples = 2: an estimate 1.3 nats off with a standard error of 0)."""
     M = counts_M.sum()
-    if M <= 1:
+    if M <= 1 or len(counts_M) <= 1:
         return np.full(g_M.shape[:-1], np.inf)[()]
     mean = g_M @ counts_M / M
     return np.sqrt((g_M - mean[..., None]) ** 2 @ counts_M / (M - 1) / M)

@@ -145,6 +145,30 @@ RUNNER_MODULES = {"batchbald_redux": "batchbald_redux.batchbald",
                   "batchbald_fast.baal": "batchbald_fast.baal"}
 
 
+# Runners whose picks may differ from the others' on exact steps, and why.
+DIFFERS_BY_DESIGN = {
+    "baal": "baal 2.1.0 samples the joint on every step (num_draw configurations per "
+            "posterior sample), also where the joint is small enough to be exact",
+}
+
+
+def differing_runners(picks):
+    """Runners whose picks are not the most common picks (ties: the first runner's).
+
+    Parameters
+    ----------
+    picks : dict
+        ``{runner: list of pool indices}``, in the table's order.
+
+    Returns
+    -------
+    names : list of str
+    """
+    lists = [tuple(p) for p in picks.values()]
+    common = max(lists, key=lists.count) if lists else ()
+    return [name for name, p in picks.items() if tuple(p) != common]
+
+
 def import_runner_modules(names):
     """Import the libraries of these runners now, so that no timing includes the import."""
     for name in names:

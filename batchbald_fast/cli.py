@@ -456,10 +456,14 @@ def _bench(args):
                     continue
             picks[runner_name] = np.asarray(indices)[:exact_steps].tolist()
             cells.append(f"{best:.3f} s")
-        same = len({tuple(p) for p in picks.values()}) <= 1
+        different = _workloads.differing_runners(picks)
+        same = "yes" if not different else "NO: " + ", ".join(
+            f"{r} (by design)" if r in _workloads.DIFFERS_BY_DESIGN else r for r in different)
+        notes.extend(f"{r} differs on {name} by design: {_workloads.DIFFERS_BY_DESIGN[r]}"
+                     for r in different if r in _workloads.DIFFERS_BY_DESIGN)
         print(f"{name:<8} {w.N:>6} {w.K:>4} {w.C:>4} {w.batch_size:>3} {w.num_samples:>6}"
               + "".join(f" {cell:>{widths[r]}}" for r, cell in zip(runners, cells))
-              + f"  {'yes' if same else 'NO'} ({exact_steps} steps)", flush=True)
+              + f"  {same} ({exact_steps} steps)", flush=True)
     for note in notes:
         print(note)
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import SaturationWarning
+
 CENTERS = [[0, 1], [-3, 0.5], [-1, -1], [2, 1], [1, -0.5]]
 GIF_NAME = "batchbald_demo.gif"
 PNG_NAME = "batchbald_demo.png"
@@ -142,8 +144,11 @@ def sklearn_cycles(n_cycles, batch_size, grid_G_2=None):
             return probs_P_K_C
 
         pool_N = np.flatnonzero(~labelled_N)
-        result = batchbald(predict_probs(X[pool_N]), batch_size, num_samples=10,
-                           random_state=random_state, return_utilities=True)
+        with warnings.catch_warnings():
+            if not members:  # the uninformed first cycle: run() says so in its log
+                warnings.simplefilter("ignore", SaturationWarning)
+            result = batchbald(predict_probs(X[pool_N]), batch_size, num_samples=10,
+                               random_state=random_state, return_utilities=True)
         seconds = time.perf_counter() - start
         utilities = np.full((batch_size, len(X)), np.nan)
         utilities[:, pool_N] = result.utilities
@@ -311,30 +316,34 @@ def run(out_dir="batchbald_fast_demo", n_cycles=5, batch_size=4, log=print):
     grid = make_grid(X)
 
     if have_skactiveml:
-        from .skactiveml import BatchBALD
+        from skactiveml.pool import BatchBALD as ReferenceBatchBALD
+        from skactiveml.pool import batch_bald as reference_batch_bald
+
+        from .skactiveml import BatchBALD, batch_bald
 
         ours = skactiveml_cycles(BatchBALD, n_cycles, batch_size, grid[2])
+        # Theirs with the same grid predictions after each query: like surroundings.
+        theirs = skactiveml_cycles(ReferenceBatchBALD, n_cycles, batch_size, grid[2])
         log("scikit-activeml's gallery example, BatchBALD from batchbald_fast.skactiveml")
     else:
         ours = sklearn_cycles(n_cycles, batch_size, grid[2])
         log("scikit-activeml not installed: a plain scikit-learn ensemble, no comparison")
 
     # All computing first, drawing last: matplotlib running in between slows down
-    # whatever runs next, and the timings would show it.
-    cycles = []
+    # whatever runs next, and the timings would show it. The two loops take turns, cycle by
+    # cycle, so that each query follows the other library's: the same order for both.
+    cycles, reference = [], []
     for number, cycle in enumerate(ours, start=1):
         cycles.append(cycle)
         log(f"cycle {number}: picks {cycle.query_indices.tolist()}, "
-            f"acquisition {cycle.seconds * 1e3:.1f} ms")
+            f"acquisition {cycle.seconds * 1e3:.1f} ms"
+            + (" (nothing labelled yet: the members predict alike, every gain is 0 and "
+               "the picks are tie-breaks)" if not cycle.labelled_N.any() else ""))
+        if have_skactiveml:
+            reference.append(next(theirs))
     report = {"png": png, "gif": gif, "picks": [c.query_indices.tolist() for c in cycles],
               "seconds": [c.seconds for c in cycles]}
     if have_skactiveml:
-        from skactiveml.pool import BatchBALD as ReferenceBatchBALD
-        from skactiveml.pool import batch_bald as reference_batch_bald
-
-        from .skactiveml import batch_bald
-
-        reference = list(skactiveml_cycles(ReferenceBatchBALD, n_cycles, batch_size))
         same = all(np.array_equal(a.query_indices, b.query_indices)
                    for a, b in zip(cycles, reference))
         difference = max(float(np.nanmax(np.abs(a.utilities_B_N - b.utilities_B_N)))
@@ -343,8 +352,10 @@ def run(out_dir="batchbald_fast_demo", n_cycles=5, batch_size=4, log=print):
         # BatchBALD alone is timed on the probabilities each query scored, best of 5.
         scored = [np.ascontiguousarray(c.probs_N_K_C[~c.labelled_N].transpose(1, 0, 2))
                   for c in cycles]
-        ours_bb = sum(_best_seconds(lambda: batch_bald(p_K_N_C, batch_size))
-                      for p_K_N_C in scored)
+        with warnings.catch_warnings():  # cycle 1's uninformed model: logged above
+            warnings.simplefilter("ignore", SaturationWarning)
+            ours_bb = sum(_best_seconds(lambda: batch_bald(p_K_N_C, batch_size))
+                          for p_K_N_C in scored)
         theirs_bb = sum(_best_seconds(lambda: reference_batch_bald(p_K_N_C.copy(), batch_size))
                         for p_K_N_C in scored)
         ours_q, theirs_q = sum(report["seconds"]), sum(c.seconds for c in reference)

@@ -6,6 +6,8 @@ scikit-activeml 1.0.1 for the same ``random_state``, in exact and in sampled ste
 finite values are accepted and clipped to ``[eps, 1]`` as there (on a copy; rows need not
 sum to 1), sampled configurations are drawn from the same random numbers in the same order,
 ties are broken by the same random numbers, and bad arguments raise the same exception types.
+Utilities that differ only by rounding (a few ulps, as every utility does with one ensemble
+member) may be ordered the other way: the picks then part there.
 """
 
 import dataclasses

@@ -2,8 +2,10 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
-from batchbald_fast import _backend
+
+from batchbald_fast import _backend, _noise
 
 # CI sets this so that a failed build cannot pass as a run of the NumPy backend alone.
 if os.environ.get("BATCHBALD_FAST_REQUIRE_COMPILED") == "1" and (
@@ -11,8 +13,24 @@ if os.environ.get("BATCHBALD_FAST_REQUIRE_COMPILED") == "1" and (
     raise RuntimeError("BATCHBALD_FAST_REQUIRE_COMPILED=1 but batchbald_fast._kernels is "
                        "not built with OpenMP")
 
+# Generated cases (tests/test_generated.py): "ci" is cheap and fixed (the same cases every
+# run, no example database), "thorough" is for a local run, selected by
+# BATCHBALD_FAST_HYPOTHESIS=thorough.
+_HYPOTHESIS = dict(deadline=None, database=None, print_blob=True,
+                   suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                          HealthCheck.too_slow, HealthCheck.filter_too_much])
+settings.register_profile("ci", max_examples=150, derandomize=True, **_HYPOTHESIS)
+settings.register_profile("thorough", max_examples=2000, **_HYPOTHESIS)
+settings.load_profile(os.environ.get("BATCHBALD_FAST_HYPOTHESIS", "ci"))
+
 BACKENDS = ["numpy", pytest.param("cython", marks=pytest.mark.skipif(
     _backend._kernels_compiled is None, reason="compiled extension not built"))]
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch):
+    """Each test sees the warnings a fresh process would (they are given once per process)."""
+    monkeypatch.setattr(_noise, "_WARNED", set())
 
 
 @pytest.fixture(params=BACKENDS)
@@ -35,3 +53,13 @@ def random_probs(rng, N, K, C, *, zeros=False, concentration=1.0):
         probs_N_K_C[onehot] = np.eye(C)[rng.integers(C, size=onehot.sum())]
         probs_N_K_C /= probs_N_K_C.sum(axis=2, keepdims=True)
     return probs_N_K_C
+
+
+def assert_same_result(a, b):
+    """Every field of two BatchResults equal (None where either is None)."""
+    for name in a.__dataclass_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if x is None or y is None:
+            assert x is y, name
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=name)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -75,7 +76,8 @@ def test_select_saturation_and_extra_rounds_as_the_api(backend, files, capsys):
         outs.append(run_json(capsys, files["nkc"], "--batch-size", "20", "--num-samples",
                              "40", *argv))
         out = outs[-1]
-        with pytest.warns(batchbald_fast.SaturationWarning):
+        with warnings.catch_warnings():  # the select above warned (once per K)
+            warnings.simplefilter("ignore", batchbald_fast.SaturationWarning)
             expected = batchbald_fast.batchbald(probs, 20, num_samples=40, random_state=0,
                                                 **kwargs)
         # Every per-step field of the result, nan as null.
@@ -205,8 +207,11 @@ def test_ctrl_c_during_a_long_select(tmp_path):
     np.save(path, np.random.default_rng(0).dirichlet(np.ones(10), size=(2000, 20)))
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    # SIGINT's default disposition in the child: a shell that started the suite in the
+    # background left it ignored, and Python then installs no KeyboardInterrupt handler.
     proc = subprocess.Popen([sys.executable, "-m", "batchbald_fast", "select", str(path),
-                             "--batch-size", "2000"], stdout=subprocess.DEVNULL, stderr=slave)
+                             "--batch-size", "2000"], stdout=subprocess.DEVNULL, stderr=slave,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
 
     def read(until):
@@ -332,3 +337,20 @@ def test_select_objective_errors(epig_files, capsys, argv, message):
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
     assert message in captured.err
+
+
+def test_bench_names_the_runner_whose_picks_differ(capsys, monkeypatch):
+    from batchbald_fast import _workloads
+
+    ours = _workloads.available_runners()["numpy"]
+
+    def shifted(by):
+        return lambda *args: np.roll(ours(*args), by)
+
+    monkeypatch.setattr(_workloads, "available_runners", lambda: {
+        "numpy": ours, "again": ours, "baal": shifted(1), "odd": shifted(2)})
+    monkeypatch.setattr(_workloads, "import_runner_modules", lambda names: None)
+    assert main(["bench", "--workloads", "W5", "--quiet"]) == 0
+    header, row, *notes = capsys.readouterr().out.splitlines()
+    assert row.endswith("NO: baal (by design), odd (4 steps)")
+    assert notes == [f"baal differs on W5 by design: {_workloads.DIFFERS_BY_DESIGN['baal']}"]

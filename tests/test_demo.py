@@ -1,24 +1,36 @@
 """The seed example: runs, writes its pictures, and agrees with scikit-activeml."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
 
-from batchbald_fast import demo  # noqa: E402
+from batchbald_fast import SaturationWarning, demo  # noqa: E402
 from batchbald_fast.cli import main  # noqa: E402
 
 from oracle import mutual_information  # noqa: E402
 from conftest import random_probs  # noqa: E402
 
 
+def no_saturation_warning(run):
+    """``run()``, asserting that it warned of no saturation: the first cycle's uninformed
+    model (nothing labelled, every gain 0) is said in the demo's log instead."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = run()
+    assert not [w for w in caught if issubclass(w.category, SaturationWarning)]
+    return out
+
+
 def test_demo_writes_gif_and_png(tmp_path):
     from PIL import Image
 
     lines = []
-    report = demo.run(tmp_path, n_cycles=2, log=lines.append)
+    report = no_saturation_warning(lambda: demo.run(tmp_path, n_cycles=2, log=lines.append))
+    assert "every gain is 0" in lines[1] and "every gain" not in lines[2]
     for key, name in (("png", demo.PNG_NAME), ("gif", demo.GIF_NAME)):
         assert report[key] == os.path.join(tmp_path, name)
         assert os.path.getsize(report[key]) > 10_000
@@ -34,8 +46,9 @@ def test_demo_writes_gif_and_png(tmp_path):
 def test_demo_runs_without_skactiveml(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "installed", lambda module: module != "skactiveml")
     lines = []
-    report = demo.run(tmp_path, n_cycles=2, log=lines.append)
+    report = no_saturation_warning(lambda: demo.run(tmp_path, n_cycles=2, log=lines.append))
     assert "skactiveml_picks" not in report
+    assert "every gain is 0" in lines[1]
     assert "not installed" in lines[0]
     assert os.path.getsize(report["png"]) > 10_000
     assert len(set(sum(report["picks"], []))) == 8  # no point picked twice

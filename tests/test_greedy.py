@@ -385,6 +385,11 @@ def test_saturation_flagged_warned_and_restarted(backend):
         bald_N = bf.bald(probs_N_K_C)
         bald_N[restart.indices[:t + 1]] = -np.inf
         assert restart.indices[t + 1] == np.argmax(bald_N)
+    with warnings.catch_warnings():  # once per K in a process: not again
+        warnings.simplefilter("error")
+        again = bf.batchbald(probs_N_K_C, 12, num_samples=30, random_state=0)
+    np.testing.assert_array_equal(again.saturated, restart.saturated)
+    _noise._WARNED.clear()
     with pytest.warns(bf.SaturationWarning, match="saturation='restart'"):
         greedy = bf.batchbald(probs_N_K_C, 12, num_samples=30, random_state=0,
                               saturation="greedy")
@@ -392,6 +397,35 @@ def test_saturation_flagged_warned_and_restarted(backend):
     t = flagged[0] + 1
     np.testing.assert_array_equal(greedy.indices[:t], restart.indices[:t])
     assert len(set(greedy.indices)) == len(set(restart.indices)) == 12
+
+
+def test_a_loop_of_calls_warns_once_per_k(backend):
+    rng = np.random.default_rng(17)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for K in (3, 3, 3, 4, 4):
+            probs_N_K_C = random_probs(rng, 60, K, 6, concentration=0.05)
+            result = bf.batchbald(probs_N_K_C, 12, num_samples=30, random_state=0)
+            assert result.saturated.any()  # every call's steps are flagged
+    messages = [str(w.message) for w in caught if w.category is bf.SaturationWarning]
+    assert len(messages) == 2
+    assert "K=3" in messages[0] and "K=4" in messages[1]
+
+
+@pytest.mark.parametrize("K", [1, 5])
+def test_an_uninformed_model_is_told_once_not_as_saturation(backend, K):
+    # Every member the same: every gain is 0 from the first pick on.
+    probs_N_K_C = np.repeat(random_probs(np.random.default_rng(20), 30, 1, 3), K, axis=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            result = bf.batchbald(probs_N_K_C, 4, random_state=0)
+            assert result.saturated.all()
+            np.testing.assert_array_equal(result.indices, [0, 1, 2, 3])  # pool order
+    messages = [str(w.message) for w in caught if w.category is bf.SaturationWarning]
+    assert len(messages) == 1
+    assert "predict the same for every candidate" in messages[0]
+    assert "saturated" not in messages[0].replace("result.saturated", "")
 
 
 def test_saturation_choice_is_checked(backend):
