@@ -118,7 +118,7 @@ def select(pool, batch_size, candidates, settings, rng, *, objective=None, on_st
             if on_step is not None:
                 on_step(t + 1, steps)
     if record["saturated"].any():
-        _noise.warn_saturated(record, K, settings.saturation)
+        _noise.warn_saturated(record, K, settings.saturation, objective)
     return record.result()
 
 

@@ -117,36 +117,38 @@ def _first_time(key):
     return first
 
 
-def warn_saturated(out, K, saturation):
-    """One ``SaturationWarning`` per K in a process for calls with flagged steps (``out``:
-    the step record); a model whose samples agree everywhere is told once in other words."""
+def warn_saturated(out, K, saturation, objective):
+    """One ``SaturationWarning`` per objective and K in a process for calls with flagged
+    steps (``out``: the step record); a model whose samples agree everywhere is told once
+    in other words. ``objective`` names itself, its ceiling and the remedy."""
     first = int(np.argmax(out["saturated"]))
-    if first == 0 and (K == 1 or out["scores"][0] < math.log(K) / 2):
+    name, ceiling = objective.name, objective.max_score
+    if first == 0 and (K == 1 or out["scores"][0] < ceiling / 2):
         # Step 0 flagged far below ln K: no candidate's BALD is above noise. That is a
         # model whose samples agree everywhere (before any training, or copies of one
         # member), not a batch that exhausted them.
         if _first_time(("uninformed",)):
             warnings.warn(
-                f"BatchBALD: the K={K} posterior samples predict the same for every "
+                f"{name}: the K={K} posterior samples predict the same for every "
                 f"candidate (every information gain is 0), so every pick is a tie. "
                 f"This is expected before any labels; otherwise check that the samples "
                 f"differ (distinct seeds, dropout active at prediction). Warned once; "
                 f"result.saturated flags such steps.", SaturationWarning, stacklevel=4)
         return
-    if not _first_time(("saturated", K)):
+    if not _first_time(("saturated", name, K)):
         return
-    after = {"restart": "each sampled step within noise of ln K starts a new greedy run "
-                        "from an empty batch (saturation='greedy' keeps extending the batch)",
+    after = {"restart": f"each sampled step within noise of {objective.ceiling_name} starts "
+                        f"a new greedy run from an empty batch (saturation='greedy' keeps "
+                        f"extending the batch)",
              "greedy": "later picks are decided by estimator noise (saturation='restart' "
                        "starts a new greedy run instead)"}[saturation]
     warnings.warn(
-        f"BatchBALD saturated with K={K} posterior samples: from step {first} (batch "
-        f"score {out['scores'][first]:.4f}, at most ln K = {math.log(K):.4f}) the K samples "
-        f"tell no more candidates apart (the batch's labels nearly identify the sample, or "
-        f"no candidate's gain is above noise); {int(out['saturated'].sum())} step(s) are "
-        f"flagged in result.saturated, and {after}. Use more posterior samples (a larger K) "
-        f"for batches this large. Warned once per K; result.saturated flags every such "
-        f"step of every call.", SaturationWarning, stacklevel=4)
+        f"{name} saturated with K={K} posterior samples: from step {first} (batch "
+        f"score {out['scores'][first]:.4f}, at most {objective.ceiling_name} = "
+        f"{ceiling:.4f}) {objective.saturation_cause}; {int(out['saturated'].sum())} "
+        f"step(s) are flagged in result.saturated, and {after}. {objective.remedy} Warned "
+        f"once per K; result.saturated flags every such step of every call.",
+        SaturationWarning, stacklevel=4)
 
 
 def resolve_contenders(state, probs_c_K_C, utility_c, fresh, budget, max_rounds,

@@ -15,7 +15,9 @@ An objective answers the driver's questions for one greedy step:
 - ``scored(run, outcome)``: what the step's scores leave for later steps' bounds;
 - ``max_score``: the most any batch's score can reach (saturation);
 - ``cond_entropy_N``: what a pick adds to the run's ``cond_entropy``;
-- ``first_gain_N``: bounds of the gains before any is computed (None: unknown).
+- ``first_gain_N``: bounds of the gains before any is computed (None: unknown);
+- ``name``, ``ceiling_name``, ``saturation_cause``, ``remedy``: the words of its
+  ``SaturationWarning``.
 
 BatchBALD is the one objective so far; a second (joint EPIG) goes in beside it.
 """
@@ -41,6 +43,10 @@ class BatchBALD:
     """
 
     first_gain_N = None  # no gain is known before it is computed
+    name, ceiling_name = "BatchBALD", "ln K"
+    saturation_cause = ("the K samples tell no more candidates apart (the batch's labels "
+                        "nearly identify the sample, or no candidate's gain is above noise)")
+    remedy = "Use more posterior samples (a larger K) for batches this large."
 
     def __init__(self, pool, settings, rng):
         N, K, C = pool.shape
@@ -155,6 +161,11 @@ class JointEPIG:
     settings : Settings
     rng : numpy.random.Generator or RandomState
     """
+
+    name, ceiling_name = "Joint EPIG", "the targets' mean BALD"
+    saturation_cause = "no candidate's gain is above the estimate's noise"
+    remedy = ("A larger num_samples lowers the noise; more posterior samples (a larger K) "
+              "raise the ceiling.")
 
     def __init__(self, pool, target_probs_T_K_C, settings, rng):
         N, K, C = pool.shape

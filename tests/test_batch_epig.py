@@ -134,3 +134,15 @@ def test_bad_targets_are_clear_errors(targets, message):
     probs_N_K_C, _ = tiny_case(0)
     with pytest.raises(ValueError, match=message):
         bf.batch_epig(probs_N_K_C, targets, 2)
+
+
+def test_saturation_is_told_in_joint_epigs_words(backend):
+    # A budget too small to tell gains from noise: the warning names joint EPIG and its
+    # ceiling (the targets' mean BALD), not BatchBALD's ln K.
+    probs_N_K_C, targets_T_K_C = tiny_case(2, N=30, T=5)
+    with pytest.warns(bf.SaturationWarning) as caught:
+        result = bf.batch_epig(probs_N_K_C, targets_T_K_C, 8, num_samples=30, random_state=0)
+    assert result.saturated.any()
+    message = str(caught[0].message)
+    assert message.startswith("Joint EPIG") and "the targets' mean BALD" in message
+    assert "ln K" not in message
