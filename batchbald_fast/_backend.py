@@ -33,7 +33,6 @@ class Kernels:
 
     Attributes
     ----------
-    name : {"cython", "numpy"}
     score_candidates, score_candidates_grouped, entropy_rows, nearest_subgroups, \
     draw_labels, group_sums, scratch_bytes
         The module's kernels with ``num_threads`` given.
@@ -41,7 +40,6 @@ class Kernels:
 
     def __init__(self, module, num_threads):
         self.module, self.num_threads = module, num_threads
-        self.name = "numpy" if module is _kernels_numpy else "cython"
         for name in KERNEL_NAMES:
             setattr(self, name, functools.partial(getattr(module, name),
                                                   num_threads=num_threads))

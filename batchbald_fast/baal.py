@@ -95,7 +95,13 @@ def _shuffled(ranks, shuffle_prop, rng):
 
 
 class _Ranked:
-    """baal's ``reorder_indices`` with this package's tie rule and seeded shuffle."""
+    """baal's ``reorder_indices`` with this package's tie rule and seeded shuffle, and the
+    constructor of baal's heuristics with a ``random_state`` for that shuffle."""
+
+    def __init__(self, shuffle_prop=DEPRECATED, reduction="none", *, random_state=None,
+                 **options):
+        super().__init__(shuffle_prop=shuffle_prop, reduction=reduction, **options)
+        self.random_state = random_state
 
     def reorder_indices(self, scores):
         """Indices by decreasing score (ties within 1e-10 to the lowest index), then the
@@ -143,10 +149,6 @@ class BALD(_Ranked, _baal.BALD):
     the lowest index (baal: arbitrary). Predictions of shape ``[N, C, ..., K]``, logits or
     probabilities (baal's rule: softmaxed over axis 1 unless they are probabilities).
     """
-
-    def __init__(self, shuffle_prop=DEPRECATED, reduction="none", *, random_state=None):
-        super().__init__(shuffle_prop=shuffle_prop, reduction=reduction)
-        self.random_state = random_state
 
     def compute_score(self, predictions, target_predictions=None):
         """BALD score of every point and extra position.
@@ -298,10 +300,6 @@ class Entropy(_Ranked, _baal.Entropy):
     as for :class:`BALD`.
     """
 
-    def __init__(self, shuffle_prop=DEPRECATED, reduction="none", *, random_state=None):
-        super().__init__(shuffle_prop=shuffle_prop, reduction=reduction)
-        self.random_state = random_state
-
     def compute_score(self, predictions, target_predictions=None):
         """Entropy of every point's (and extra position's) mean prediction.
 
@@ -356,9 +354,9 @@ class EPIG(_Ranked, _baal.EPIG):
 
     def __init__(self, shuffle_prop=DEPRECATED, reverse=False, reduction="none", *,
                  targets=None, random_state=None):
-        super().__init__(shuffle_prop=shuffle_prop, reverse=reverse, reduction=reduction)
+        super().__init__(shuffle_prop=shuffle_prop, reverse=reverse, reduction=reduction,
+                         random_state=random_state)
         self.targets = targets
-        self.random_state = random_state
 
     def _target_probs(self, target_predictions):
         """The targets' probabilities as [T, K, C] from the argument or ``targets``."""
