@@ -45,34 +45,43 @@ class Plan:
     T : int
         Targets.
     in_place : bool
-        Whether the kernels read the pool where it lies (float64, C-contiguous); else each
-        block of pool points is gathered as float64.
+        Whether the kernels read the pool where it lies (``reads_in_place``); else each
+        block of pool points is gathered in the compute dtype.
+    dtype : numpy.float64 or numpy.float32
+        The compute dtype of the products and logs.
     """
 
-    def __init__(self, kernels, shape, T, in_place):
+    def __init__(self, kernels, shape, T, in_place, dtype=np.float64):
         N, K, C = shape
-        self.targets = self._target_block(kernels, K, C, T)
+        itemsize = np.dtype(dtype).itemsize
+        self.dtype = dtype
+        self.targets = self._target_block(kernels, K, C, T, itemsize)
         self.points = max(1, min(N, OUT_BLOCK_BYTES // (8 * self.targets),
                                  _pool.BLOCK_VALUES // (K * C)))
         n, G = self.points, self.targets
-        scratch = kernels.scratch_bytes(G * C, K, C, n, 8, groups=G)
+        scratch = kernels.scratch_bytes(G * C, K, C, n, itemsize, groups=G)
         self.peak_bytes = int(
-            2 * T * C * K * 8  # the targets' probabilities (float64) and their joint
+            T * C * K * (8 + itemsize)  # the targets' probabilities (float64) and joint
             + T * (C + 1) * 8  # their mean predictions and entropies
             + 2 * N * 8  # EPIG and the sums of squares
-            + (0 if in_place else n * K * C * 8) + n * (C + 4) * 8  # a block of the pool
+            + (0 if in_place else n * K * C * itemsize) + n * (C + 4) * 8  # a pool block
             + 4 * n * G * 8  # the block's joint entropies and three temporaries
             + scratch)
 
     @staticmethod
-    def _target_block(kernels, K, C, T):
+    def _target_block(kernels, K, C, T, itemsize):
         """Targets per kernel call: their per-thread sums fit ``TARGET_SUMS_BYTES``."""
         # Scored against many candidates, so that the tiles have their full width.
-        per_target = max(1, kernels.scratch_bytes(2 * C, K, C, 2**20, 8, num_threads=1,
-                                                  groups=2)
-                         - kernels.scratch_bytes(2 * C, K, C, 2**20, 8, num_threads=1,
-                                                 groups=1))
+        per_target = max(1, kernels.scratch_bytes(2 * C, K, C, 2**20, itemsize,
+                                                  num_threads=1, groups=2)
+                         - kernels.scratch_bytes(2 * C, K, C, 2**20, itemsize,
+                                                 num_threads=1, groups=1))
         return max(1, min(T, max(MIN_TARGETS, TARGET_SUMS_BYTES // per_target)))
+
+
+def reads_in_place(probs_N_K_C, dtype):
+    """Whether the kernels can read the pool where it lies: C-contiguous in ``dtype``."""
+    return probs_N_K_C.dtype == dtype and probs_N_K_C.flags.c_contiguous
 
 
 def check_budget(plan, memory_budget):
@@ -94,6 +103,8 @@ def epig_with_spread(kernels, probs_N_K_C, target_probs_T_K_C, plan):
     probs_N_K_C : ndarray of shape (N, K, C), float32 or float64, validated
     target_probs_T_K_C : ndarray of shape (T, K, C), float64, C-contiguous, validated
     plan : Plan
+        Its dtype is that of the joint products; the entropies of the pool points and
+        the targets are float64 whatever it is.
 
     Returns
     -------
@@ -105,19 +116,18 @@ def epig_with_spread(kernels, probs_N_K_C, target_probs_T_K_C, plan):
     N, K, C = probs_N_K_C.shape
     T = len(target_probs_T_K_C)
     target_entropy_T = _pool.entropy(kernels, target_probs_T_K_C)
-    joint_M_K = target_joint(target_probs_T_K_C)
+    joint_M_K = target_joint(target_probs_T_K_C).astype(plan.dtype, copy=False)
     ones_M = np.ones(T * C)
-    in_place = probs_N_K_C.dtype == np.float64 and probs_N_K_C.flags.c_contiguous
+    in_place = reads_in_place(probs_N_K_C, plan.dtype)
     epig_N, sq_dev_N = np.empty(N), np.empty(N)
     for n0 in range(0, N, plan.points):
         n1 = min(N, n0 + plan.points)
+        entropy_n = _pool.entropy(kernels, probs_N_K_C[n0:n1], dtype=np.float64)
         if in_place:
             block_n_K_C, xs = probs_N_K_C, np.arange(n0, n1, dtype=np.intp)
-            entropy_n = _pool.entropy(kernels, probs_N_K_C[n0:n1])
         else:
-            block_n_K_C = _pool.rows(probs_N_K_C, np.arange(n0, n1))
+            block_n_K_C = _pool.rows(probs_N_K_C, np.arange(n0, n1), dtype=plan.dtype)
             xs = np.arange(n1 - n0, dtype=np.intp)
-            entropy_n = _pool.entropy(kernels, block_n_K_C)
         mean_n, sq_dev_n = np.zeros(n1 - n0), np.zeros(n1 - n0)
         for t0 in range(0, T, plan.targets):
             t1 = min(T, t0 + plan.targets)

@@ -34,8 +34,8 @@ from numpy cimport intp_t
 from scipy.linalg.cython_blas cimport sgemm
 
 cdef extern from "_xlogx.h" nogil:
-    void bbf_xlogx_accumulate_f(const float *P_M_J, const double *w_M,
-                                Py_ssize_t M, Py_ssize_t J, double *acc_J)
+    void bbf_xlogx_accumulate_f(const float *P_M_J, const double *w_M, Py_ssize_t m0,
+                                Py_ssize_t M, Py_ssize_t J, Py_ssize_t S, double *acc_GJ)
     void bbf_fused_tile_d(const double *A_K_J, const double *B_R_K, const double *w_R,
                           Py_ssize_t R, Py_ssize_t K, Py_ssize_t J, Py_ssize_t G,
                           double *acc_J)
@@ -190,28 +190,41 @@ cdef void score_candidates_nogil(
     ``plan`` comes from ``score_candidates_plan``; ``work`` and ``acc`` have
     ``plan.num_threads`` rows of at least ``plan.work_size`` and ``plan.acc_size`` entries.
     """
+    if candidates.shape[0] > 0:
+        _score_tiles(joint_M_K, weights_M, probs_N_K_C, candidates, &out[0],
+                     max(1, joint_M_K.shape[0]), plan, work, acc)
+
+
+cdef void _score_tiles(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
+                       const floating[:, :, ::1] probs_N_K_C, const intp_t[::1] candidates,
+                       double *out_nG, Py_ssize_t S, ScorePlan plan, floating[:, ::1] work,
+                       double[:, ::1] acc) noexcept nogil:
+    """The tiles of a call: ``out_nG[i * G + g]`` is candidate i's weighted joint entropy
+    with group g, the G = M / S groups of S consecutive rows (one group: the joint
+    entropy). Each thread's acc holds a row of J sums per group."""
     cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
     cdef Py_ssize_t C = probs_N_K_C.shape[2], n = candidates.shape[0]
+    cdef Py_ssize_t G = (M + S - 1) // S
     cdef Py_ssize_t rows = plan.rows, cols = plan.cols
     cdef Py_ssize_t num_tiles = (n + cols - 1) // cols
-    cdef Py_ssize_t tile, start, width, J, i, c, m0, R, tid
+    cdef Py_ssize_t tile, start, width, J, i, g, c, m0, R, tid
     cdef floating *A_K_J
     cdef floating *P_R_J
-    cdef double *acc_J
+    cdef double *acc_GJ
     cdef double total
 
     for tile in prange(num_tiles, schedule="dynamic", num_threads=plan.num_threads,
                        nogil=True):
         tid = threadid()
         A_K_J = &work[tid, 0]
-        acc_J = &acc[tid, 0]
+        acc_GJ = &acc[tid, 0]
         start = tile * cols
         width = min(cols, n - start)
         J = _gather_tile(probs_N_K_C, candidates, start, width, A_K_J)
-        for i in range(J):
-            acc_J[i] = 0.0
+        for i in range(G * J):
+            acc_GJ[i] = 0.0
         if floating is double:
-            bbf_fused_tile_d(A_K_J, &joint_M_K[0, 0], &weights_M[0], M, K, J, M, acc_J)
+            bbf_fused_tile_d(A_K_J, &joint_M_K[0, 0], &weights_M[0], M, K, J, S, acc_GJ)
         else:
             P_R_J = A_K_J + K * J
             m0 = 0
@@ -219,13 +232,15 @@ cdef void score_candidates_nogil(
                 R = min(rows, M - m0)
                 _sgemm(<float *> A_K_J, <float *> &joint_M_K[m0, 0], <float *> P_R_J,
                        <int> R, <int> K, <int> J)
-                bbf_xlogx_accumulate_f(<float *> P_R_J, &weights_M[m0], R, J, acc_J)
+                bbf_xlogx_accumulate_f(<float *> P_R_J, &weights_M[m0], m0, R, J, S,
+                                       acc_GJ)
                 m0 = m0 + R
         for i in range(width):
-            total = 0.0
-            for c in range(C):
-                total = total + acc_J[i * C + c]
-            out[start + i] = -total
+            for g in range(G):
+                total = 0.0
+                for c in range(C):
+                    total = total + acc_GJ[g * J + i * C + c]
+                out_nG[(start + i) * G + g] = -total
 
 
 cdef inline Py_ssize_t _gather_tile(const floating[:, :, ::1] probs_N_K_C,
@@ -311,7 +326,7 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
         for start, stop, nt in _threads.chunks(n, _threads.score_work(1, M, K, C),
                                                _limit(num_threads)):
             _score_chunk(joint_M_K, weights_M, probs_N_K_C, candidates[start:stop],
-                         out[start:stop], nt, 0 if tile_bytes is None else tile_bytes)
+                         out[start:stop], M, nt, 0 if tile_bytes is None else tile_bytes)
     return out.base
 
 
@@ -325,32 +340,34 @@ def _check_indices(const intp_t[::1] candidates, intp_t N):
 
 def _score_chunk(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
                  const floating[:, :, ::1] probs_N_K_C, const intp_t[::1] candidates,
-                 double[::1] out, int nt, Py_ssize_t tile_bytes):
-    """``score_candidates`` on at most ``nt`` threads, which end when it returns."""
+                 double[::1] out_nG, Py_ssize_t S, int nt, Py_ssize_t tile_bytes):
+    """``_score_tiles`` on at most ``nt`` threads, which end when it returns: one owner
+    of the call's plan and buffers."""
+    cdef Py_ssize_t G = joint_M_K.shape[0] // S
     cdef ScorePlan plan = score_candidates_plan(
         joint_M_K.shape[0], joint_M_K.shape[1], probs_N_K_C.shape[2], candidates.shape[0],
         nt, sizeof(floating), tile_bytes)
     cdef floating[:, ::1] work = np.empty(
         (plan.num_threads, plan.work_size),
         dtype=np.float64 if floating is double else np.float32)
-    cdef double[:, ::1] acc = np.empty((plan.num_threads, plan.acc_size))
+    cdef double[:, ::1] acc = np.empty((plan.num_threads, G * plan.acc_size))
     _region_starts(plan.num_threads)
     with nogil:
-        score_candidates_nogil(joint_M_K, weights_M, probs_N_K_C, candidates, out, plan,
-                               work, acc)
+        _score_tiles(joint_M_K, weights_M, probs_N_K_C, candidates, &out_nG[0], S, plan,
+                     work, acc)
     _region_ends(plan.num_threads)
 
 
-def score_candidates_grouped(const double[:, ::1] joint_M_K, const double[::1] weights_M,
-                             const double[:, :, ::1] probs_N_K_C,
+def score_candidates_grouped(const floating[:, ::1] joint_M_K, const double[::1] weights_M,
+                             const floating[:, :, ::1] probs_N_K_C,
                              const intp_t[::1] candidates, double[:, ::1] out_n_G,
                              num_threads=None, tile_bytes=None):
     """Weighted joint entropy of each candidate with each group of the joint's rows
     (``_kernels_numpy.score_candidates_grouped``): ``out_n_G[i, g]`` sums group g's S = M / G
-    consecutive rows, float64 only, on at most ``num_threads`` OpenMP threads (None:
-    ``omp_get_max_threads()``; fewer when the call is small). ``tile_bytes``: per-thread
-    budget of the gathered probabilities (default 32 KiB); each thread also holds G ×
-    tile·C sums.
+    consecutive rows, on at most ``num_threads`` OpenMP threads (None:
+    ``omp_get_max_threads()``; fewer when the call is small). float32 as in
+    ``score_candidates``. ``tile_bytes``: as in ``score_candidates``; each thread also
+    holds G × tile·C sums.
     """
     cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
     cdef Py_ssize_t C = probs_N_K_C.shape[2], n = candidates.shape[0], G = out_n_G.shape[1]
@@ -363,57 +380,14 @@ def score_candidates_grouped(const double[:, ::1] joint_M_K, const double[::1] w
         out_n_G[:, :] = 0.0
         return out_n_G.base
     _check_indices(candidates, probs_N_K_C.shape[0])
-    for start, stop, nt in _threads.chunks(n, _threads.score_work(1, M, K, C),
-                                           _limit(num_threads)):
-        _grouped_chunk(joint_M_K, weights_M, probs_N_K_C, candidates[start:stop],
-                       out_n_G[start:stop], nt, 0 if tile_bytes is None else tile_bytes)
+    out_nG = np.asarray(out_n_G).reshape(-1)
+    with blas_limit(1) if floating is float else nullcontext():
+        for start, stop, nt in _threads.chunks(n, _threads.score_work(1, M, K, C),
+                                               _limit(num_threads)):
+            _score_chunk(joint_M_K, weights_M, probs_N_K_C, candidates[start:stop],
+                         out_nG[start * G:stop * G], M // G, nt,
+                         0 if tile_bytes is None else tile_bytes)
     return out_n_G.base
-
-
-def _grouped_chunk(const double[:, ::1] joint_M_K, const double[::1] weights_M,
-                   const double[:, :, ::1] probs_N_K_C, const intp_t[::1] candidates,
-                   double[:, ::1] out_n_G, int nt, Py_ssize_t tile_bytes):
-    """``score_candidates_grouped`` on at most ``nt`` threads, which end when it returns."""
-    cdef ScorePlan plan = score_candidates_plan(
-        joint_M_K.shape[0], joint_M_K.shape[1], probs_N_K_C.shape[2], candidates.shape[0],
-        nt, 8, tile_bytes)
-    cdef double[:, ::1] work = np.empty((plan.num_threads, plan.work_size))
-    cdef double[:, ::1] acc = np.empty((plan.num_threads, out_n_G.shape[1] * plan.acc_size))
-    with nogil:
-        _grouped_nogil(joint_M_K, weights_M, probs_N_K_C, candidates, out_n_G, plan, work,
-                       acc)
-        if plan.num_threads > 1:
-            bbf_release_threads()
-
-
-cdef void _grouped_nogil(const double[:, ::1] joint_M_K, const double[::1] weights_M,
-                         const double[:, :, ::1] probs_N_K_C, const intp_t[::1] candidates,
-                         double[:, ::1] out_n_G, ScorePlan plan, double[:, ::1] work,
-                         double[:, ::1] acc) noexcept nogil:
-    """The tiles of ``_grouped_chunk``: each thread's acc holds a row of J sums per group."""
-    cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
-    cdef Py_ssize_t C = probs_N_K_C.shape[2], n = candidates.shape[0], G = out_n_G.shape[1]
-    cdef Py_ssize_t cols = plan.cols, num_tiles = (n + cols - 1) // cols
-    cdef Py_ssize_t tile, start, width, J, i, g, c, tid
-    cdef double *A_K_J
-    cdef double *acc_GJ
-    cdef double total
-    for tile in prange(num_tiles, schedule="dynamic", num_threads=plan.num_threads):
-        tid = threadid()
-        A_K_J = &work[tid, 0]
-        acc_GJ = &acc[tid, 0]
-        start = tile * cols
-        width = min(cols, n - start)
-        J = _gather_tile(probs_N_K_C, candidates, start, width, A_K_J)
-        for i in range(G * J):
-            acc_GJ[i] = 0.0
-        bbf_fused_tile_d(A_K_J, &joint_M_K[0, 0], &weights_M[0], M, K, J, M // G, acc_GJ)
-        for i in range(width):
-            for g in range(G):
-                total = 0.0
-                for c in range(C):
-                    total = total + acc_GJ[g * J + i * C + c]
-                out_n_G[start + i, g] = -total
 
 
 def entropy_rows(const floating[:, ::1] probs_R_C, double[::1] out, num_threads=None,

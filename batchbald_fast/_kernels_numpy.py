@@ -90,10 +90,11 @@ def score_candidates_grouped(joint_M_K, weights_M, probs_N_K_C, candidates, out_
 
     Parameters
     ----------
-    joint_M_K : ndarray of shape (M, K), float64, C-contiguous
+    joint_M_K : ndarray of shape (M, K), float64 (or float32), C-contiguous
         M a multiple of G.
     weights_M : ndarray of shape (M,), float64
-    probs_N_K_C : ndarray of shape (N, K, C), float64, C-contiguous
+    probs_N_K_C : ndarray of shape (N, K, C), same dtype as ``joint_M_K``, C-contiguous
+        With float32 the product and the log run in float32, the sums in float64.
     candidates : ndarray of shape (n,), intp
     out_n_G : ndarray of shape (n, G), float64
         Written in place.
@@ -125,8 +126,8 @@ def score_candidates_grouped(joint_M_K, weights_M, probs_N_K_C, candidates, out_
             probs_K_TC = probs_N_K_C[tile].transpose(1, 0, 2).reshape(K, -1)
             for m0 in range(0, M, rows):
                 P = joint_M_K[m0:m0 + rows] @ probs_K_TC
-                weighted = _xlogx(P)
-                weighted *= weights_M[m0:m0 + rows, None]
+                # float64 whatever P's dtype: the sums over configurations and classes.
+                weighted = _xlogx(P) * weights_M[m0:m0 + rows, None]
                 sums_g_T = weighted.reshape(len(P) // S, S, len(tile), C).sum(axis=(1, 3))
                 np.negative(sums_g_T.T, out=out_n_G[start:start + len(tile),
                                                     m0 // S:m0 // S + len(sums_g_T)])

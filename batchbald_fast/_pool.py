@@ -70,17 +70,20 @@ def point_stats(kernels, probs_N_K_C, keep_row_sums=False):
     return cond_entropy_N, (float(low), float(high))
 
 
-def entropy(kernels, probs_N_K_C):
-    """``H(y_n) = Σ_c −p̄ log p̄`` of the mixture ``p̄ = (1/K) Σ_k p`` per point."""
+def entropy(kernels, probs_N_K_C, dtype=None):
+    """``H(y_n) = Σ_c −p̄ log p̄`` of the mixture ``p̄ = (1/K) Σ_k p`` per point (the mixture
+    in ``dtype``; None: the pool's)."""
     out = np.empty(probs_N_K_C.shape[0])
-    kernels.entropy_rows(probs_N_K_C.mean(axis=1), out)
+    # A strided pool's mixture is strided too: the kernels take rows.
+    kernels.entropy_rows(np.ascontiguousarray(probs_N_K_C.mean(axis=1, dtype=dtype)), out)
     return out
 
 
-def rows(probs_N_K_C, xs):
-    """``probs_N_K_C[xs]`` as a new C-contiguous float64 array (exact for float32 pools)."""
+def rows(probs_N_K_C, xs, dtype=np.float64):
+    """``probs_N_K_C[xs]`` as a new C-contiguous array of ``dtype`` (float64: exact for
+    float32 pools)."""
     # Not np.array: gathered rows keep a strided pool's axis order.
-    return np.ascontiguousarray(probs_N_K_C[np.asarray(xs, dtype=np.intp)], dtype=np.float64)
+    return np.ascontiguousarray(probs_N_K_C[np.asarray(xs, dtype=np.intp)], dtype=dtype)
 
 
 def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs,

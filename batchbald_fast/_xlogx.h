@@ -89,16 +89,18 @@ static inline float bbf_logf(float x)
            - ((hfsq - (s * (hfsq + R) + dk * 9.0580006145e-06f)) - f);
 }
 
-/* acc_J[j] += sum over m (ascending) of w_M[m] · P[m, j] · log P[m, j], for float32 P:
- * x·log x in float32, the weighted sum in float64. P_M_J is row-major with leading
+/* acc_GJ[(m0 + m) / S · J + j] += w_M[m] · P[m, j] · log P[m, j] (m ascending), for float32
+ * P: x·log x in float32, the weighted sum in float64; rows m0, m0 + 1, ... of the joint,
+ * summed in groups of S rows (S ≥ m0 + M: one group). P_M_J is row-major with leading
  * dimension J. The order over m is fixed so that a candidate's sum does not depend on
  * how M is tiled. */
 BBF_DISPATCH static void bbf_xlogx_accumulate_f(const float *P_M_J, const double *w_M,
-                                                ptrdiff_t M, ptrdiff_t J, double *acc_J)
+                                                ptrdiff_t m0, ptrdiff_t M, ptrdiff_t J,
+                                                ptrdiff_t S, double *acc_GJ)
 {
     for (ptrdiff_t m = 0; m < M; m++) {
         const float *restrict p = P_M_J + m * J;
-        double *restrict acc = acc_J;
+        double *restrict acc = acc_GJ + (m0 + m) / S * J;
         const double w = w_M[m];
         for (ptrdiff_t j = 0; j < J; j++) {
             float x = p[j] > FLT_MIN ? p[j] : FLT_MIN;

@@ -75,6 +75,30 @@ def test_pool_layouts_and_log_probs(backend, tmp_path):
                                epig(positive, targets), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("pool_dtype", [np.float32, np.float64])
+def test_float32_compute(backend, monkeypatch, pool_dtype):
+    # float32 products and logs: the definition within float32's error, whether the pool
+    # is read in place (float32) or converted block by block (float64, strided); blocks
+    # of 3 points and 2 targets, so that sums cross blocks.
+    monkeypatch.setattr(_epig, "OUT_BLOCK_BYTES", 8 * 2 * 3)
+    monkeypatch.setattr(_epig.Plan, "_target_block", staticmethod(lambda *args: 2))
+    rng = np.random.default_rng(8)
+    probs = random_probs(rng, 8, 6, 4, zeros=True)
+    targets = random_probs(rng, 5, 6, 4, zeros=True)
+    expected, errors = oracle.epig(probs, targets)
+    pool = probs.astype(pool_dtype)
+    if pool_dtype == np.float64:
+        pool = np.asfortranarray(pool)
+    before = pool.copy()
+
+    scores, std_errors = epig(pool, targets, dtype=np.float32, return_std_error=True)
+
+    assert scores.dtype == np.float64
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(std_errors, errors, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(pool, before)
+
+
 def test_inputs_not_written(backend):
     rng = np.random.default_rng(4)
     probs, targets = random_probs(rng, 5, 3, 4), random_probs(rng, 4, 3, 4)
@@ -117,5 +141,7 @@ def test_bad_input():
     assert epig(probs, targets[:1]).shape == (5,)
     with pytest.raises(TypeError, match="num_threads"):
         epig(probs, targets, num_threads=1.5)
+    with pytest.raises(TypeError, match="dtype must be numpy.float64 or numpy.float32"):
+        epig(probs, targets, dtype=np.float16)
     with pytest.raises(MemoryBudgetError, match="epig needs an estimated"):
         epig(probs, targets, memory_budget=1000)

@@ -93,23 +93,27 @@ def test_score_candidates_matches_brute_force_and_numpy(N, M, K, C):
             assert_close(out, reference)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("N, G, S, K, C", [(7, 1, 1, 1, 1), (9, 3, 1, 5, 3), (11, 4, 3, 2, 3),
                                            (20, 7, 10, 6, 10), (5, 33, 2, 3, 2),
                                            (6, 2, 9, 3, 100)])
-def test_score_candidates_grouped(N, G, S, K, C):
-    """Each group of S rows scored alone, by brute force; groups straddle register blocks."""
+def test_score_candidates_grouped(N, G, S, K, C, dtype):
+    """Each group of S rows scored alone, by brute force; groups straddle register blocks
+    (float64) and the float32 path's blocks of joint rows (tile_bytes 1: one row each)."""
     rng = np.random.default_rng(N * 100 + G)
     joint_M_K, weights_M, probs_N_K_C = make_case(rng, N, G * S, K, C)
     candidates = rng.permutation(N)[: max(1, N - 2)].astype(np.intp)
     expected = np.stack([brute_score(joint_M_K[g * S:(g + 1) * S], weights_M[g * S:(g + 1) * S],
                                      probs_N_K_C, candidates) for g in range(G)], axis=1)
+    rtol = RTOL if dtype == np.float64 else 1e-5
     for module in (_kernels_numpy, kernels):
         for num_threads in (1, 2):
             for tile_bytes in (1, 1000, 2**15):
                 out = np.full((len(candidates), G), np.nan)
-                module.score_candidates_grouped(joint_M_K, weights_M, probs_N_K_C, candidates,
-                                                out, num_threads, tile_bytes)
-                assert_close(out, expected)
+                module.score_candidates_grouped(joint_M_K.astype(dtype), weights_M,
+                                                probs_N_K_C.astype(dtype), candidates, out,
+                                                num_threads, tile_bytes)
+                np.testing.assert_allclose(out, expected, rtol=rtol, atol=1e-300)
     with pytest.raises(ValueError, match="inconsistent shapes"):
         kernels.score_candidates_grouped(joint_M_K, weights_M, probs_N_K_C, candidates,
                                          np.empty((len(candidates), G * S + 1)))
