@@ -236,7 +236,7 @@ def conditional_entropy(probs_N_K_C, *, log_probs=False):
 def batch_epig(probs_N_K_C, target_probs_T_K_C, batch_size, *, num_samples=10_000,
                log_probs=False, candidates=None, random_state=None, return_utilities=False,
                num_threads=None, lazy=None, memory_budget=None, progress=False,
-               saturation="greedy"):
+               saturation="greedy", extra_rounds=_noise.EXTRA_ROUNDS):
     """Select a batch of pool points by greedy joint EPIG.
 
     Each step adds the point x maximising the batch's expected predictive information gain
@@ -247,10 +247,12 @@ def batch_epig(probs_N_K_C, target_probs_T_K_C, batch_size, *, num_samples=10_00
     driver and kernels as :func:`batchbald` (docs/algorithm.md, joint EPIG).
 
     Exact while the batch's configurations times the targets' (``C^|A| · T · C``) fit
-    ``num_samples``; past that, ``H(y_A, y_x)`` is exact while ``C^|A| ≤ num_samples`` and
-    the mean over targets of ``H(y_A, y_x, y*_t)`` is estimated from ``num_samples // C``
-    draws of the batch's labels, each with one target (every target alike often) whose
-    labels are summed exactly; ``std_errors`` and ``ambiguous`` report the noise.
+    ``num_samples``; past that, both ``H(y_A, y_x)`` and the mean over targets of
+    ``H(y_A, y_x, y*_t)`` are estimated from the same ``num_samples // C`` draws of the
+    batch's labels, each with one target (every target alike often) whose labels are
+    summed exactly, so that most of their noise cancels in the difference;
+    ``std_errors`` and ``ambiguous`` report what is left, and contender rounds resolve
+    near-ties as in :func:`batchbald` (``extra_rounds``).
 
     Parameters
     ----------
@@ -281,13 +283,19 @@ def batch_epig(probs_N_K_C, target_probs_T_K_C, batch_size, *, num_samples=10_00
         steps too (within their noise). False: score every candidate.
     memory_budget : int, float, str or None, default=None
         As for :func:`batchbald` (the estimate covers the batch's joint; the targets' joint
-        adds at most ``num_samples · (K + 2)`` float64 values).
+        adds at most ``num_samples · (K + 2)`` float64 values, twice that while contender
+        rounds run).
     progress : bool or callable, default=False
         As for :func:`batchbald`.
     saturation : {"greedy", "restart"}, default="greedy"
         After a sampled step whose score is within noise of the most any batch can reach
         (the targets' mean BALD): keep extending the batch (default), or start a new greedy
         run, as for :func:`batchbald`.
+    extra_rounds : int, default=16
+        Most rounds of fresh draws (both joints drawn anew) that a sampled step whose top
+        candidates are within noise may spend on them, as for :func:`batchbald`: they
+        re-estimate only the contenders, within a quarter of the rows the step scored.
+        0: none; ``ambiguous`` then flags every such step.
 
     Returns
     -------
@@ -320,11 +328,12 @@ def batch_epig(probs_N_K_C, target_probs_T_K_C, batch_size, *, num_samples=10_00
     progress = _validation.check_progress(progress)
     saturation = _validation.check_choice(saturation, "saturation",
                                           _noise.SATURATION_POLICIES)
+    extra_rounds = _validation.check_count(extra_rounds, "extra_rounds", minimum=0)
     # No pruning: pruned joints bound entropies from one side, which a difference loses.
     settings = Settings(num_samples, _backend.kernels_for(num_threads), incremental=True,
                         lazy=None if lazy is None else bool(lazy),
                         return_utilities=bool(return_utilities), saturation=saturation,
-                        extra_rounds=0)
+                        extra_rounds=extra_rounds)
     settings = _memory.check(probs_N_K_C, len(candidates), batch_size, settings,
                              memory_budget)
     pool = _pool.ArrayPool(settings.kernels, probs_N_K_C)

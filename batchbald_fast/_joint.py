@@ -479,16 +479,20 @@ def paired_terms(base, extended, probs_n_K_C, kernels):
     counts_D : ndarray of shape (D,), ones
     """
     D = base.num_configurations
-    g_n_D = np.zeros((len(probs_n_K_C), D))
+    n, _, C = probs_n_K_C.shape
+    g_n_D = np.zeros((n, D))
     for state, sign in ((base, 1.0), (extended, -1.0)):
-        n, _, C = probs_n_K_C.shape
         R = state.num_configurations
-        P_n_R_C = np.einsum("rk,nkc->nrc", state.joint_M_K, probs_n_K_C)
-        f_nR = np.empty(n * R)
-        kernels.entropy_rows(np.ascontiguousarray(P_n_R_C.reshape(n * R, C)), f_nR)
-        f_n_R = (f_nR.reshape(n, R) - state.log_scale_M * P_n_R_C.sum(axis=2)) \
-            * state.weights_M
         base_R = state.counts_M.astype(np.intp) if state is extended else np.arange(D)
-        for g_D, f_R in zip(g_n_D, f_n_R):
-            g_D += sign * np.bincount(base_R, weights=f_R, minlength=D)
+        # P of a chunk of points at a time: the contender rounds ask for hundreds.
+        chunk = _sizes.chunk_rows(_sizes.TERMS_CHUNK_BYTES, _sizes.FLOAT * R * C)
+        for i0 in range(0, n, chunk):
+            P_i_R_C = np.einsum("rk,nkc->nrc", state.joint_M_K, probs_n_K_C[i0:i0 + chunk])
+            i = len(P_i_R_C)
+            f_iR = np.empty(i * R)
+            kernels.entropy_rows(np.ascontiguousarray(P_i_R_C.reshape(i * R, C)), f_iR)
+            f_i_R = (f_iR.reshape(i, R) - state.log_scale_M * P_i_R_C.sum(axis=2)) \
+                * state.weights_M
+            for g_D, f_R in zip(g_n_D[i0:i0 + chunk], f_i_R):
+                g_D += sign * np.bincount(base_R, weights=f_R, minlength=D)
     return g_n_D * D, np.ones(D)

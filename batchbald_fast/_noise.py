@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import scipy.special
 
-from . import _joint, _sizes
+from . import _sizes
 
 # One-sided error probability of each test of the contender rounds that drops a contender
 # or declares the pick resolved, and the most rounds by default: a looser test resolves
@@ -35,7 +35,7 @@ class SaturationWarning(UserWarning):
     """The batch's labels nearly identify the posterior sample: later gains are noise."""
 
 
-def settle(outcome, search, state, pool, settings, fresh, resolution):
+def settle(outcome, search, state, pool, settings, fresh, resolution, terms):
     """A sampled step's noise, and its pick resolved by contender rounds where affordable.
 
     Contenders are the candidates within ``Φ⁻¹(1 − ALPHA)`` paired errors of the pick; the
@@ -47,14 +47,19 @@ def settle(outcome, search, state, pool, settings, fresh, resolution):
     outcome : _search.Outcome
         The search's; updated in place when the rounds run.
     search : _search.Search
-    state : JointState
-        The step's sampled joint.
+    state : object
+        The step's sampled estimator (a JointState, or an objective's own): its
+        ``num_configurations`` rows are scored per candidate.
     pool : ArrayPool or a pool with the same methods
     settings : Settings
     fresh : callable
-        ``fresh() -> JointState``: new draws as many as the step's.
+        ``fresh() -> state``: an estimator of new draws, as many as the step's.
     resolution : float
         The search's resolution.
+    terms : callable
+        ``terms(state, probs_n_K_C) -> (g_n_D, counts_D)``: per-draw terms of the
+        estimates of n points' utilities (up to a constant per point), which are
+        ``g_n_D @ counts_D / counts_D.sum()``.
 
     Returns
     -------
@@ -68,10 +73,10 @@ def settle(outcome, search, state, pool, settings, fresh, resolution):
         0 when the rounds scored the contenders left.
     decision_rows : int
     """
-    kernels, tie_tolerance = settings.kernels, settings.tie_tolerance
+    tie_tolerance = settings.tie_tolerance
     M = state.num_configurations
     std_error, ambiguous, pair_error = sampling_noise(
-        state, pool, outcome.evaluated, outcome.utility_n, kernels, resolution)
+        state, pool, outcome.evaluated, outcome.utility_n, terms, resolution)
     margin = scipy.special.ndtri(1 - ALPHA) * pair_error
     budget = _sizes.rounds_rows(outcome.rows)
     decision_rows = M
@@ -88,7 +93,7 @@ def settle(outcome, search, state, pool, settings, fresh, resolution):
             and len(contenders) * M <= budget:
         lead, estimate, std_error, ambiguous, extra_rows, decision_rows = resolve_contenders(
             state, pool.rows(outcome.evaluated[contenders]), outcome.utility_n[contenders],
-            fresh, budget, settings.extra_rounds, tie_tolerance, kernels)
+            fresh, budget, settings.extra_rounds, tie_tolerance, terms)
         outcome.best = int(contenders[lead])
         outcome.utility_n[outcome.best] = estimate  # the pick's score from every round
         outcome.rows += extra_rows
@@ -152,7 +157,7 @@ def warn_saturated(out, K, saturation, objective):
 
 
 def resolve_contenders(state, probs_c_K_C, utility_c, fresh, budget, max_rounds,
-                       tie_tolerance, kernels, alpha=ALPHA, resolution=RESOLUTION):
+                       tie_tolerance, terms, alpha=ALPHA, resolution=RESOLUTION):
     """The pick among a sampled step's contenders, resolved with fresh draws where needed.
 
     Each round of fresh draws (from the same members, as many as the step's) is an
@@ -166,20 +171,21 @@ def resolve_contenders(state, probs_c_K_C, utility_c, fresh, budget, max_rounds,
 
     Parameters
     ----------
-    state : JointState
-        The step's sampled state (round 0).
+    state : object
+        The step's sampled estimator (round 0), as for :func:`settle`.
     probs_c_K_C : ndarray of shape (c, K, C)
         The contenders' rows, in ascending pool order.
     utility_c : ndarray of shape (c,)
         Their utilities from ``state``.
     fresh : callable
-        ``fresh() -> JointState``: new draws, as many as ``state``'s, independent of every
+        ``fresh() -> state``: new draws, as many as ``state``'s, independent of every
         earlier one.
     budget : float
         Candidate × rows the rounds may score.
     max_rounds : int
     tie_tolerance : float
-    kernels : Kernels
+    terms : callable
+        As for :func:`settle`.
     alpha, resolution : float
 
     Returns
@@ -197,21 +203,21 @@ def resolve_contenders(state, probs_c_K_C, utility_c, fresh, budget, max_rounds,
     """
     z = scipy.special.ndtri(1 - alpha)
     n = len(utility_c)
-    draws = float(state.counts_M.sum())  # every round's, so its terms' sums add up
+    g_c_M, counts_M = terms(state, probs_c_K_C)
+    draws = float(counts_M.sum())  # every round's, so its terms' sums add up
     mean_sum_c = np.zeros(n)
     # Σ over rounds of Σ_m counts_m (g_m − ḡ)(g_m − ḡ)ᵀ: any pair's paired sum of squares,
     # whichever contender leads (dropped contenders' entries go stale, unread).
     gram_c_c = np.zeros((n, n))
 
-    def add_round(round_state, alive):
-        g_a_M, counts_M = _joint.estimator_terms(round_state, probs_c_K_C[alive], kernels)
+    def add_round(g_a_M, counts_M, alive):
         mean_a = g_a_M @ counts_M / draws
         centred_a_M = g_a_M - mean_a[:, None]
         mean_sum_c[alive] += mean_a
         gram_c_c[np.ix_(alive, alive)] += (centred_a_M * counts_M) @ centred_a_M.T
 
     alive = np.arange(n)
-    add_round(state, alive)
+    add_round(g_c_M, counts_M, alive)
     offset_c = utility_c - mean_sum_c  # what a utility adds to the estimate of H(y_A, y_x)
     rounds, extra_rows, rows = 1, 0, state.num_configurations
     while True:
@@ -228,14 +234,14 @@ def resolve_contenders(state, probs_c_K_C, utility_c, fresh, budget, max_rounds,
         if resolved or rounds > max_rounds or extra_rows + next_rows > budget:
             break
         round_state = fresh()
-        add_round(round_state, alive)
+        add_round(*terms(round_state, probs_c_K_C[alive]), alive)
         extra_rows += len(alive) * round_state.num_configurations
         rows += round_state.num_configurations
         rounds += 1
     return lead, float(mean_c[lead]), float(se_c[lead]), not resolved, extra_rows, rows
 
 
-def sampling_noise(state, pool, evaluated, utility_n, kernels, resolution=0.0):
+def sampling_noise(state, pool, evaluated, utility_n, terms, resolution=0.0):
     """Standard error of the top utility, whether the runner-up is within two standard
     errors of the difference (both from the same draws, so the difference is paired), and
     that standard error. A candidate left unscored may be up to ``resolution`` above the
@@ -245,7 +251,7 @@ def sampling_noise(state, pool, evaluated, utility_n, kernels, resolution=0.0):
     stratified estimator's variance is no larger, so the standard error is conservative.
     """
     top = np.argsort(-utility_n, kind="stable")[:2]
-    terms_t_M, counts_M = _joint.estimator_terms(state, pool.rows(evaluated[top]), kernels)
+    terms_t_M, counts_M = terms(state, pool.rows(evaluated[top]))
     std_error_top = paired_error(terms_t_M[0], counts_M)
     if len(top) < 2:
         return std_error_top, False, 0.0

@@ -72,7 +72,12 @@ class BatchBALD:
     def noise(self, run, outcome, search, resolution):
         """A sampled step's noise and contender rounds (``_noise.settle``)."""
         return _noise.settle(outcome, search, run.joint, self._pool, self._settings,
-                             lambda: run.fresh_joint(self._settings, self._rng), resolution)
+                             lambda: run.fresh_joint(self._settings, self._rng), resolution,
+                             self._terms)
+
+    def _terms(self, state, probs_n_K_C):
+        """Per-draw terms of a sampled joint's estimates of ``H(y_A, y_x)``."""
+        return _joint.estimator_terms(state, probs_n_K_C, self._settings.kernels)
 
     def upper_bounds(self, run, remaining):
         """``a(A) + Δ'(x)`` from each candidate's last gain Δ' (inf before its first), on
@@ -202,12 +207,18 @@ class JointEPIG:
         if state.mode == "exact" and state.num_configurations * T * C <= settings.num_samples:
             self._base = state
         else:
-            self._base = _joint.draws_joint(run.probs_A_K_C, max(1, settings.num_samples // C),
-                                            self._rng, settings.kernels)
+            self._base = self._draws_joint(run)
         self._targets = _joint.with_targets(self._base, self._targets_T_K_C, self._rng)
         self._next_margin = 0.0
         return _StepJoint(self._targets.mode,
                           self._base.num_configurations + self._targets.num_configurations)
+
+    def _draws_joint(self, run):
+        """New draws of the batch's labels: each, extended by C labels of a target, makes C
+        rows of the targets' joint, which ``num_samples`` bounds."""
+        C = self._targets_T_K_C.shape[2]
+        return _joint.draws_joint(run.probs_A_K_C, max(1, self._settings.num_samples // C),
+                                  self._rng, self._settings.kernels)
 
     def utility(self, run):
         zeros_N, base, targets = self.cond_entropy_N, self._base, self._targets
@@ -232,22 +243,23 @@ class JointEPIG:
         return run.score + self._margin + run.upper_gain_N[remaining]
 
     def noise(self, run, outcome, search, resolution):
-        """Standard error of the pick's utility and the paired error of the top two, from
-        the per-draw terms of the two joints' difference."""
-        evaluated, utility_n = outcome.evaluated, outcome.utility_n
-        top = np.argsort(-utility_n, kind="stable")[:2]
-        terms_t_D, counts_D = _joint.paired_terms(self._base, self._targets,
-                                                  self._pool.rows(evaluated[top]),
-                                                  self._settings.kernels)
-        std_error = float(_noise.paired_error(terms_t_D[0], counts_D))
-        pair_error, ambiguous = 0.0, False
-        if len(top) == 2:
-            pair_error = float(_noise.paired_error(terms_t_D[0] - terms_t_D[1], counts_D))
-            ambiguous = bool(utility_n[top[0]] - utility_n[top[1]]
-                             <= 2 * pair_error + max(resolution, 0.0))
-        self._next_margin = 2 * std_error
-        rows = self._base.num_configurations + self._targets.num_configurations
-        return outcome, std_error, ambiguous, pair_error, resolution, rows
+        """A sampled step's noise and contender rounds (``_noise.settle``), from the per-draw
+        terms of the two joints' difference; each round draws both joints anew."""
+        settings, T_K_C = self._settings, self._targets_T_K_C
+
+        def fresh():
+            base = self._draws_joint(run)
+            return _Draws(base, _joint.with_targets(base, T_K_C, self._rng))
+
+        answer = _noise.settle(outcome, search, _Draws(self._base, self._targets), self._pool,
+                               settings, fresh, resolution, self._terms)
+        self._next_margin = 2 * answer[1]  # the pick's standard error
+        return answer
+
+    def _terms(self, draws, probs_n_K_C):
+        """Per-draw terms of ``H(y_A, y_x) − (1/T) Σ_t H(y_A, y_x, y*_t)``."""
+        return _joint.paired_terms(draws.base, draws.targets, probs_n_K_C,
+                                   self._settings.kernels)
 
     def scored(self, run, outcome):
         """BatchBALD gains of the scored candidates, where ``H(y_A, y_x)`` was exact (any
@@ -259,6 +271,15 @@ class JointEPIG:
             run.upper_gain_N[evaluated] = np.minimum(run.upper_gain_N[evaluated], gain_n)
         self._batch_entropy = self._entropy_N[evaluated[outcome.best]]
         self._margin = self._next_margin
+
+
+class _Draws:
+    """A sampled joint-EPIG estimator: draws of the batch's labels and their extension by
+    the targets' labels, scored per candidate together."""
+
+    def __init__(self, base, targets):
+        self.base, self.targets = base, targets
+        self.num_configurations = base.num_configurations + targets.num_configurations
 
 
 class _Difference:

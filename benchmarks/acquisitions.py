@@ -1,8 +1,8 @@
 """The acquisitions' costs side by side: EPIG against baal's, stochastic batches, and the
 README's "Choosing an acquisition" table.
 
-    python benchmarks/acquisitions.py epig-vs-baal   # E1: ours and baal 2.1.0's EPIG
-    python benchmarks/acquisitions.py e2             # E2: W6's pool, T = 2000
+    python benchmarks/acquisitions.py epig-vs-baal   # E1: ours (float64, float32), baal's
+    python benchmarks/acquisitions.py e2             # E2: W6's pool, T = 2000, both dtypes
     python benchmarks/acquisitions.py stochastic     # b = 1000 from N = 10^6, each mode
     python benchmarks/acquisitions.py table          # W2, W3, W6: every acquisition
 
@@ -36,6 +36,8 @@ E1 = {"N": 10000, "T": 1000, "K": 20, "C": 10}
 E2 = {"N": 59000, "T": 2000, "K": 100, "C": 10}
 TABLE_WORKLOADS = ("W2", "W3", "W6")
 TABLE_TARGETS = 1000
+# Our runners: epig's compute dtype.
+RUNNER_DTYPES = {"batchbald_fast": np.float64, "batchbald_fast-float32": np.float32}
 
 
 def inputs(N, T, K, C):
@@ -66,7 +68,8 @@ def child(runner, N, T, K, C, out):
         pool, targets = (np.ascontiguousarray(a.transpose(0, 2, 1)) for a in (pool, targets))
         call = lambda: EPIG().compute_score(pool, targets)  # noqa: E731
     else:
-        call = lambda: epig(pool, targets)  # noqa: E731
+        dtype = RUNNER_DTYPES[runner]
+        call = lambda: epig(pool, targets, dtype=dtype)  # noqa: E731
     baseline = resident_bytes()
     reset_peak()
     cpu = time.process_time()
@@ -102,24 +105,27 @@ def shape_line(shape):
 
 def epig_vs_baal(args):
     print(f"E1 ({shape_line(E1)}), each call in a fresh process, best of {args.repeat}:")
-    results = {}
-    for runner in ("batchbald_fast", "baal"):
-        seconds, report, scores = fresh(runner, E1, args.repeat)
-        results[runner] = seconds, scores
-        print(f"  {runner:<15} {seconds:8.2f} s ({report['cpu_seconds']:.1f} s of CPU)   "
-              f"peak above the inputs "
-              f"{format_bytes(report['extra_bytes'])} (inputs "
-              f"{format_bytes(report['input_bytes'])})", flush=True)
-    (ours, ours_scores), (theirs, theirs_scores) = results["batchbald_fast"], results["baal"]
-    print(f"  baal / ours: {theirs / ours:.1f}x; max |difference| of the scores "
-          f"{np.abs(ours_scores - theirs_scores).max():.2e} (baal computes in float32)")
+    results = {runner: run_fresh(runner, E1, args.repeat) for runner in (*RUNNER_DTYPES, "baal")}
+    theirs, theirs_scores = results["baal"]
+    for runner in RUNNER_DTYPES:
+        ours, ours_scores = results[runner]
+        print(f"  baal / {runner}: {theirs / ours:.1f}x; max |difference| of the scores "
+              f"{np.abs(ours_scores - theirs_scores).max():.2e} (baal computes in float32)")
 
 
 def e2(args):
-    seconds, report, _ = fresh("batchbald_fast", E2, args.repeat)
-    print(f"E2 ({shape_line(E2)}): batchbald_fast {seconds:.1f} s "
-          f"({report['cpu_seconds']:.0f} s of CPU), peak above the inputs "
-          f"{format_bytes(report['extra_bytes'])} (inputs {format_bytes(report['input_bytes'])})")
+    print(f"E2 ({shape_line(E2)}), each call in a fresh process, best of {args.repeat}:")
+    for runner in RUNNER_DTYPES:
+        run_fresh(runner, E2, args.repeat)
+
+
+def run_fresh(runner, shape, repeat):
+    """``fresh``, its line printed; returns the best time and the scores."""
+    seconds, report, scores = fresh(runner, shape, repeat)
+    print(f"  {runner:<22} {seconds:8.2f} s ({report['cpu_seconds']:.1f} s of CPU)   "
+          f"peak above the inputs {format_bytes(report['extra_bytes'])} (inputs "
+          f"{format_bytes(report['input_bytes'])})", flush=True)
+    return seconds, scores
 
 
 def best_of(repeat, call):

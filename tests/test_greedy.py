@@ -571,7 +571,8 @@ def test_contender_rounds_pool_every_round_as_plain_sums_do(backend):
         lead, estimate, std_error, ambiguous, extra_rows, rows = \
             _noise.resolve_contenders(
                 states[0], probs_c_K_C, estimates_R_c[0] - 0.5, iter(states[1:]).__next__,
-                np.inf, rounds - 1, 1e-10, kernels, alpha=0.0,
+                np.inf, rounds - 1, 1e-10,
+                lambda state, probs: _joint.estimator_terms(state, probs, kernels), alpha=0.0,
                 resolution=-1.0)  # no test decides
         mean_c = estimates_R_c[:rounds].mean(axis=0)
         assert lead == np.argmax(mean_c) and ambiguous
