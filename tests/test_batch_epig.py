@@ -18,20 +18,21 @@ def tiny_case(seed, N=7, T=3, K=4, C=3, zeros=False):
     return random_probs(rng, N, K, C, zeros=zeros), random_probs(rng, T, K, C)
 
 
-def check_against_oracle(probs_N_K_C, targets_T_K_C, result, candidates=None):
+def check_against_oracle(probs_N_K_C, targets_T_K_C, result, candidates=None, atol=1e-9):
     """At each step every utility is the brute-force one and the pick the best (the lowest
-    index among near-ties)."""
+    index among near-ties; within ``atol`` when that is float32's)."""
     pool = set(range(len(probs_N_K_C)) if candidates is None else candidates)
     batch = []
     for t, pick in enumerate(result.indices):
         util = {x: oracle.joint_epig(probs_N_K_C, targets_T_K_C, batch + [x]) for x in pool}
         best = max(util.values())
-        assert util[pick] >= best - 1e-9
-        assert pick == min(x for x in pool if util[x] >= util[pick] - TIE)
-        np.testing.assert_allclose(result.scores[t], util[pick], rtol=0, atol=1e-9)
+        assert util[pick] >= best - atol
+        if atol < TIE:
+            assert pick == min(x for x in pool if util[x] >= util[pick] - TIE)
+        np.testing.assert_allclose(result.scores[t], util[pick], rtol=0, atol=atol)
         if result.utilities is not None:
             for x, value in util.items():
-                np.testing.assert_allclose(result.utilities[t, x], value, rtol=0, atol=1e-9)
+                np.testing.assert_allclose(result.utilities[t, x], value, rtol=0, atol=atol)
         batch.append(int(pick))
         pool.remove(pick)
 
@@ -45,6 +46,17 @@ def test_exact_steps_equal_brute_force(backend, seed, zeros):
                                return_utilities=return_utilities)
         assert (result.mode == "exact").all()
         check_against_oracle(probs_N_K_C, targets_T_K_C, result)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_float32_compute_within_its_precision(backend, seed):
+    probs_N_K_C, targets_T_K_C = tiny_case(seed, zeros=True)
+    result = bf.batch_epig(probs_N_K_C, targets_T_K_C, 4, num_samples=10**6,
+                           dtype=np.float32, return_utilities=True)
+    assert (result.mode == "exact").all()
+    check_against_oracle(probs_N_K_C, targets_T_K_C, result, atol=2e-5)
+    with pytest.raises(TypeError, match="dtype"):
+        bf.batch_epig(probs_N_K_C, targets_T_K_C, 2, dtype=np.int32)
 
 
 def test_candidates_and_batches_past_them(backend):
