@@ -386,8 +386,8 @@ def epig(probs_N_K_C, target_probs_T_K_C, *, log_probs=False, return_std_error=F
         Precision of the joint predictives and their logs, the bulk of the work.
         float32 (sums over classes and targets still in float64, and each point's and
         target's entropy in float64) takes about half the time at K = 100 and errs by
-        ~1e-6 nats, as baal's and the EPIG authors' float32 code does; near-equal scores
-        may then rank differently. Independent of the pool's own dtype: a float32 pool
+        ~1e-7 nats (baal's and the EPIG authors' float32 code, by ~1e-6); near-equal
+        scores may then rank differently. Independent of the pool's own dtype: a float32 pool
         is read in place with float32, converted block by block with float64.
     num_threads : int, default=None
         Most threads for the kernels, as for :func:`batchbald`.
