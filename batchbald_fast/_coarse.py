@@ -10,8 +10,6 @@ import math
 
 import numpy as np
 
-from . import _sizes
-
 # Rows of the coarse joints that bound a step's scores: the first has about 3K groups (a
 # power of 2, at most COARSE_GROUPS), each next one splits every row of the last up to
 # COARSE_ROWS and this fraction of the joint's rows, so that bounding a candidate costs
@@ -168,7 +166,7 @@ def _group_rows(joint_M_K, sums_M, weights_M, mass_M, G, iterations, kernels, ce
     the assignment step is a product with ``log π_g`` (Lloyd's algorithm in that geometry).
     The posteriors ``π_m = J_m / S_m`` are never formed, so that grouping takes O(M) memory
     beside the joint: the positive scale 1/S_m moves no row's argmax, and a group's
-    ``Σ mass_m π_m`` is ``Σ w_m J_m``. The products run in chunks of rows for the same reason.
+    ``Σ mass_m π_m`` is ``Σ w_m J_m``. The assignment is the kernels' ``nearest_centres``.
     The first centres, unless given, are rows drawn by mass from a fixed seed: the grouping
     only decides how tight the bound is, never a result, so it must not consume the
     caller's draws.
@@ -186,12 +184,10 @@ def _group_rows(joint_M_K, sums_M, weights_M, mass_M, G, iterations, kernels, ce
     else:
         centre_G_K = np.array(centres, dtype=np.float64)
     live_weights_M = np.where(sums_M > 0, weights_M, 0.0)
-    chunk = _sizes.chunk_rows(_sizes.COARSE_CHUNK_BYTES, _sizes.FLOAT * G)
     group_M = np.empty(M, dtype=np.intp)
     for _ in range(iterations):
-        log_centre_K_G = np.log(np.maximum(centre_G_K, _TINY)).T
-        for m0 in range(0, M, chunk):
-            group_M[m0:m0 + chunk] = (joint_M_K[m0:m0 + chunk] @ log_centre_K_G).argmax(axis=1)
+        log_centre_K_G = np.ascontiguousarray(np.log(np.maximum(centre_G_K, _TINY)).T)
+        kernels.nearest_centres(joint_M_K, log_centre_K_G, group_M)
         _update_centres(centre_G_K, group_M, joint_M_K, live_weights_M, mass_M, kernels)
     return group_M, centre_G_K
 
