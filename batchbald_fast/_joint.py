@@ -164,14 +164,24 @@ def extend_pruned(state, probs_K_C, num_points, tol, max_rows=None):
         Pruned (or exact, when nothing could be spared); None past ``max_rows``.
     """
     C = probs_K_C.shape[1]
-    joint_M_K = _expand(state.joint_M_K, probs_K_C)
-    mass_M = joint_M_K.sum(axis=1)
     # Configurations dropped earlier grow (or shrink) with the new point's row sums.
     carried = state.dropped_mass * float(probs_K_C.sum(axis=1).max())
-    order = np.argsort(mass_M, kind="stable")
-    dropped_mass_j = carried + np.cumsum(mass_M[order])
     # Atoms of H(y_A, y_x) outside the kept rows: at most every atom of the full extension.
     num_atoms = C ** (num_points + 1)
+    if max_rows is not None and len(state.joint_M_K) * C > max_rows:
+        # Past max_rows, the bound of the rows that must go, the lightest, already exceeds
+        # tol: known from their masses (a product and a partition) without the extension
+        # or a sort. The masses' rounding differs from the sums below by ~1e-15
+        # relatively, hence the margin; near it the full computation decides.
+        mass_MC = (state.joint_M_K @ probs_K_C).reshape(-1)
+        must_go = len(mass_MC) - max_rows
+        lightest = carried + float(np.partition(mass_MC, must_go - 1)[:must_go].sum())
+        if mass_error_bound(lightest, num_atoms) > tol * (1 + 1e-9):
+            return None
+    joint_M_K = _expand(state.joint_M_K, probs_K_C)
+    mass_M = joint_M_K.sum(axis=1)
+    order = np.argsort(mass_M, kind="stable")
+    dropped_mass_j = carried + np.cumsum(mass_M[order])
     with np.errstate(divide="ignore", invalid="ignore"):
         bounds = np.where(dropped_mass_j > 0, dropped_mass_j * (
             math.log(num_atoms) - np.log(dropped_mass_j)), 0.0)
@@ -252,10 +262,11 @@ def from_draws(draws, C, kernels, unique=None):
     (``unique``: the draws' ``_unique_rows`` when known)."""
     M, K = draws.log_joint_M_K.shape
     first_U, _, counts_U = unique or _unique_rows(draws.labels_M_A, C, kernels)
-    log_joint_U_K = draws.log_joint_M_K[first_U]
+    joint_U_K = draws.log_joint_M_K[first_U]  # the log joint until exponentiated
     # The member that made a draw gives it positive probability: the max is finite.
-    log_scale_U = log_joint_U_K.max(axis=1)
-    joint_U_K = np.exp(log_joint_U_K - log_scale_U[:, None])
+    log_scale_U = joint_U_K.max(axis=1)
+    joint_U_K -= log_scale_U[:, None]
+    np.exp(joint_U_K, out=joint_U_K)  # in place: one array of U × K, not three
     joint_U_K /= K
     weights_U = counts_U / (M * joint_U_K.sum(axis=1))
     offset_K = -(weights_U * log_scale_U) @ joint_U_K
