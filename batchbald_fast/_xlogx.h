@@ -136,6 +136,24 @@ BBF_DISPATCH static void bbf_xlogx_accumulate_f(const float *P_M_J, const double
         }                                                                                 \
     }
 
+/* P[rr][·] = Σ_k B[(r + rr) · K + k] · A[k · lda + ·] for the MR rows from r (k ascending,
+ * one multiply-add each): the register block of BBF_FUSED_TILE and BBF_NEAREST, NV vectors
+ * of NAME##_vec a row. Rows past the mr valid ones reuse row r: valid memory, never
+ * stored. */
+#define BBF_BLOCK_PRODUCT(NAME, MR, NV, A, lda, B, r, mr, K, P)                           \
+    for (int rr = 0; rr < MR; rr++)                                                       \
+        for (int v = 0; v < NV; v++)                                                      \
+            P[rr][v] = (NAME##_vec){0};                                                   \
+    for (ptrdiff_t k = 0; k < K; k++) {                                                   \
+        /* direct unaligned loads: a memcpy here went through the stack */                \
+        const NAME##_uvec *a = (const NAME##_uvec *)((A) + k * (lda));                    \
+        for (int rr = 0; rr < MR; rr++) {                                                 \
+            const double bk = (B)[((r) + (rr < (mr) ? rr : 0)) * (K) + k];                \
+            for (int v = 0; v < NV; v++)                                                  \
+                P[rr][v] += bk * a[v];                                                    \
+        }                                                                                 \
+    }
+
 #define BBF_FUSED_TILE(NAME, TARGET, VBYTES, MR, NB, REDUCE)                              \
 typedef double NAME##_vec __attribute__((vector_size(VBYTES)));                           \
 typedef double NAME##_uvec __attribute__((vector_size(VBYTES), aligned(8), may_alias));   \
@@ -151,19 +169,7 @@ TARGET static void NAME(const double *A_K_J, const double *B_R_K, const double *
             goff[rr] = (r + rr) / G * J;                                                  \
         for (ptrdiff_t j0 = 0; j0 < J; j0 += NB) {                                        \
             NAME##_vec p[MR][NV];                                                         \
-            for (int rr = 0; rr < MR; rr++)                                               \
-                for (int v = 0; v < NV; v++)                                              \
-                    p[rr][v] = (NAME##_vec){0};                                           \
-            for (ptrdiff_t k = 0; k < K; k++) {                                           \
-                /* direct unaligned loads: a memcpy here went through the stack */        \
-                const NAME##_uvec *a = (const NAME##_uvec *)(A_K_J + k * J + j0);         \
-                for (int rr = 0; rr < MR; rr++) {                                         \
-                    /* rows past R reuse row r: valid memory, never accumulated */        \
-                    const double bk = B_R_K[(r + (rr < mr ? rr : 0)) * K + k];            \
-                    for (int v = 0; v < NV; v++)                                          \
-                        p[rr][v] += bk * a[v];                                            \
-                }                                                                         \
-            }                                                                             \
+            BBF_BLOCK_PRODUCT(NAME, MR, NV, A_K_J + j0, J, B_R_K, r, mr, K, p)             \
             REDUCE                                                                        \
         }                                                                                 \
     }                                                                                     \
@@ -388,18 +394,7 @@ TARGET static void NAME(const double *X_M_K, const double *L_K_G, ptrdiff_t m0, 
         const int mr = m1 - r < MR ? (int)(m1 - r) : MR;                                  \
         for (ptrdiff_t g0 = 0; g0 < Gv; g0 += NB) {                                       \
             NAME##_vec p[MR][NV];                                                         \
-            for (int rr = 0; rr < MR; rr++)                                               \
-                for (int v = 0; v < NV; v++)                                              \
-                    p[rr][v] = (NAME##_vec){0};                                           \
-            for (ptrdiff_t k = 0; k < K; k++) {                                           \
-                const NAME##_uvec *a = (const NAME##_uvec *)(L_K_G + k * G + g0);         \
-                for (int rr = 0; rr < MR; rr++) {                                         \
-                    /* rows past m1 reuse row r: valid memory, never stored */            \
-                    const double xk = X_M_K[(r + (rr < mr ? rr : 0)) * K + k];            \
-                    for (int v = 0; v < NV; v++)                                          \
-                        p[rr][v] += xk * a[v];                                            \
-                }                                                                         \
-            }                                                                             \
+            BBF_BLOCK_PRODUCT(NAME, MR, NV, L_K_G + g0, G, X_M_K, r, mr, K, p)             \
             for (int rr = 0; rr < mr; rr++)                                               \
                 memcpy(acc + rr * G + g0, &p[rr][0], sizeof(p[rr]));                      \
         }                                                                                 \
