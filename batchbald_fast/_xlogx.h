@@ -289,6 +289,17 @@ static int bbf_cpu_v4(void)
 }
 #define BBF_HAVE_V4 1
 
+/* NAME##_v4, _v3 or _v1 called with ARGS, whichever this CPU runs best. */
+#define BBF_PICK(NAME, ARGS)                                                              \
+    do {                                                                                  \
+        if (bbf_cpu_v4())                                                                 \
+            NAME##_v4 ARGS;                                                               \
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))         \
+            NAME##_v3 ARGS;                                                               \
+        else                                                                              \
+            NAME##_v1 ARGS;                                                               \
+    } while (0)
+
 /* 32 zmm registers: 8 × 2 accumulators; 16 ymm: 4 × 2; baseline 16 xmm: 4 × 4. */
 BBF_FUSED_TILE(bbf_fused_tile_v4, BBF_V4, 64, 8, 16, BBF_REDUCE_V4)
 BBF_FUSED_TILE(bbf_fused_tile_v3, __attribute__((target("arch=x86-64-v3"))), 32, 4, 8,
@@ -299,12 +310,7 @@ static void bbf_fused_tile_d(const double *A_K_J, const double *B_R_K, const dou
                              ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, ptrdiff_t G,
                              double *acc_J)
 {
-    if (bbf_cpu_v4())
-        bbf_fused_tile_v4(A_K_J, B_R_K, w_R, R, K, J, G, acc_J);
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        bbf_fused_tile_v3(A_K_J, B_R_K, w_R, R, K, J, G, acc_J);
-    else
-        bbf_fused_tile_v1(A_K_J, B_R_K, w_R, R, K, J, G, acc_J);
+    BBF_PICK(bbf_fused_tile, (A_K_J, B_R_K, w_R, R, K, J, G, acc_J));
 }
 #else
 BBF_FUSED_TILE(bbf_fused_tile_d, , 16, 4, 8, BBF_REDUCE_SCALAR)
@@ -426,12 +432,7 @@ static void bbf_nearest_rows(const double *X_M_K, const double *L_K_G, ptrdiff_t
                              ptrdiff_t m1, ptrdiff_t K, ptrdiff_t G, double *acc,
                              ptrdiff_t *out_M)
 {
-    if (bbf_cpu_v4())
-        bbf_nearest_v4(X_M_K, L_K_G, m0, m1, K, G, acc, out_M);
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        bbf_nearest_v3(X_M_K, L_K_G, m0, m1, K, G, acc, out_M);
-    else
-        bbf_nearest_v1(X_M_K, L_K_G, m0, m1, K, G, acc, out_M);
+    BBF_PICK(bbf_nearest, (X_M_K, L_K_G, m0, m1, K, G, acc, out_M));
 }
 #else
 BBF_NEAREST(bbf_nearest_rows, , 16, 4, 4)
