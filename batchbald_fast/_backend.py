@@ -16,7 +16,8 @@ _CHOICES = ("auto", "cython", "numpy")
 # Every kernel of a backend module, each with the same signature in both, ending in
 # ``num_threads``.
 KERNEL_NAMES = ("score_candidates", "score_candidates_grouped", "entropy_rows",
-                "nearest_subgroups", "draw_labels", "group_sums", "scratch_bytes")
+                "nearest_centres", "nearest_subgroups", "draw_labels", "group_sums",
+                "unique_keys", "scratch_bytes")
 
 
 class Kernels:
@@ -33,8 +34,8 @@ class Kernels:
 
     Attributes
     ----------
-    score_candidates, score_candidates_grouped, entropy_rows, nearest_subgroups, \
-    draw_labels, group_sums, scratch_bytes
+    score_candidates, score_candidates_grouped, entropy_rows, nearest_centres, \
+    nearest_subgroups, draw_labels, group_sums, unique_keys, scratch_bytes
         The module's kernels with ``num_threads`` given.
     """
 

@@ -10,8 +10,6 @@ import math
 
 import numpy as np
 
-from . import _sizes
-
 # Rows of the coarse joints that bound a step's scores: the first has about 3K groups (a
 # power of 2, at most COARSE_GROUPS), each next one splits every row of the last up to
 # COARSE_ROWS and this fraction of the joint's rows, so that bounding a candidate costs
@@ -24,10 +22,14 @@ COARSEST_GROUPS = 16
 COARSE_ROWS = 1024
 COARSE_FRACTION = 1 / 8
 # Lloyd iterations of the first grouping, from drawn centres or the last step's, and of
-# each split: the bound is valid after any number, only its tightness improves.
+# each split: the bound is valid after any number, only its tightness improves. From the
+# last step's centres one iteration a step goes on with Lloyd's algorithm across steps
+# (the rows move little from one step to the next): 3 and 4 iterations scored as many
+# rows, or 1–4% fewer (W7s 2% more), for ~17% more time at N = 1300
+# (docs/sampled_steps.md).
 COARSE_ITERATIONS = 8
-WARM_ITERATIONS = 3
-SPLIT_ITERATIONS = 4
+WARM_ITERATIONS = 1
+SPLIT_ITERATIONS = 2
 _TINY = np.finfo(np.float64).tiny
 
 
@@ -77,6 +79,10 @@ class CoarseLevels:
     iterations : int
         Lloyd iterations of the first grouping from drawn centres (WARM_ITERATIONS from
         given ones; splits take SPLIT_ITERATIONS).
+    work : (int, int) or None
+        The step's candidates and classes: a level is grouped only while its grouping
+        costs fewer kernel rows than it can save (:func:`grouping_rows`); None: every
+        level.
 
     Attributes
     ----------
@@ -90,7 +96,7 @@ class CoarseLevels:
 
     def __init__(self, state, kernels, row_sum_range=(1.0, 1.0), centres=None, coarsest=False,
                  num_groups=None, ways=None, max_groups=COARSE_ROWS,
-                 fraction=COARSE_FRACTION, iterations=COARSE_ITERATIONS):
+                 fraction=COARSE_FRACTION, iterations=COARSE_ITERATIONS, work=None):
         self._state, self._kernels, self._row_sum_range = state, kernels, row_sum_range
         if num_groups is None:
             num_groups = min(COARSE_GROUPS, 2 ** math.ceil(math.log2(
@@ -111,6 +117,10 @@ class CoarseLevels:
             iterations = WARM_ITERATIONS
         else:
             centres = None
+        if work is not None:
+            self.rows = _levels_that_pay(self.rows, len(self._sums_M), *work, iterations)
+            if not self.rows:
+                return
         G = self.rows[0]
         group_M, self.centres = _group_rows(state.joint_M_K, self._sums_M, state.weights_M,
                                             self._mass_M, G, iterations, kernels, centres)
@@ -147,6 +157,27 @@ class CoarseLevels:
         return self._levels[level]
 
 
+def grouping_rows(M, G, C, iterations):
+    """What grouping M rows among G centres costs, in kernel rows (candidate × configuration:
+    K·C multiply-adds and C logs each): each Lloyd iteration multiplies the rows by the
+    log centres (K·G multiply-adds a row) and sums them by group (K), logs not counted."""
+    return iterations * M * (G + 1) / C
+
+
+def _levels_that_pay(rows, M, num_candidates, C, iterations):
+    """The levels of ``rows`` (coarsest first) whose grouping costs at most the rows they
+    can save: a level of G rows saves at most ``M − G`` rows per candidate, when it rules
+    every candidate out (docs/sampled_steps.md, "When coarse joints pay")."""
+    kept = []
+    for level, G in enumerate(rows):
+        centres, its = (G, iterations) if level == 0 else (G // rows[level - 1],
+                                                          SPLIT_ITERATIONS)
+        if num_candidates * (M - G) < grouping_rows(M, centres, C, its):
+            break
+        kept.append(G)
+    return kept
+
+
 def _merge_groups(state, group_M, G, sums_M, mass_M, row_sum_range, kernels):
     """The coarse joint of one grouping and its correction (:class:`CoarseLevels`)."""
     weights_M = state.weights_M
@@ -168,7 +199,7 @@ def _group_rows(joint_M_K, sums_M, weights_M, mass_M, G, iterations, kernels, ce
     the assignment step is a product with ``log π_g`` (Lloyd's algorithm in that geometry).
     The posteriors ``π_m = J_m / S_m`` are never formed, so that grouping takes O(M) memory
     beside the joint: the positive scale 1/S_m moves no row's argmax, and a group's
-    ``Σ mass_m π_m`` is ``Σ w_m J_m``. The products run in chunks of rows for the same reason.
+    ``Σ mass_m π_m`` is ``Σ w_m J_m``. The assignment is the kernels' ``nearest_centres``.
     The first centres, unless given, are rows drawn by mass from a fixed seed: the grouping
     only decides how tight the bound is, never a result, so it must not consume the
     caller's draws.
@@ -186,12 +217,10 @@ def _group_rows(joint_M_K, sums_M, weights_M, mass_M, G, iterations, kernels, ce
     else:
         centre_G_K = np.array(centres, dtype=np.float64)
     live_weights_M = np.where(sums_M > 0, weights_M, 0.0)
-    chunk = _sizes.chunk_rows(_sizes.COARSE_CHUNK_BYTES, _sizes.FLOAT * G)
     group_M = np.empty(M, dtype=np.intp)
     for _ in range(iterations):
-        log_centre_K_G = np.log(np.maximum(centre_G_K, _TINY)).T
-        for m0 in range(0, M, chunk):
-            group_M[m0:m0 + chunk] = (joint_M_K[m0:m0 + chunk] @ log_centre_K_G).argmax(axis=1)
+        log_centre_K_G = np.ascontiguousarray(np.log(np.maximum(centre_G_K, _TINY)).T)
+        kernels.nearest_centres(joint_M_K, log_centre_K_G, group_M)
         _update_centres(centre_G_K, group_M, joint_M_K, live_weights_M, mass_M, kernels)
     return group_M, centre_G_K
 
@@ -224,7 +253,11 @@ def _split_groups(joint_M_K, sums_M, weights_M, mass_M, parent_M, P, ways, itera
     # replacement (the largest log(u) / mass), from a fixed seed as in _group_rows.
     with np.errstate(divide="ignore"):
         key_M = np.log(np.random.default_rng(0).random(M)) / mass_M
-    order = np.lexsort((-key_M, parent_M))
+    # np.lexsort((-key_M, parent_M)), faster: by key, then stably by group (a radix sort
+    # of 16-bit ints).
+    by_key = np.argsort(-key_M, kind="stable")
+    group_dtype = np.int16 if P <= np.iinfo(np.int16).max else np.intp
+    order = by_key[np.argsort(parent_M[by_key].astype(group_dtype), kind="stable")]
     rank = np.arange(M) - np.searchsorted(parent_M[order], parent_M[order])
     seeds = order[(rank < ways) & (mass_M[order] > 0)]
     seed_rank = np.empty(M, dtype=np.intp)
@@ -239,8 +272,10 @@ def _split_groups(joint_M_K, sums_M, weights_M, mass_M, parent_M, P, ways, itera
             np.log(np.maximum(centre_S_K, _TINY)).reshape(P, ways, K).transpose(0, 2, 1))
         kernels.nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, group_M)
         _update_centres(centre_S_K, group_M, joint_M_K, live_weights_M, mass_M, kernels)
-    used_G, group_M = np.unique(group_M, return_inverse=True)
-    return group_M.reshape(-1), len(used_G)
+    # The groups used, numbered in order (np.unique's inverse, without a sort).
+    used_S = np.bincount(group_M, minlength=P * ways) > 0
+    number_S = np.cumsum(used_S) - 1
+    return number_S[group_M], int(used_S.sum())
 
 
 def _group_sums(joint_M_K, weights_M, group_M, G, kernels):

@@ -164,14 +164,24 @@ def extend_pruned(state, probs_K_C, num_points, tol, max_rows=None):
         Pruned (or exact, when nothing could be spared); None past ``max_rows``.
     """
     C = probs_K_C.shape[1]
-    joint_M_K = _expand(state.joint_M_K, probs_K_C)
-    mass_M = joint_M_K.sum(axis=1)
     # Configurations dropped earlier grow (or shrink) with the new point's row sums.
     carried = state.dropped_mass * float(probs_K_C.sum(axis=1).max())
-    order = np.argsort(mass_M, kind="stable")
-    dropped_mass_j = carried + np.cumsum(mass_M[order])
     # Atoms of H(y_A, y_x) outside the kept rows: at most every atom of the full extension.
     num_atoms = C ** (num_points + 1)
+    if max_rows is not None and len(state.joint_M_K) * C > max_rows:
+        # Past max_rows, the bound of the rows that must go, the lightest, already exceeds
+        # tol: known from their masses (a product and a partition) without the extension
+        # or a sort. The masses' rounding differs from the sums below by ~1e-15
+        # relatively, hence the margin; near it the full computation decides.
+        mass_MC = (state.joint_M_K @ probs_K_C).reshape(-1)
+        must_go = len(mass_MC) - max_rows
+        lightest = carried + float(np.partition(mass_MC, must_go - 1)[:must_go].sum())
+        if mass_error_bound(lightest, num_atoms) > tol * (1 + 1e-9):
+            return None
+    joint_M_K = _expand(state.joint_M_K, probs_K_C)
+    mass_M = joint_M_K.sum(axis=1)
+    order = np.argsort(mass_M, kind="stable")
+    dropped_mass_j = carried + np.cumsum(mass_M[order])
     with np.errstate(divide="ignore", invalid="ignore"):
         bounds = np.where(dropped_mass_j > 0, dropped_mass_j * (
             math.log(num_atoms) - np.log(dropped_mass_j)), 0.0)
@@ -227,9 +237,9 @@ def append_labels(draws, probs_K_C, labels_M):
                  draws.rank_M, draws.log_joint_M_K + log_probs_K_C[:, labels_M].T)
 
 
-def _unique_rows(labels_M_A, C):
+def _unique_rows(labels_M_A, C, kernels):
     """First index, id (0..U-1, per row) and count of each distinct row of labels."""
-    A = labels_M_A.shape[1]
+    M, A = labels_M_A.shape
     if C ** A < 2 ** 63:  # one int64 key per row sorts far faster than rows
         keys = labels_M_A @ (C ** np.arange(A, dtype=np.int64))
     else:
@@ -238,23 +248,25 @@ def _unique_rows(labels_M_A, C):
         # M²/2^64 likely, falls back to sorting the rows).
         multipliers = np.random.default_rng(0).integers(1, 2**63, size=A, dtype=np.int64)
         keys = labels_M_A @ (2 * multipliers + 1)  # wraps modulo 2^64
-    _, first_U, ids_M, counts_U = np.unique(keys, return_index=True, return_inverse=True,
-                                            return_counts=True)
-    ids_M = ids_M.reshape(-1)
+    first_M, ids_M, counts_M = (np.empty(M, dtype=np.intp) for _ in range(3))
+    U = kernels.unique_keys(keys, first_M, ids_M, counts_M)
+    first_U, counts_U = first_M[:U], counts_M[:U]
     if C ** A >= 2 ** 63 and not np.array_equal(labels_M_A, labels_M_A[first_U[ids_M]]):
         _, first_U, ids_M, counts_U = np.unique(labels_M_A, axis=0, return_index=True,
                                                 return_inverse=True, return_counts=True)
     return first_U, ids_M.reshape(-1), counts_U
 
 
-def from_draws(draws, C):
-    """The sampled state of some draws of C-class labels: duplicates merged, rows scaled."""
+def from_draws(draws, C, kernels, unique=None):
+    """The sampled state of some draws of C-class labels: duplicates merged, rows scaled
+    (``unique``: the draws' ``_unique_rows`` when known)."""
     M, K = draws.log_joint_M_K.shape
-    first_U, _, counts_U = _unique_rows(draws.labels_M_A, C)
-    log_joint_U_K = draws.log_joint_M_K[first_U]
+    first_U, _, counts_U = unique or _unique_rows(draws.labels_M_A, C, kernels)
+    joint_U_K = draws.log_joint_M_K[first_U]  # the log joint until exponentiated
     # The member that made a draw gives it positive probability: the max is finite.
-    log_scale_U = log_joint_U_K.max(axis=1)
-    joint_U_K = np.exp(log_joint_U_K - log_scale_U[:, None])
+    log_scale_U = joint_U_K.max(axis=1)
+    joint_U_K -= log_scale_U[:, None]
+    np.exp(joint_U_K, out=joint_U_K)  # in place: one array of U × K, not three
     joint_U_K /= K
     weights_U = counts_U / (M * joint_U_K.sum(axis=1))
     offset_K = -(weights_U * log_scale_U) @ joint_U_K
@@ -300,22 +312,24 @@ def fit_budget(draws, probs_A_K_C, num_samples, rng, kernels,
     S = int(draws.rank_M.max()) + 1
     max_S = max(S, _sizes.max_draws_per_member(num_samples, K, A, max_draw_bytes))
     while True:
-        fit_S = _draws_per_member_that_fit(draws, C, num_samples)
+        unique = _unique_rows(draws.labels_M_A, C, kernels)
+        fit_S = _draws_per_member_that_fit(draws, unique, num_samples)
         if fit_S < S:
-            draws = draws.take(draws.rank_M < fit_S)
+            draws, unique = draws.take(draws.rank_M < fit_S), None
             break
         if S >= max_S:
             break
         more = min(S, max_S - S)  # doubling: a handful of rounds whatever the growth
         draws = draws.concat(_fresh_draws(probs_A_K_C, more, S, rng, kernels))
         S += more
-    return from_draws(draws, C)
+    return from_draws(draws, C, kernels, unique)
 
 
-def _draws_per_member_that_fit(draws, C, num_samples):
+def _draws_per_member_that_fit(draws, unique, num_samples):
     """The largest S' ≥ 1 whose draws of rank < S' hold at most ``num_samples`` distinct
-    configurations (the number of draws per member when all fit)."""
-    _, ids_M, counts_U = _unique_rows(draws.labels_M_A, C)
+    configurations (the number of draws per member when all fit); ``unique``: the draws'
+    ``_unique_rows``."""
+    _, ids_M, counts_U = unique
     if len(counts_U) <= num_samples:
         return int(draws.rank_M.max()) + 1
     # A configuration is among the draws of rank < S' iff its lowest rank is < S'.
@@ -339,7 +353,8 @@ def sample_joint(probs_A_K_C, num_samples, rng, kernels):
     kernels : Kernels
     """
     S = _sizes.draws_per_member(num_samples, probs_A_K_C.shape[1])
-    return from_draws(_fresh_draws(probs_A_K_C, S, 0, rng, kernels), probs_A_K_C.shape[2])
+    return from_draws(_fresh_draws(probs_A_K_C, S, 0, rng, kernels), probs_A_K_C.shape[2],
+                      kernels)
 
 
 def next_joint(state, probs_A_K_C, settings, rng):
@@ -411,7 +426,7 @@ def estimator_terms(state, probs_n_K_C, kernels):
 def fresh_state(probs_A_K_C, draws_per_member, rng, kernels):
     """A sampled state of new draws, independent of every earlier one (ranks from 0)."""
     return from_draws(_fresh_draws(probs_A_K_C, draws_per_member, 0, rng, kernels),
-                      probs_A_K_C.shape[2])
+                      probs_A_K_C.shape[2], kernels)
 
 
 def draws_joint(probs_A_K_C, num_draws, rng, kernels):

@@ -31,6 +31,7 @@ from ._threads import blas_limit
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from numpy cimport intp_t
+from libc.stdint cimport int64_t, uint64_t
 from scipy.linalg.cython_blas cimport sgemm
 
 cdef extern from "_xlogx.h" nogil:
@@ -41,6 +42,10 @@ cdef extern from "_xlogx.h" nogil:
                           double *acc_J)
     void bbf_xlogx_d(const double *x, Py_ssize_t n, double *out)
     void bbf_xlogx_f(const float *x, Py_ssize_t n, double *out)
+    void bbf_nearest_rows(const double *X_M_K, const double *L_K_G, Py_ssize_t m0,
+                          Py_ssize_t m1, Py_ssize_t K, Py_ssize_t G, double *acc_G,
+                          intp_t *out_M)
+    int BBF_NEAREST_MR
     const char *BBF_DISPATCH_NAME
     int BBF_NB
 
@@ -455,6 +460,34 @@ cdef void _entropy_chunk(const floating[:, ::1] probs_R_C, double[::1] out, Py_s
             out[r0 + r] = -total
 
 
+def nearest_centres(const double[:, ::1] joint_M_K, const double[:, ::1] log_centre_K_G,
+                    intp_t[::1] out, num_threads=None):
+    """Each row's best centre (``_kernels_numpy.nearest_centres``), the product and its
+    argmax fused in registers (``bbf_nearest_rows``), on at most ``num_threads`` OpenMP
+    threads (None: ``omp_get_max_threads()``)."""
+    cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
+    cdef Py_ssize_t G = log_centre_K_G.shape[1]
+    if log_centre_K_G.shape[0] != K or out.shape[0] != M or G < 1:
+        raise ValueError("nearest_centres: inconsistent shapes")
+    if M == 0:
+        return out.base
+    cdef Py_ssize_t start, stop, b, num_blocks, step
+    cdef int nt
+    cdef double[:, ::1] work
+    for start, stop, threads in _threads.chunks(M, G * K, _limit(num_threads)):
+        nt = threads
+        work = np.empty((nt, BBF_NEAREST_MR * G + 8))  # a cache line apart: no false sharing
+        step = 64  # rows per block: a static schedule of many small blocks
+        num_blocks = (stop - start + step - 1) // step
+        _region_starts(nt)
+        for b in prange(num_blocks, schedule="static", num_threads=nt, nogil=True):
+            bbf_nearest_rows(&joint_M_K[0, 0], &log_centre_K_G[0, 0], start + b * step,
+                             min(stop, start + (b + 1) * step), K, G, &work[threadid(), 0],
+                             &out[0])
+        _region_ends(nt)
+    return out.base
+
+
 def nearest_subgroups(const double[:, ::1] joint_M_K, const intp_t[::1] parent_M,
                       const double[:, :, ::1] log_centre_P_K_W, intp_t[::1] out,
                       num_threads=None):
@@ -601,3 +634,57 @@ def group_sums(const double[:, ::1] joint_M_K, const double[::1] weights_M,
             for k in range(K):
                 out_G_K[g, k] += w * joint_M_K[m, k]
     return out_G_K.base
+
+
+def unique_keys(const int64_t[::1] keys_M, intp_t[::1] first_M, intp_t[::1] ids_M,
+                intp_t[::1] counts_M, num_threads=None):
+    """The distinct keys in ascending order, their first indices and counts, and each
+    key's place among them (``_kernels_numpy.unique_keys``): a stable LSD radix sort of
+    the keys, 11 bits a pass and only the passes the keys' range needs. Serial, so
+    ``num_threads`` is unused."""
+    cdef Py_ssize_t M = keys_M.shape[0]
+    if first_M.shape[0] != M or ids_M.shape[0] != M or counts_M.shape[0] != M:
+        raise ValueError("unique_keys: inconsistent shapes")
+    if M == 0:
+        return 0
+    cdef uint64_t[::1] key = np.empty(M, dtype=np.uint64)
+    cdef intp_t[::1] order = np.empty(M, dtype=np.intp)
+    cdef intp_t[::1] spare = np.empty(M, dtype=np.intp)
+    cdef Py_ssize_t[::1] count = np.empty(2048, dtype=np.intp)
+    cdef Py_ssize_t m, d, total, c, U
+    cdef uint64_t lo, hi, span
+    cdef int shift
+    with nogil:
+        # Signed order as unsigned: flip the sign bit; then sort key - least, the range.
+        lo = hi = (<uint64_t> keys_M[0]) ^ (<uint64_t> 1 << 63)
+        for m in range(M):
+            key[m] = (<uint64_t> keys_M[m]) ^ (<uint64_t> 1 << 63)
+            lo = min(lo, key[m])
+            hi = max(hi, key[m])
+            order[m] = m
+        span = hi - lo
+        shift = 0
+        while shift < 64 and (span >> shift) > 0:
+            count[:] = 0
+            for m in range(M):
+                count[((key[m] - lo) >> shift) & 2047] += 1
+            total = 0
+            for d in range(2048):
+                c = count[d]
+                count[d] = total
+                total = total + c
+            for m in range(M):
+                d = ((key[order[m]] - lo) >> shift) & 2047
+                spare[count[d]] = order[m]
+                count[d] += 1
+            order, spare = spare, order
+            shift = shift + 11
+        U = 0
+        for m in range(M):
+            if m == 0 or key[order[m]] != key[order[m - 1]]:
+                first_M[U] = order[m]
+                counts_M[U] = 0
+                U = U + 1
+            ids_M[order[m]] = U - 1
+            counts_M[U - 1] += 1
+    return U

@@ -6,7 +6,7 @@ Every kernel here has a twin of the same name and signature in ``_kernels.pyx``.
 import numpy as np
 import scipy.sparse
 
-from . import _threads
+from . import _sizes, _threads
 
 # P and P·log P for one tile must fit in this many bytes, whatever N, M and C.
 WORKING_SET_BYTES = 64 * 2**20
@@ -167,6 +167,33 @@ def _xlogx(x):
     return xlogx
 
 
+def nearest_centres(joint_M_K, log_centre_K_G, out, num_threads=None):
+    """Each row's best centre: the assignment step of grouping rows (``_coarse``).
+
+    ``out[m] = argmax_g Σ_k joint_M_K[m, k] · log_centre_K_G[k, g]`` (the lowest g among
+    equal sums).
+
+    Parameters
+    ----------
+    joint_M_K : ndarray of shape (M, K), float64, C-contiguous
+    log_centre_K_G : ndarray of shape (K, G), float64, C-contiguous
+        The log centres, one per column.
+    out : ndarray of shape (M,), intp
+        Written in place.
+    num_threads : int or None
+        Unused: the products run on the BLAS threads the caller allows.
+
+    Returns
+    -------
+    out : ndarray of shape (M,)
+    """
+    M, G = len(joint_M_K), log_centre_K_G.shape[1]
+    rows = _sizes.chunk_rows(_sizes.COARSE_CHUNK_BYTES, _sizes.FLOAT * G)
+    for m0 in range(0, M, rows):
+        out[m0:m0 + rows] = (joint_M_K[m0:m0 + rows] @ log_centre_K_G).argmax(axis=1)
+    return out
+
+
 def nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, out, num_threads=None):
     """Each row's best sub-centre of its group: the assignment step of splitting groups.
 
@@ -237,6 +264,35 @@ def draw_labels(probs_K_C, log_probs_C_K, member_M, u_M, labels_M, log_joint_M_K
     np.minimum(below_M, last_nonzero_K[member_M], out=labels_M)
     log_joint_M_K += log_probs_C_K[labels_M]
     return labels_M
+
+
+def unique_keys(keys_M, first_M, ids_M, counts_M, num_threads=None):
+    """The distinct keys in ascending order: each one's first index and count, and each
+    key's place among them (``np.unique`` with ``return_index``, ``return_inverse`` and
+    ``return_counts``).
+
+    Parameters
+    ----------
+    keys_M : ndarray of shape (M,), int64
+    first_M : ndarray of shape (M,), intp
+        ``first_M[:U]``: the first index of each distinct key, written in place.
+    ids_M : ndarray of shape (M,), intp
+        Each key's distinct key, in [0, U), written in place.
+    counts_M : ndarray of shape (M,), intp
+        ``counts_M[:U]``: how often each distinct key occurs, written in place.
+    num_threads : int or None
+        Unused.
+
+    Returns
+    -------
+    U : int
+        How many keys are distinct.
+    """
+    _, first_U, ids, counts_U = np.unique(keys_M, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    U = len(first_U)
+    first_M[:U], ids_M[:], counts_M[:U] = first_U, ids.reshape(-1), counts_U
+    return U
 
 
 def group_sums(joint_M_K, weights_M, group_M, out_G_K, num_threads=None):

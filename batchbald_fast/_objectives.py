@@ -108,7 +108,8 @@ class BatchBALD:
         if not settings.coarse_bounds(len(remaining), state.num_configurations):
             return [], None
         levels = _coarse.CoarseLevels(state, settings.kernels, self._pool.row_sum_range,
-                                      run.centres, run.coarsest)
+                                      run.centres, run.coarsest,
+                                      work=(len(remaining), self._pool.shape[2]))
         run.centres = levels.centres
         tile = settings.lazy_tile * state.num_configurations
         return [(_CoarseBound(self, run, levels, level), tile // G)

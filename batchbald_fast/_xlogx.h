@@ -138,6 +138,24 @@ BBF_DISPATCH static void bbf_xlogx_accumulate_f(const float *P_M_J, const double
         }                                                                                 \
     }
 
+/* P[rr][·] = Σ_k B[(r + rr) · K + k] · A[k · lda + ·] for the MR rows from r (k ascending,
+ * one multiply-add each): the register block of BBF_FUSED_TILE and BBF_NEAREST, NV vectors
+ * of NAME##_vec a row. Rows past the mr valid ones reuse row r: valid memory, never
+ * stored. */
+#define BBF_BLOCK_PRODUCT(NAME, MR, NV, A, lda, B, r, mr, K, P)                           \
+    for (int rr = 0; rr < MR; rr++)                                                       \
+        for (int v = 0; v < NV; v++)                                                      \
+            P[rr][v] = (NAME##_vec){0};                                                   \
+    for (ptrdiff_t k = 0; k < K; k++) {                                                   \
+        /* direct unaligned loads: a memcpy here went through the stack */                \
+        const NAME##_uvec *a = (const NAME##_uvec *)((A) + k * (lda));                    \
+        for (int rr = 0; rr < MR; rr++) {                                                 \
+            const double bk = (B)[((r) + (rr < (mr) ? rr : 0)) * (K) + k];                \
+            for (int v = 0; v < NV; v++)                                                  \
+                P[rr][v] += bk * a[v];                                                    \
+        }                                                                                 \
+    }
+
 #define BBF_FUSED_TILE(NAME, TARGET, VBYTES, MR, NB, REDUCE)                              \
 typedef double NAME##_vec __attribute__((vector_size(VBYTES)));                           \
 typedef double NAME##_uvec __attribute__((vector_size(VBYTES), aligned(8), may_alias));   \
@@ -153,19 +171,7 @@ TARGET static void NAME(const double *A_K_J, const double *B_R_K, const double *
             goff[rr] = (r + rr) / G * J;                                                  \
         for (ptrdiff_t j0 = 0; j0 < J; j0 += NB) {                                        \
             NAME##_vec p[MR][NV];                                                         \
-            for (int rr = 0; rr < MR; rr++)                                               \
-                for (int v = 0; v < NV; v++)                                              \
-                    p[rr][v] = (NAME##_vec){0};                                           \
-            for (ptrdiff_t k = 0; k < K; k++) {                                           \
-                /* direct unaligned loads: a memcpy here went through the stack */        \
-                const NAME##_uvec *a = (const NAME##_uvec *)(A_K_J + k * J + j0);         \
-                for (int rr = 0; rr < MR; rr++) {                                         \
-                    /* rows past R reuse row r: valid memory, never accumulated */        \
-                    const double bk = B_R_K[(r + (rr < mr ? rr : 0)) * K + k];            \
-                    for (int v = 0; v < NV; v++)                                          \
-                        p[rr][v] += bk * a[v];                                            \
-                }                                                                         \
-            }                                                                             \
+            BBF_BLOCK_PRODUCT(NAME, MR, NV, A_K_J + j0, J, B_R_K, r, mr, K, p)             \
             REDUCE                                                                        \
         }                                                                                 \
     }                                                                                     \
@@ -285,6 +291,17 @@ static int bbf_cpu_v4(void)
 }
 #define BBF_HAVE_V4 1
 
+/* NAME##_v4, _v3 or _v1 called with ARGS, whichever this CPU runs best. */
+#define BBF_PICK(NAME, ARGS)                                                              \
+    do {                                                                                  \
+        if (bbf_cpu_v4())                                                                 \
+            NAME##_v4 ARGS;                                                               \
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))         \
+            NAME##_v3 ARGS;                                                               \
+        else                                                                              \
+            NAME##_v1 ARGS;                                                               \
+    } while (0)
+
 /* 32 zmm registers: 8 × 2 accumulators; 16 ymm: 4 × 2; baseline 16 xmm: 4 × 4. */
 BBF_FUSED_TILE(bbf_fused_tile_v4, BBF_V4, 64, 8, 16, BBF_REDUCE_V4)
 BBF_FUSED_TILE(bbf_fused_tile_v3, __attribute__((target("arch=x86-64-v3"))), 32, 4, 8,
@@ -295,12 +312,7 @@ static void bbf_fused_tile_d(const double *A_K_J, const double *B_R_K, const dou
                              ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, ptrdiff_t G,
                              double *acc_J)
 {
-    if (bbf_cpu_v4())
-        bbf_fused_tile_v4(A_K_J, B_R_K, w_R, R, K, J, G, acc_J);
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        bbf_fused_tile_v3(A_K_J, B_R_K, w_R, R, K, J, G, acc_J);
-    else
-        bbf_fused_tile_v1(A_K_J, B_R_K, w_R, R, K, J, G, acc_J);
+    BBF_PICK(bbf_fused_tile, (A_K_J, B_R_K, w_R, R, K, J, G, acc_J));
 }
 #else
 BBF_FUSED_TILE(bbf_fused_tile_d, , 16, 4, 8, BBF_REDUCE_SCALAR)
@@ -369,5 +381,85 @@ BBF_DISPATCH static void bbf_xlogx_f(const float *x, ptrdiff_t n, double *out)
         out[i] = (double)(x[i] * bbf_logf(y));
     }
 }
+
+/* out[m] = argmax_g Σ_k X[m, k] · L[k, g] (the lowest g among equal sums) for rows
+ * [m0, m1): the assignment step of a k-means in KL geometry. Each sum runs over k in
+ * ascending order from 0, one multiply-add per k (fused where the instruction set has
+ * FMA), as BLAS's microkernels accumulate one entry of a product with K this small: the
+ * argmax is the NumPy twin's on the same CPU. As in BBF_FUSED_TILE, an MR × NB block of
+ * sums is held in registers; acc (MR × G entries) holds the sums of MR rows. */
+#if defined(__GNUC__)
+#define BBF_NEAREST(NAME, TARGET, VBYTES, MR, NB)                                         \
+typedef double NAME##_vec __attribute__((vector_size(VBYTES)));                           \
+typedef double NAME##_uvec __attribute__((vector_size(VBYTES), aligned(8), may_alias));   \
+TARGET static void NAME(const double *X_M_K, const double *L_K_G, ptrdiff_t m0,          \
+                        ptrdiff_t m1, ptrdiff_t K, ptrdiff_t G, double *acc,             \
+                        ptrdiff_t *out_M)                                                 \
+{                                                                                         \
+    enum { NV = NB / (VBYTES / 8) };                                                      \
+    const ptrdiff_t Gv = G / NB * NB;                                                     \
+    for (ptrdiff_t r = m0; r < m1; r += MR) {                                             \
+        const int mr = m1 - r < MR ? (int)(m1 - r) : MR;                                  \
+        for (ptrdiff_t g0 = 0; g0 < Gv; g0 += NB) {                                       \
+            NAME##_vec p[MR][NV];                                                         \
+            BBF_BLOCK_PRODUCT(NAME, MR, NV, L_K_G + g0, G, X_M_K, r, mr, K, p)             \
+            for (int rr = 0; rr < mr; rr++)                                               \
+                memcpy(acc + rr * G + g0, &p[rr][0], sizeof(p[rr]));                      \
+        }                                                                                 \
+        for (int rr = 0; rr < mr; rr++) {                                                 \
+            const double *x = X_M_K + (r + rr) * K;                                       \
+            double *a = acc + rr * G;                                                     \
+            for (ptrdiff_t g = Gv; g < G; g++) {                                          \
+                double t = 0.0;                                                           \
+                for (ptrdiff_t k = 0; k < K; k++)                                         \
+                    t += x[k] * L_K_G[k * G + g];                                         \
+                a[g] = t;                                                                 \
+            }                                                                             \
+            ptrdiff_t best = 0;                                                           \
+            for (ptrdiff_t g = 1; g < G; g++)                                             \
+                if (a[g] > a[best])                                                       \
+                    best = g;                                                             \
+            out_M[r + rr] = best;                                                         \
+        }                                                                                 \
+    }                                                                                     \
+}
+
+#define BBF_NEAREST_MR 4 /* rows of acc */
+#ifdef BBF_HAVE_V4
+BBF_NEAREST(bbf_nearest_v4, BBF_V4, 64, 4, 16)
+BBF_NEAREST(bbf_nearest_v3, __attribute__((target("arch=x86-64-v3"))), 32, 4, 8)
+BBF_NEAREST(bbf_nearest_v1, , 16, 4, 4)
+
+static void bbf_nearest_rows(const double *X_M_K, const double *L_K_G, ptrdiff_t m0,
+                             ptrdiff_t m1, ptrdiff_t K, ptrdiff_t G, double *acc,
+                             ptrdiff_t *out_M)
+{
+    BBF_PICK(bbf_nearest, (X_M_K, L_K_G, m0, m1, K, G, acc, out_M));
+}
+#else
+BBF_NEAREST(bbf_nearest_rows, , 16, 4, 4)
+#endif
+
+#else /* no vector extensions: plain loops */
+#define BBF_NEAREST_MR 1
+static void bbf_nearest_rows(const double *X_M_K, const double *L_K_G, ptrdiff_t m0,
+                             ptrdiff_t m1, ptrdiff_t K, ptrdiff_t G, double *acc,
+                             ptrdiff_t *out_M)
+{
+    for (ptrdiff_t m = m0; m < m1; m++) {
+        for (ptrdiff_t g = 0; g < G; g++) {
+            double t = 0.0;
+            for (ptrdiff_t k = 0; k < K; k++)
+                t += X_M_K[m * K + k] * L_K_G[k * G + g];
+            acc[g] = t;
+        }
+        ptrdiff_t best = 0;
+        for (ptrdiff_t g = 1; g < G; g++)
+            if (acc[g] > acc[best])
+                best = g;
+        out_M[m] = best;
+    }
+}
+#endif
 
 #endif /* BATCHBALD_FAST_XLOGX_H */

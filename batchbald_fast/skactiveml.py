@@ -158,10 +158,10 @@ def _next_joint(state, probs_A_K_C, settings, rng):
     A, _, C = probs_A_K_C.shape
     if C ** A <= settings.num_samples:
         return _joint.extend_exact(state, probs_A_K_C[-1])
-    return _sample_joint(probs_A_K_C, settings.num_samples, rng)
+    return _sample_joint(probs_A_K_C, settings.num_samples, rng, settings.kernels)
 
 
-def _sample_joint(probs_A_K_C, num_samples, rng):
+def _sample_joint(probs_A_K_C, num_samples, rng, kernels):
     """``max(1, M // K)`` configurations per member, drawn as scikit-activeml draws them.
 
     It calls ``RandomState.choice(C, size=S, p=p / p.sum())`` for each point a of the batch
@@ -183,7 +183,7 @@ def _sample_joint(probs_A_K_C, num_samples, rng):
         # searchsorted(cdf, u, side="right") is the count of cdf entries <= u.
         labels_M = (cdf_A_K_C[a][:, None, :] <= u_K_S[:, :, None]).sum(axis=2).reshape(K * S)
         draws = _joint.append_labels(draws, probs_A_K_C[a], labels_M)
-    return dataclasses.replace(_joint.from_draws(draws, C), draws=None)
+    return dataclasses.replace(_joint.from_draws(draws, C, kernels), draws=None)
 
 
 class _FastQuery:

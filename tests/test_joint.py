@@ -331,7 +331,7 @@ def test_split_groups_refine_their_parents(backend):
 
 
 
-def test_unique_rows_of_long_batches_survive_hash_collisions(monkeypatch):
+def test_unique_rows_of_long_batches_survive_hash_collisions(backend, monkeypatch):
     # Past C**A >= 2**63 rows are merged by a 64-bit hash checked against the rows; a
     # collision must fall back to merging the rows themselves.
     rng = np.random.default_rng(4)
@@ -340,7 +340,7 @@ def test_unique_rows_of_long_batches_survive_hash_collisions(monkeypatch):
     expected = np.unique(labels_M_A, axis=0, return_counts=True)[1]
 
     def check():
-        first_U, ids_M, counts_U = _joint._unique_rows(labels_M_A, 3)
+        first_U, ids_M, counts_U = _joint._unique_rows(labels_M_A, 3, kernels())
         np.testing.assert_array_equal(labels_M_A[first_U[ids_M]], labels_M_A)
         assert sorted(counts_U) == sorted(expected) and len(first_U) == 250
 

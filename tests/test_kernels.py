@@ -207,6 +207,50 @@ def test_nearest_subgroups(M, K, P, W):
                                   np.empty(M, dtype=np.intp))
 
 
+@pytest.mark.parametrize("M, K, G", [(0, 3, 2), (1, 1, 1), (7, 3, 5), (300, 7, 33),
+                                     (2000, 20, 64), (1001, 20, 128)])
+def test_nearest_centres(M, K, G):
+    rng = np.random.default_rng(M + K + G)
+    joint_M_K = rng.random((M, K))
+    joint_M_K[: M // 10] = 0.0  # rows of zero mass: every sum 0, the first centre
+    log_centre_K_G = np.log(rng.random((K, G)))
+    if G > 2:
+        log_centre_K_G[:, 2] = log_centre_K_G[:, 1]  # a tie: the lower centre
+    expected = np.array([max(range(G), key=lambda g: (
+        sum(joint_M_K[m, k] * log_centre_K_G[k, g] for k in range(K)), -g))
+        for m in range(M)], dtype=np.intp)
+    for module, kwargs in [(_kernels_numpy, {}), (kernels, {"num_threads": 1}),
+                           (kernels, {"num_threads": 2})]:
+        out = np.full(M, -1, dtype=np.intp)
+        module.nearest_centres(joint_M_K, log_centre_K_G, out, **kwargs)
+        np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="inconsistent"):
+        kernels.nearest_centres(joint_M_K, log_centre_K_G[:-1], np.empty(M, dtype=np.intp))
+
+
+@pytest.mark.parametrize("keys", [
+    [], [5], [3, 3, 3], [2, -1, 2, 7, -1, 0],
+    list(np.random.default_rng(0).integers(0, 50, 3000)),
+    list(np.random.default_rng(1).integers(-2**63, 2**63 - 1, 2000, dtype=np.int64)),
+    [2**63 - 1, -2**63, 0, -2**63, 2**63 - 1]])
+def test_unique_keys(keys):
+    keys_M = np.array(keys, dtype=np.int64)
+    M = len(keys_M)
+    distinct = sorted(set(keys))  # by plain loops: sorted keys, first places, counts
+    first = [keys.index(k) for k in distinct]
+    counts = [keys.count(k) for k in distinct]
+    ids = [distinct.index(k) for k in keys]
+    for module in (_kernels_numpy, kernels):
+        first_M, ids_M, counts_M = (np.full(M, -1, dtype=np.intp) for _ in range(3))
+        U = module.unique_keys(keys_M, first_M, ids_M, counts_M)
+        assert U == len(distinct)
+        assert list(first_M[:U]) == first and list(counts_M[:U]) == counts
+        assert list(ids_M) == ids
+    with pytest.raises(ValueError, match="inconsistent"):
+        kernels.unique_keys(keys_M, np.empty(M + 1, dtype=np.intp),
+                            np.empty(M, dtype=np.intp), np.empty(M, dtype=np.intp))
+
+
 def brute_label(probs_C, u):
     """The first class whose running sum exceeds u times the row's total, else the last
     class of positive probability."""
