@@ -112,6 +112,23 @@ def child_dask(args):
                       for (_, _, active), rounds in zip(searches, steps)]}
 
 
+def sizes_and_store(args, workload):
+    """The pool sizes asked for, and the store's path, written first if it holds fewer
+    points than the largest."""
+    import zarr
+
+    sizes = sorted(int(n) for n in args.sizes.split(","))
+    workload = dataclasses.replace(workload, N=sizes[-1])
+    try:
+        ready = zarr.open(args.store, mode="r").shape[0] >= workload.N
+    except (OSError, ValueError):  # no store there yet
+        ready = False
+    if not ready:
+        print(f"writing {args.store} ({workload.N} points)...", flush=True)
+        workload.write_zarr(args.store)
+    return sizes, os.path.abspath(args.store)
+
+
 def run_child(*argv):
     # The child imports the batchbald_fast this process imported, installed or not.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -136,20 +153,9 @@ def main():
         print(json.dumps({"memory": child_memory, "dask": child_dask}[args.child](args)))
         return
 
-    import zarr
     from distributed import LocalCluster
 
-    sizes = sorted(int(n) for n in args.sizes.split(","))
-    workload = dataclasses.replace(W8, N=sizes[-1])
-    try:
-        ready = zarr.open(args.store, mode="r").shape[0] >= workload.N
-    except (OSError, ValueError):  # no store there yet
-        ready = False
-    if not ready:
-        print(f"writing {args.store} ({workload.N} points)...", flush=True)
-        workload.write_zarr(args.store)
-    store = os.path.abspath(args.store)
-
+    sizes, store = sizes_and_store(args, W8)
     print(f"W8 pool: K={W8.K} C={W8.C} b={W8.batch_size} M={W8.num_samples}, float32 "
           f"zarr chunks of {W8.chunk}; Dask: LocalCluster of 2 single-threaded workers"
           f"{', pool left in the store' if args.no_persist else ''}", flush=True)

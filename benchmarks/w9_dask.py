@@ -17,9 +17,8 @@ at 10M; time per step linear in N. Run on a quiet machine (``uptime``).
 
 import argparse
 import dataclasses
-import os
 
-from w8_dask import print_steps, run_child
+from w8_dask import print_steps, run_child, sizes_and_store
 
 from batchbald_fast._workloads import W8
 
@@ -33,19 +32,9 @@ def main():
                         help="pool sizes N, multiples of 125000")
     args = parser.parse_args()
 
-    import zarr
     from distributed import LocalCluster
 
-    sizes = sorted(int(n) for n in args.sizes.split(","))
-    workload = dataclasses.replace(W9, N=sizes[-1])
-    try:
-        ready = zarr.open(args.store, mode="r").shape[0] >= workload.N
-    except (OSError, ValueError):  # no store there yet
-        ready = False
-    if not ready:
-        print(f"writing {args.store} ({workload.N} points)...", flush=True)
-        workload.write_zarr(args.store)
-    store = os.path.abspath(args.store)
+    sizes, store = sizes_and_store(args, W9)
     print(f"W9 pool: K={W9.K} C={W9.C} b={W9.batch_size} M={W9.num_samples}, float32 zarr "
           f"chunks of {W9.chunk}; LocalCluster of 2 single-threaded workers", flush=True)
     print(f"{'N':>9} {'dask':>8} {'first pass':>10} {'s/step':>7} {'RSS client':>10} "

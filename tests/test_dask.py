@@ -61,6 +61,10 @@ def assert_same(result, expected):
                                    atol=1e-12)
 
 
+def by_bald(values):
+    return values[np.argsort(-bf.bald(values), kind="stable")]
+
+
 CASES = {
     # exact steps, then pruned and sampled ones; exact zeros and ones in the pool
     "exact-then-sampled": (lambda: random_probs(np.random.default_rng(0), 300, 5, 3,
@@ -76,7 +80,11 @@ CASES = {
     # big enough for coarse joints: the branch and bound calls on growing tiles
     "coarse-bounds": (lambda: make_probs(4200, 8, 4, seed=4), 700, {
         "batch_size": 7, "num_samples": 1500, "tol": 0.0}),
-    # many chunks, each listing a small share of a tile: some lists stop short of it
+    # the best candidates all in the first chunks: their lists of bounds stop short of a
+    # tile, and they are asked for more before it is cut
+    "best-in-few-chunks": (lambda: by_bald(make_probs(4200, 8, 4, seed=4)), 300, {
+        "batch_size": 7, "num_samples": 1500, "tol": 0.0}),
+    # many chunks, each listing a small share of a tile
     "many-chunks-lazy": (lambda: make_probs(3000, 8, 4, seed=9), 97, {
         "batch_size": 6, "num_samples": 1200, "tol": 0.0, "lazy": True}),
     # exact duplicates across chunks: ties go to the lowest index, as in memory
