@@ -46,7 +46,10 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         Source of the configurations drawn in sampled steps. The same value gives the
         same result.
     return_utilities : bool, default=False
-        Whether to return every candidate's utility at every step.
+        Whether to return every candidate's utility at every step. On a Dask pool they
+        come as a dask array of shape (b, N), chunked like the pool and made on the
+        workers from the chunks' states: compute (or persist) it while the scheduler
+        runs; nothing of size N reaches the client until then.
     num_threads : int, default=None
         Most threads for the kernels. None honours ``OMP_NUM_THREADS`` and
         ``threadpoolctl`` limits, else uses the usable cores. Small steps run on fewer
@@ -142,7 +145,11 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
     probs_N_K_C = _validation.check_pool(probs_N_K_C, log_probs=log_probs)
     batch_size = _validation.check_count(batch_size, "batch_size", minimum=0)
     num_samples = _validation.check_count(num_samples, "num_samples", minimum=1)
-    candidates = _validation.check_candidates(candidates, probs_N_K_C.shape[0])
+    lazy_pool = _validation.is_lazy(probs_N_K_C)  # values are checked chunk by chunk there
+    # None: every point, without N indices on the client of a Dask pool.
+    candidates = None if candidates is None and lazy_pool else \
+        _validation.check_candidates(candidates, probs_N_K_C.shape[0])
+    num_candidates = probs_N_K_C.shape[0] if candidates is None else len(candidates)
     rng = _validation.check_random_state(random_state)
     num_threads = _validation.check_num_threads(num_threads)
     tol = _validation.check_tol(tol)
@@ -157,14 +164,14 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         return_utilities=bool(return_utilities), saturation=saturation,
         extra_rounds=extra_rounds)
     # The budget covers the driver's arrays; a Dask pool's chunks live on its workers.
-    settings = _memory.check(probs_N_K_C, len(candidates), batch_size, settings,
+    settings = _memory.check(probs_N_K_C, num_candidates, batch_size, settings,
                              memory_budget)
-    if _validation.is_lazy(probs_N_K_C):  # values are checked chunk by chunk there
+    if lazy_pool:
         from .dask import DaskPool
         pool = DaskPool(probs_N_K_C, log_probs=log_probs, dtype=dtype, num_threads=num_threads)
     else:
         pool = _pool.ArrayPool(settings.kernels, probs_N_K_C, dtype=dtype)
-    with _step_reporter(progress, min(batch_size, len(candidates))) as on_step:
+    with _step_reporter(progress, min(batch_size, num_candidates)) as on_step:
         return _greedy.select(pool, batch_size, candidates, settings, rng, on_step=on_step)
 
 

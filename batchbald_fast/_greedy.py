@@ -11,7 +11,7 @@ import contextlib
 
 import numpy as np
 
-from . import _joint, _noise, _objectives, _result, _search
+from . import _joint, _noise, _objectives, _result
 from ._threads import blas_limit
 
 
@@ -29,9 +29,9 @@ class GreedyRun:
         The run's picks' rows, in pick order.
     score, error, cond_entropy : float
         The batch's score, its certified error and the sum of its conditional entropies.
-    upper_gain_N : ndarray of shape (N,)
-        Upper bound on each candidate's gain: its last computed one, else the objective's
-        ``first_gain_N`` (inf: unknown).
+    points : PointState or a pool's state with the same methods
+        The per-point state: the candidates left and each one's last-gain bound
+        (``_pool.PointState``; on Dask, on the chunks' workers).
     centres : ndarray or None
         The last step's first coarse grouping, the next one's first centres.
     coarsest : bool
@@ -42,19 +42,23 @@ class GreedyRun:
         The run's number: 0, then one more per restart.
     """
 
-    def __init__(self, shape, first_gain_N=None):
-        N, self._K, self._C = shape
-        self._first_gain_N = np.inf if first_gain_N is None else first_gain_N
-        self.upper_gain_N = np.empty(N)
+    def __init__(self, shape, points):
+        _, self._K, self._C = shape
+        self.points = points
         self.segment = -1
         self.reset()
+
+    @property
+    def upper_gain_N(self):
+        """Each candidate's gain bound, where the pool keeps them in this process."""
+        return self.points.upper_gain_N
 
     def reset(self):
         """A new run: empty batch, unknown gains, the segment numbered on."""
         self.joint = _joint.empty_joint(self._K)
         self.probs_A_K_C = np.empty((0, self._K, self._C))
         self.score = self.error = self.cond_entropy = 0.0
-        self.upper_gain_N[:] = self._first_gain_N
+        self.points.reset_gains()
         self.centres, self.coarsest, self.pair_error = None, True, 0.0
         self.segment += 1
 
@@ -82,7 +86,8 @@ def select(pool, batch_size, candidates, settings, rng, *, objective=None, on_st
     pool : ArrayPool or a pool with the same methods
         Answers the driver's questions about the pool points (``_pool.ArrayPool``).
     batch_size : int
-    candidates : ndarray of shape (n,), intp, sorted ascending, no repeats
+    candidates : ndarray of shape (n,), intp, sorted ascending, no repeats; or None
+        None: every point (a pool on Dask then never holds N indices here).
     settings : Settings
     rng : numpy.random.Generator or RandomState
     objective : object, default=None
@@ -96,30 +101,30 @@ def select(pool, batch_size, candidates, settings, rng, *, objective=None, on_st
     result : BatchResult
     """
     N, K, _ = pool.shape
-    steps = min(batch_size, len(candidates))
     objective = objective or _objectives.BatchBALD(pool, settings, rng)
-    record = _result.StepRecord(steps, N if settings.return_utilities else None)
-    available = np.zeros(N, dtype=bool)
-    available[candidates] = True
-    run = GreedyRun(pool.shape, objective.first_gain_N)
+    steps = min(batch_size, N if candidates is None else len(candidates))
+    points = pool.points(candidates, objective.first_gain_N,
+                         steps if settings.return_utilities else None)
+    record = _result.StepRecord(steps)
+    run = GreedyRun(pool.shape, points)
     restart = False
     # The driver's own products are small: BLAS threads left spinning after them would take
     # the cores from the kernels' threads. Limiting them costs ~10 ms once (threadpoolctl
     # scans the loaded libraries): runs of small steps skip it.
-    big = len(candidates) * settings.num_samples >= settings.coarse_min_work
+    big = points.count * settings.num_samples >= settings.coarse_min_work
     with blas_limit(1) if big else contextlib.nullcontext():
         for t in range(steps):
             if restart:
                 run.reset()
             elif t > 0:
                 run.extend(pool.rows(record["indices"][t - 1:t]), settings, rng)
-            restart = _step(t, run, objective, np.flatnonzero(available), settings, record)
-            available[record["indices"][t]] = False
+            restart = _step(t, run, objective, points.remaining(), settings, record)
+            points.take(record["indices"][t])
             if on_step is not None:
                 on_step(t + 1, steps)
     if record["saturated"].any():
         _noise.warn_saturated(record, K, settings.saturation, objective)
-    return record.result()
+    return record.result(points.utilities())
 
 
 def _step(t, run, objective, remaining, settings, record):
@@ -133,8 +138,8 @@ def _step(t, run, objective, remaining, settings, record):
     resolution = 0.0
     if (upper_n is not None or bounds) and sampled and np.isfinite(run.pair_error):
         resolution = settings.resolve_fraction * run.pair_error
-    search = _search.Search(utility, bounds, remaining, upper_n, settings.lazy_tile,
-                            settings.tie_tolerance)
+    search = run.points.search(utility, bounds, remaining, upper_n, settings.lazy_tile,
+                               settings.tie_tolerance)
     # Sampled steps report the runner-up's distance too: it must be true (to within the
     # resolution).
     outcome = search.run(top=2 if sampled else 1, resolution=resolution)
@@ -147,25 +152,23 @@ def _step(t, run, objective, remaining, settings, record):
     if sampled:
         outcome, std_error, ambiguous, run.pair_error, resolution, decision_rows = \
             objective.noise(run, outcome, search, resolution)
-    evaluated, utility_n, best = outcome.evaluated, outcome.utility_n, outcome.best
-    score = utility_n[best]
+    score = outcome.score
     # Noise of the score and of the gain: what cannot tell a gain from nothing.
     noise = 2 * std_error if sampled else state.error_bound + settings.tie_tolerance
     near_max, saturated = _noise.saturation_flags(score, score - run.score,
                                                   objective.max_score, noise)
     record.record(
-        t, indices=evaluated[best], scores=score, num_configurations=state.num_configurations,
+        t, indices=outcome.pick, scores=score, num_configurations=state.num_configurations,
         exact=state.mode == "exact", mode=state.mode,
         error_bounds=np.nan if sampled else state.error_bound, std_errors=std_error,
-        ambiguous=ambiguous, num_evaluations=len(evaluated),
+        ambiguous=ambiguous, num_evaluations=outcome.num_evaluations,
         bound_rows=levels.rows[-1] if levels else 0, num_bounded=outcome.num_bounded,
         saturated=saturated, segments=run.segment, rows_scored=outcome.rows,
         decision_rows=decision_rows, resolutions=max(resolution, 0.0))
-    if record.utilities is not None:
-        record.utilities[t, evaluated] = utility_n
+    run.points.keep_utilities(t, outcome)
     objective.scored(run, outcome)
     run.score, run.error = score, state.error_bound
-    run.cond_entropy += objective.cond_entropy_N[evaluated[best]]
+    run.cond_entropy += objective.cond_entropy_N[outcome.pick]
     # Only a score at its maximum restarts: a gain lost in the noise of a small budget is
     # the budget's limit, not the posterior samples'.
     return settings.saturation == "restart" and sampled and near_max

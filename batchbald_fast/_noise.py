@@ -75,27 +75,26 @@ def settle(outcome, search, state, pool, settings, fresh, resolution, terms):
     """
     tie_tolerance = settings.tie_tolerance
     M = state.num_configurations
-    std_error, ambiguous, pair_error = sampling_noise(
-        state, pool, outcome.evaluated, outcome.utility_n, terms, resolution)
+    std_error, ambiguous, pair_error = sampling_noise(state, pool, outcome, terms,
+                                                      resolution)
     margin = scipy.special.ndtri(1 - ALPHA) * pair_error
     budget = _sizes.rounds_rows(outcome.rows)
     decision_rows = M
     if not (ambiguous and settings.rounds_on and np.isfinite(margin)):
         return outcome, std_error, ambiguous, pair_error, resolution, decision_rows
-    floor = outcome.utility_n[outcome.best] - margin
-    unscored = np.count_nonzero(outcome.open_bound_n >= floor)
+    floor = outcome.score - margin
+    _, unscored = outcome.count_at_least(floor)
     if 0 < unscored * M <= budget:
         outcome = search.run(resolution=-margin)
         resolution = 0.0
-        floor = outcome.utility_n[outcome.best] - margin
-    contenders = np.flatnonzero(outcome.utility_n >= floor)
-    if not (outcome.open_bound_n >= floor).any() and len(contenders) <= MAX_CONTENDERS \
-            and len(contenders) * M <= budget:
+        floor = outcome.score - margin
+    num_contenders, unscored = outcome.count_at_least(floor)
+    if not unscored and num_contenders <= MAX_CONTENDERS and num_contenders * M <= budget:
+        contenders, utility_c = outcome.at_least(floor)
         lead, estimate, std_error, ambiguous, extra_rows, decision_rows = resolve_contenders(
-            state, pool.rows(outcome.evaluated[contenders]), outcome.utility_n[contenders],
-            fresh, budget, settings.extra_rounds, tie_tolerance, terms)
-        outcome.best = int(contenders[lead])
-        outcome.utility_n[outcome.best] = estimate  # the pick's score from every round
+            state, pool.rows(contenders), utility_c, fresh, budget, settings.extra_rounds,
+            tie_tolerance, terms)
+        outcome.choose(contenders[lead], estimate)  # the pick's score from every round
         outcome.rows += extra_rows
     return outcome, std_error, ambiguous, pair_error, resolution, decision_rows
 
@@ -241,7 +240,7 @@ def resolve_contenders(state, probs_c_K_C, utility_c, fresh, budget, max_rounds,
     return lead, float(mean_c[lead]), float(se_c[lead]), not resolved, extra_rows, rows
 
 
-def sampling_noise(state, pool, evaluated, utility_n, terms, resolution=0.0):
+def sampling_noise(state, pool, outcome, terms, resolution=0.0):
     """Standard error of the top utility, whether the runner-up is within two standard
     errors of the difference (both from the same draws, so the difference is paired), and
     that standard error. A candidate left unscored may be up to ``resolution`` above the
@@ -250,12 +249,12 @@ def sampling_noise(state, pool, evaluated, utility_n, terms, resolution=0.0):
     Draws are treated as independent from the mixture; with S draws per member the
     stratified estimator's variance is no larger, so the standard error is conservative.
     """
-    top = np.argsort(-utility_n, kind="stable")[:2]
-    terms_t_M, counts_M = terms(state, pool.rows(evaluated[top]))
+    top, utility_t = outcome.top(2)
+    terms_t_M, counts_M = terms(state, pool.rows(top))
     std_error_top = paired_error(terms_t_M[0], counts_M)
     if len(top) < 2:
         return std_error_top, False, 0.0
-    gap = utility_n[top[0]] - utility_n[top[1]]
+    gap = utility_t[0] - utility_t[1]
     pair_error = paired_error(terms_t_M[0] - terms_t_M[1], counts_M)
     return std_error_top, bool(gap <= 2 * pair_error + max(resolution, 0.0)), pair_error
 

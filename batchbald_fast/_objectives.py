@@ -85,13 +85,12 @@ class BatchBALD:
         with ``lazy=True``."""
         if not self._settings.last_gains_bound(run.joint.mode != "sampled"):
             return None
-        return run.score + run.error + run.upper_gain_N[remaining]
+        return run.points.upper_bounds(run.score + run.error, remaining)
 
     def scored(self, run, outcome):
         """Each scored candidate's gain, with its rounding and the step's certified error,
         bounds its later ones."""
-        run.upper_gain_N[outcome.evaluated] = outcome.utility_n + 2 * outcome.slack_n \
-            + run.joint.error_bound - run.score
+        run.points.scored(outcome, run.joint.error_bound, run.score)
 
     def bounds(self, run, remaining):
         """Coarse bounds of the step's utilities, coarsest first, and their levels.
@@ -123,16 +122,21 @@ class _CoarseBound:
         self._objective, self._run = objective, run
         self._levels, self._level = levels, level
         self._scorer = None
-        self.rows = 0
 
-    def __call__(self, xs):
+    @property
+    def rows(self):
+        return 0 if self._scorer is None else self._scorer.rows
+
+    def scorer(self):
+        """The level's scorer, its coarse joint grouped on the first call."""
         if self._scorer is None:
             joint_G_K, correction = self._levels[self._level]
             self._scorer = self._objective._scorer(self._run, joint_G_K,
                                                    np.ones(len(joint_G_K)), correction)
-        bound_n, slack_n = self._scorer(xs)
-        self.rows = self._scorer.rows
-        return bound_n, slack_n
+        return self._scorer
+
+    def __call__(self, xs):
+        return self.scorer()(xs)
 
 
 class _StepJoint:

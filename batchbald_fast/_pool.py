@@ -1,9 +1,12 @@
 """The pool the greedy driver picks from: what it may ask of one, and the in-memory answer.
 
-The driver needs three things of a pool, whatever holds it (an array here; chunks on Dask
+The driver needs these of a pool, whatever holds it (an array here; chunks on Dask
 workers in ``batchbald_fast.dask``): per-point conditional entropies once, the range of the
 rows' sums once, and per step the joint entropy of a joint state with some candidates, plus
-the K×C rows of the few points it picks or examines. Every other piece of the algorithm
+the K×C rows of the few points it picks or examines. The driver's own per-point state
+(which candidates remain, their last-gain bounds, a step's search over them) lives where
+the pool says (``pool.points``): in arrays beside it here (:class:`PointState`), in the
+chunks' own workers on Dask. Every other piece of the algorithm
 lives in the driver, so every kind of pool gives the same picks. The functions below work
 on any block of pool points, so that a Dask task runs exactly what the in-memory pool runs.
 
@@ -15,6 +18,8 @@ holding the same values (the cast is exact).
 """
 
 import numpy as np
+
+from . import _search
 
 # Rows gathered (and cast) at a time when the kernels cannot read the pool in place: a
 # float64 block stays 8 MiB whatever the pool.
@@ -180,3 +185,76 @@ class ArrayPool:
         """
         return joint_entropy(self._kernels, self._probs_N_K_C, joint_M_K, weights_M,
                              offset_K, xs, self._row_sums_N_K)
+
+    def points(self, candidates, first_gain_N, utility_steps):
+        """The driver's per-point state over this pool (:class:`PointState`)."""
+        return PointState(self.shape[0], candidates, first_gain_N, utility_steps)
+
+
+class PointState:
+    """The driver's per-point state, in arrays in this process: which candidates remain,
+    each one's last-gain bound, every step's utilities when asked for; and the search over
+    them. A pool that holds its points elsewhere gives the same methods (``DaskPool``).
+
+    Parameters
+    ----------
+    N : int
+    candidates : ndarray of intp, ascending, or None (every point)
+    first_gain_N : ndarray of shape (N,) or None
+        Bounds of the gains before any is computed (None: unknown, inf).
+    utility_steps : int or None
+        Steps whose every utility is kept (None: none kept).
+
+    Attributes
+    ----------
+    count : int
+        Candidates remaining.
+    upper_gain_N : ndarray of shape (N,)
+        Upper bound on each candidate's gain: its last computed one, else
+        ``first_gain_N``.
+    """
+
+    def __init__(self, N, candidates, first_gain_N, utility_steps):
+        self._available_N = np.zeros(N, dtype=bool)
+        self._available_N[slice(None) if candidates is None else candidates] = True
+        self.count = N if candidates is None else len(candidates)
+        self._first_gain_N = np.inf if first_gain_N is None else first_gain_N
+        self.upper_gain_N = np.empty(N)
+        self._utilities = (None if utility_steps is None
+                           else np.full((utility_steps, N), np.nan))
+
+    def remaining(self):
+        """The candidates left, ascending."""
+        return np.flatnonzero(self._available_N)
+
+    def take(self, x):
+        """Candidate x was picked: it is no longer one."""
+        self._available_N[x] = False
+        self.count -= 1
+
+    def reset_gains(self):
+        """Every gain unknown again (a new greedy run)."""
+        self.upper_gain_N[:] = self._first_gain_N
+
+    def upper_bounds(self, base, remaining):
+        """``base + upper_gain_N[remaining]``: bounds of the remaining utilities."""
+        return base + self.upper_gain_N[remaining]
+
+    def search(self, utility, bounds, remaining, upper_n, tile, tie_tolerance):
+        """A step's search over the remaining candidates (``_search.Search``)."""
+        return _search.Search(utility, bounds, remaining, upper_n, tile, tie_tolerance)
+
+    def scored(self, outcome, error_bound, score):
+        """Each scored candidate's gain bounds its later ones: its utility with twice its
+        rounding and the step's certified error, less the batch's score."""
+        self.upper_gain_N[outcome.evaluated] = outcome.utility_n + 2 * outcome.slack_n \
+            + error_bound - score
+
+    def keep_utilities(self, t, outcome):
+        """Step t's utilities, when kept."""
+        if self._utilities is not None:
+            self._utilities[t, outcome.evaluated] = outcome.utility_n
+
+    def utilities(self):
+        """Every kept step's utility of every point (nan: not a candidate then), or None."""
+        return self._utilities

@@ -107,13 +107,10 @@ class StepRecord:
     Parameters
     ----------
     steps : int
-    num_points : int or None
-        N, to keep every step's utilities; None keeps none.
     """
 
-    def __init__(self, steps, num_points=None):
+    def __init__(self, steps):
         self._arrays = {f.name: np.empty(steps, dtype=f.dtype) for f in STEP_FIELDS}
-        self.utilities = None if num_points is None else np.full((steps, num_points), np.nan)
 
     def __getitem__(self, name):
         return self._arrays[name]
@@ -126,8 +123,9 @@ class StepRecord:
         for name, value in values.items():
             self._arrays[name][t] = value
 
-    def result(self):
-        return BatchResult(utilities=self.utilities, **self._arrays)
+    def result(self, utilities=None):
+        """The ``BatchResult``, with every step's utilities when they were kept."""
+        return BatchResult(utilities=utilities, **self._arrays)
 
 
 def to_json(result):

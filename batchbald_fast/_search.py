@@ -207,13 +207,37 @@ class Scorer:
 
     def __call__(self, xs):
         """``(utility_n, slack_n)`` of the candidates ``xs``."""
-        self.rows += len(xs) * len(self._joint_M_K)
+        self.count(len(xs))
         joint_entropy, offset_n = self._pool.joint_entropy(self._joint_M_K, self._weights_M,
                                                            self._offset_K, xs)
-        slack = ROUNDING_SLACK + self._rounding * (
-            np.abs(joint_entropy) + np.abs(offset_n) + abs(self._correction))
-        return (joint_entropy + self._correction + offset_n - self._base
-                - self._base_N[xs]), slack
+        return utilities(joint_entropy, offset_n, self._base_N[xs], *self.constants)
+
+    def scorer(self):
+        """Itself (a bound's scorer is made on first use: ``_objectives._CoarseBound``)."""
+        return self
+
+    def count(self, n):
+        """Count n candidates scored against the joint."""
+        self.rows += n * len(self._joint_M_K)
+
+    @property
+    def joint(self):
+        """``(joint_M_K, weights_M, offset_K)``: what the pool scores candidates against."""
+        return self._joint_M_K, self._weights_M, self._offset_K
+
+    @property
+    def constants(self):
+        """``(base, rounding, correction)``: the rest of :func:`utilities`' arguments."""
+        return self._base, self._rounding, self._correction
+
+
+def utilities(joint_entropy_n, offset_n, base_n, base, rounding, correction):
+    """A :class:`Scorer`'s ``(utility_n, slack_n)`` from the pool's two parts of each joint
+    entropy (``ArrayPool.joint_entropy``) and the candidates' ``base_N``: one definition,
+    for pools whose chunks compute it where they live (``batchbald_fast.dask``)."""
+    slack = ROUNDING_SLACK + rounding * (
+        np.abs(joint_entropy_n) + np.abs(offset_n) + abs(correction))
+    return joint_entropy_n + correction + offset_n - base - base_n, slack
 
 
 def best_index(utility_n, tie_tolerance):
@@ -253,6 +277,43 @@ class Outcome:
     level_counts: np.ndarray
     rows: int
     best: int
+
+    @property
+    def pick(self):
+        """The picked candidate's pool index."""
+        return self.evaluated[self.best]
+
+    @property
+    def score(self):
+        """The pick's utility."""
+        return self.utility_n[self.best]
+
+    @property
+    def num_evaluations(self):
+        return len(self.evaluated)
+
+    def top(self, k):
+        """Pool indices and utilities of the k best scored, best first (ties: lowest
+        index first)."""
+        top = np.argsort(-self.utility_n, kind="stable")[:k]
+        return self.evaluated[top], self.utility_n[top]
+
+    def count_at_least(self, floor):
+        """``(scored, unscored)``: candidates whose utility, and whose bound left unscored,
+        is at least ``floor``."""
+        return (np.count_nonzero(self.utility_n >= floor),
+                np.count_nonzero(self.open_bound_n >= floor))
+
+    def at_least(self, floor):
+        """Pool indices (ascending) and utilities of the scored candidates at least
+        ``floor``."""
+        at = self.utility_n >= floor
+        return self.evaluated[at], self.utility_n[at]
+
+    def choose(self, x, utility):
+        """Make candidate x (scored) the pick, with this utility."""
+        self.best = int(np.searchsorted(self.evaluated, x))
+        self.utility_n[self.best] = utility
 
 
 class Search:

@@ -1,28 +1,40 @@
 """BatchBALD on a pool held by Dask: chunks on a cluster's workers, or read from disk.
 
 ``batchbald`` takes a ``dask.array.Array`` (or a ``zarr.Array``) of shape (N, K, C) and
-runs the same greedy driver as for an in-memory pool, on the client; only the pool's
-answers come from elsewhere. A :class:`DaskPool` asks one task per chunk that holds a
-candidate the driver names (the same kernels as in memory, on the chunk's rows), and merges
-their answers on the client; a chunk with no candidate in a call gets no task and is not
-read. Picks and scores therefore equal the in-memory call's on the same values.
+runs the same greedy driver as for an in-memory pool, on the client; the pool's answers and
+the driver's per-point state come from the chunks. Picks and scores equal the in-memory
+call's on the same values (sampled steps included: the search scores the same candidates
+in the same order).
 
 Where things live:
 
 - the pool, in its chunks along N: in the workers' memory when a ``distributed.Client`` is
-  active (persisted after the first pass: every driver call reads the chunks it touches
-  again, and rereading a compressed zarr chunk costs more than scoring its candidates), else
-  read from its source at every task (Dask's local scheduler: a memmap or a zarr store stays
-  on disk);
-- on the client, O(N) numbers: each point's conditional entropy (computed by the first
-  pass) and the driver's last-gain bounds and bookkeeping, with their temporaries ~140 bytes
-  a point at the peak of a step (W8, N = 2,000,000: a client's peak RSS of ~430 MiB, 160 MiB
-  of it imports). Keeping them there makes bounding and merging plain array operations and
-  costs no task per step; the client bounds the pool at some 10^7 points per GiB;
-- the joint state of a step (M × K, at most a few MiB): sent to the workers once per state
-  (a persisted task) and reused by every task of that state.
+  active (persisted after the first pass: every step reads the chunks it touches again,
+  and rereading a compressed zarr chunk costs more than scoring its candidates), else read
+  from its source at every task (Dask's local scheduler: a memmap or a zarr store stays on
+  disk);
+- every per-point number of the driver, in one :class:`_ChunkState` per chunk beside it:
+  the points' conditional entropies, which are still candidates, their last-gain bounds,
+  the step's search over them (each candidate's bound, its rounding and how far it was
+  refined) and, with ``return_utilities=True``, every step's utilities. A state is never
+  changed in place: each task takes a chunk's state and returns the next one, persisted,
+  so that a state lost with its worker is recomputed by Dask from its lineage (the first
+  pass over the chunk, then every task since, each a pure function of the state before
+  it, the chunk and the step's joint);
+- on the client, O(chunks + batch) numbers: per chunk its candidates left and the last
+  task's summary (its best utilities, the best bounds at each level of the search down to
+  about its share of the next tile, counts), the driver's O(batch) state, and the joint
+  of a step (M × K, at most a few MiB), sent to the workers once per state (a persisted
+  task) and reused by every task of that state.
+
+A step's search (:class:`_Search`) runs the branch and bound of ``_search.BranchAndBound``
+over the chunks' summaries: each round picks the same level and the same tile of
+candidates as in memory (the best bounds, ties to the lowest index), as a cut of the order
+of (bound, index) that each chunk holding some of the tile applies to its own candidates.
+A chunk with no candidate of a call gets no task and is not read.
 """
 
+import copy
 import os
 
 import numpy as np
@@ -34,10 +46,10 @@ except ImportError as exc:  # an optional extra
     raise ImportError("pools on Dask need dask[array] (and distributed for a cluster): "
                       "pip install 'batchbald_fast[dask]'") from exc
 
-from . import _backend, _pool, _validation
+from . import _backend, _noise, _pool, _search, _validation
 
-# Joint states whose broadcast copies are kept: the driver alternates between a step's
-# coarse and full joints.
+# Joints whose broadcast copies are kept: the driver alternates between a step's coarse
+# and full joints.
 STATES_KEPT = 4
 
 
@@ -111,6 +123,7 @@ def map_points(function, obj, X_N_F, shape_K_C):
                          meta=np.empty((0, 0, 0)))
 
 
+
 class DaskPool:
     """A pool held as a chunked Dask array: the driver's questions become chunk tasks.
 
@@ -131,11 +144,13 @@ class DaskPool:
 
     Attributes
     ----------
-    shape, dtype, cond_entropy_N, row_sum_range
+    shape, dtype, row_sum_range
         As ``_pool.ArrayPool``.
-    calls : list of (int, ndarray)
-        For each ``joint_entropy`` call, the number of candidates and the chunks it ran a
-        task on.
+    cond_entropy_N
+        Each point's conditional entropy, read from its chunk's state when indexed by one
+        point (the pick's, once a step).
+    calls : list of ndarray
+        For each round of chunk tasks of a search, the chunks it ran a task on.
     """
 
     def __init__(self, probs_N_K_C, *, log_probs=False, dtype=np.float64, num_threads=None,
@@ -150,74 +165,551 @@ class DaskPool:
         self._backend = _backend.backend_info()["backend"]
         self._num_threads = 1 if num_threads is None else num_threads
         self._starts = np.cumsum((0,) + probs_N_K_C.chunks[0])
-        self._states = []
+        self._joints = []
 
-        # The first pass: every chunk validated, its probabilities and statistics made.
+        # The first pass: every chunk validated, its probabilities and first state made.
         blocks = probs_N_K_C.to_delayed().ravel()
         parts = [dask.delayed(_first_pass, nout=2)(block, start, log_probs, self._backend,
                                                    self._num_threads)
                  for block, start in zip(blocks, self._starts)]
         if _active_client() is not None if persist is None else persist:
-            parts = dask.persist(*parts)
-            self._chunks = dask.persist(*(part[0] for part in parts))
+            persisted = dask.persist(*(part[0] for part in parts), *(part[1] for part in parts))
+            self._chunks, self._first = persisted[:len(parts)], persisted[len(parts):]
         else:
+            self._first = dask.persist(*(part[1] for part in parts))
             self._chunks = [dask.delayed(_validation.as_probabilities)(block,
                                                                        log_probs=log_probs)
                             for block in blocks]
-        stats = dask.compute(*(part[1] for part in parts))
-        _validation.raise_first_problem(problems for problems, _, _ in stats)
-        self.cond_entropy_N = np.concatenate([cond_entropy_n for _, cond_entropy_n, _ in stats])
-        self.row_sum_range = (min(low for _, _, (low, _) in stats),
-                              max(high for _, _, (_, high) in stats))
+        stats = dask.compute(*(dask.delayed(_header)(state) for state in self._first))
+        _validation.raise_first_problem(problems for problems, _ in stats)
+        self.row_sum_range = (min(low for _, (low, _) in stats),
+                              max(high for _, (_, high) in stats))
+        self.cond_entropy_N = _PointValues(self)
+
+    def points(self, candidates, first_gain_N, utility_steps):
+        """The driver's per-point state, in the chunks (:class:`_Points`)."""
+        if first_gain_N is not None:
+            raise ValueError("objectives with first gains of their own run on in-memory "
+                             "pools only")
+        return _Points(self, candidates, utility_steps)
 
     def rows(self, xs):
         """``probs_N_K_C[xs]``, float64, shape (len(xs), K, C): one task per chunk."""
         xs = np.asarray(xs, dtype=np.intp)
         out = np.empty((len(xs),) + self.shape[1:])
-        groups = self._groups(xs)
-        for (_, at), rows_n_K_C in zip(groups, self._run(_chunk_rows, xs, groups)):
+        chunk_n = self._chunk_of(xs)
+        order = np.argsort(chunk_n, kind="stable")
+        chunks, first = np.unique(chunk_n[order], return_index=True)
+        groups = list(zip(chunks.tolist(), np.split(order, first[1:])))
+        for (_, at), rows_n_K_C in zip(groups, dask.compute(*(
+                dask.delayed(_pool.rows)(self._chunks[chunk], xs[at] - self._starts[chunk])
+                for chunk, at in groups))):
             out[at] = rows_n_K_C
         return out
 
-    def joint_entropy(self, joint_M_K, weights_M, offset_K, xs):
-        """As ``_pool.ArrayPool.joint_entropy``: one task per chunk holding a candidate."""
-        state = self._broadcast(joint_M_K, weights_M, offset_K)
-        groups = self._groups(xs)
-        self.calls.append((len(xs), np.array([chunk for chunk, _ in groups], dtype=np.intp)))
-        weighted_n, offset_n = np.empty(len(xs)), np.empty(len(xs))
-        for (_, at), (weighted, offset) in zip(groups, self._run(
-                _chunk_joint_entropy, xs, groups, state, self._backend, self._num_threads)):
-            weighted_n[at], offset_n[at] = weighted, offset
-        return weighted_n, offset_n
-
-    def _groups(self, xs):
-        """``(chunk, positions in xs)`` of every chunk holding some of xs."""
-        chunk_n = np.searchsorted(self._starts, xs, side="right") - 1
-        order = np.argsort(chunk_n, kind="stable")
-        chunks, first = np.unique(chunk_n[order], return_index=True)
-        return list(zip(chunks.tolist(), np.split(order, first[1:])))
-
-    def _run(self, function, xs, groups, *args):
-        """``function(chunk, chunk-local indices, *args)`` on each group's chunk, in order."""
-        return dask.compute(*(
-            dask.delayed(function)(self._chunks[chunk],
-                                   _compact(xs[at] - self._starts[chunk]), *args)
-            for chunk, at in groups))
+    def _chunk_of(self, xs):
+        return np.searchsorted(self._starts, xs, side="right") - 1
 
     def _broadcast(self, joint_M_K, weights_M, offset_K):
-        """The state as tasks receive it, made once per state (tracked by identity: the
-        driver passes the same arrays while the state lasts).
+        """The joint as tasks receive it, made once per joint (tracked by identity: the
+        driver passes the same arrays while the joint lasts).
 
         On a cluster it is a task holding the arrays, persisted: workers fetch it once, and
         the scheduler can make it again if its worker dies (scattered data it could not).
         """
-        state = (joint_M_K, weights_M, offset_K)
-        for kept, handle in self._states:
-            if all(a is b for a, b in zip(kept, state)):
+        joint = (joint_M_K, weights_M, offset_K)
+        for kept, handle in self._joints:
+            if all(a is b for a, b in zip(kept, joint)):
                 return handle
-        handle, = dask.persist(dask.delayed(_same)(state))
-        self._states = [(state, handle)] + self._states[:STATES_KEPT - 1]
+        handle, = dask.persist(dask.delayed(_same)(joint))
+        self._joints = [(joint, handle)] + self._joints[:STATES_KEPT - 1]
         return handle
+
+    def _task_args(self):
+        return self._backend, self._num_threads
+
+
+class _PointValues:
+    """``cond_entropy_N[x]`` of one point, read from its chunk's first state."""
+
+    def __init__(self, pool):
+        self._pool = pool
+
+    def __getitem__(self, x):
+        chunk = int(self._pool._chunk_of(x))
+        return dask.compute(dask.delayed(_cond_entropy_at)(
+            self._pool._first[chunk], x - self._pool._starts[chunk]))[0]
+
+
+class _Remaining:
+    """The candidates left, as the driver sees them on Dask: how many."""
+
+    def __init__(self, count):
+        self._count = count
+
+    def __len__(self):
+        return self._count
+
+
+class _Points:
+    """The driver's per-point state (``_pool.PointState``'s methods), in the chunks.
+
+    The client keeps, per chunk, its current state (a persisted task), its candidates left
+    and the operations the driver asked of it since its last task (taking a pick, a step's
+    gains and utilities, a reset), which the chunk's next task applies first: a step's end
+    costs no task of its own.
+    """
+
+    def __init__(self, pool, candidates, utility_steps):
+        self._pool = pool
+        starts = pool._starts
+        if candidates is None:
+            counts = np.diff(starts)
+            local = [None] * len(counts)
+        else:
+            cuts = np.searchsorted(candidates, starts)
+            counts = np.diff(cuts)
+            local = [candidates[a:b] - start for a, b, start in zip(cuts[:-1], cuts[1:],
+                                                                    starts)]
+        self._counts = counts.tolist()
+        self._had = [n > 0 for n in self._counts]
+        self.count = int(counts.sum())
+        self._states = list(pool._first)
+        self._pending = [[("points", xs, utility_steps)] if n else []
+                         for xs, n in zip(local, self._counts)]
+        self._utility_steps = utility_steps
+
+    def _active(self):
+        return [chunk for chunk, n in enumerate(self._counts) if n]
+
+    def remaining(self):
+        return _Remaining(self.count)
+
+    def take(self, x):
+        chunk = int(self._pool._chunk_of(x))
+        self._pending[chunk].append(("take", int(x - self._pool._starts[chunk])))
+        self._counts[chunk] -= 1
+        self.count -= 1
+
+    def reset_gains(self):
+        for chunk in self._active():
+            self._pending[chunk].append(("reset",))
+
+    def upper_bounds(self, base, remaining):
+        """Bounds ``base + upper_gain`` of each chunk's candidates, made in the chunk."""
+        return _Base(base)
+
+    def search(self, utility, bounds, remaining, upper_n, tile, tie_tolerance):
+        return _Search(self, utility, bounds, upper_n, tile, tie_tolerance)
+
+    def scored(self, outcome, error_bound, score):
+        self._queue(outcome, "gains", error_bound, score)
+
+    def keep_utilities(self, t, outcome):
+        if self._utility_steps is not None:
+            self._queue(outcome, "utilities", t)
+
+    def _queue(self, outcome, *op):
+        """An operation on the scored candidates of every chunk of the step's search."""
+        pick = outcome.choice
+        for chunk in outcome.chunks:
+            start = self._pool._starts[chunk]
+            local = None if pick is None or not start <= pick[0] < self._pool._starts[
+                chunk + 1] else (int(pick[0] - start), pick[1])
+            self._pending[chunk].append(op + (local,))
+
+    def utilities(self):
+        """Every step's utilities as a dask array of shape (steps, N), chunked like the
+        pool, made on the workers from the chunks' states (None unless kept)."""
+        if self._utility_steps is None:
+            return None
+        steps = self._utility_steps
+        return da.concatenate([
+            da.from_delayed(dask.delayed(_utilities)(state, pending), (steps, n),
+                            dtype=np.float64) if had else da.full((steps, n), np.nan)
+            for state, pending, n, had in zip(self._states, self._pending,
+                                              np.diff(self._pool._starts).tolist(),
+                                              self._had)], axis=1)
+
+    def run(self, chunks, function, *args):
+        """``function(state, pending, *args)`` on each chunk's state, persisted as its
+        next; then every new state's summary."""
+        pending = [self._pending[chunk] for chunk in chunks]
+        for chunk in chunks:
+            self._pending[chunk] = []
+        new = dask.persist(*(dask.delayed(function)(self._states[chunk], ops, *(
+            self._pool._chunks[chunk] if arg is _CHUNK else arg for arg in args))
+            for chunk, ops in zip(chunks, pending)))
+        for chunk, state in zip(chunks, new):
+            self._states[chunk] = state
+        return dask.compute(*(dask.delayed(_summary_of)(state) for state in new))
+
+    def ask(self, chunks, function, *args):
+        """``function(state, *args)`` of each chunk's state (no new state)."""
+        return dask.compute(*(dask.delayed(function)(self._states[chunk], *args)
+                              for chunk in chunks))
+
+
+# Marks the argument of ``_Points.run`` that is each chunk's probabilities.
+_CHUNK = object()
+
+
+class _Base:
+    """``upper_bounds`` on Dask: each candidate's bound is ``base`` plus its last gain."""
+
+    def __init__(self, base):
+        self.base = base
+
+
+class _Search:
+    """``_search.Search`` over the chunks: the same candidates scored in the same order.
+
+    Each round of the branch and bound (``_search.BranchAndBound.run``) needs the
+    ``top``-th best utility scored (the threshold), the open candidate with the best bound
+    (its level decides the refinement) and that level's tile of best bounds. Every chunk's
+    summary lists its best utilities and, per level, its best bounds, so the client merges
+    them into the same decisions; a chunk's list may stop short of a tile it could fill
+    (it lists about its share of the next one), and is then asked for more before the tile
+    is cut.
+    """
+
+    def __init__(self, points, utility, bounds, upper_n, tile, tie_tolerance):
+        self._points = points
+        self._refine = [bound for bound, _ in bounds] + [utility]
+        self._tiles = [t for _, t in bounds] + [tile]
+        self._bounds, self._utility = bounds, utility
+        self._tie_tolerance = tie_tolerance
+        self._searched = bool(bounds) or upper_n is not None
+        self._chunks = points._active()
+        base = None if upper_n is None else upper_n.base
+        summaries = points.run(self._chunks, _begin, base, len(self._refine),
+                               self._wants(), tie_tolerance)
+        self._summaries = dict(zip(self._chunks, summaries))
+        self._N = points._pool.shape[0]
+
+    def _wants(self):
+        """How many of its best bounds per level a chunk lists: twice its share of the
+        level's tile, and 16 more."""
+        share = max(1, len(self._chunks))
+        return [max(1, min(tile, -(-2 * tile // share) + 16)) for tile in self._tiles]
+
+    def run(self, top=1, resolution=0.0):
+        """As ``_search.Search.run``: the :class:`_Outcome`."""
+        levels = len(self._refine)
+        while True:
+            summaries = self._summaries
+            threshold = -np.inf
+            if sum(s.num_scored for s in summaries.values()) >= top:
+                best_u = np.sort(np.concatenate([s.top_u for s in summaries.values()]))
+                threshold = best_u[-top] - self._tie_tolerance + resolution
+            head = None  # (bound, -index, level) of the open candidate with the best bound
+            for s in summaries.values():
+                for level in range(levels):
+                    bound_n, index_n = s.listed[level]
+                    if len(bound_n) and bound_n[0] >= threshold:
+                        head = max(head or (-np.inf, 0, 0), (bound_n[0], -index_n[0], level))
+            if head is None:
+                break
+            level = head[2]
+            if np.isinf(head[0]):  # no order among unbounded candidates: one call
+                cut = (np.inf, self._N)
+                chunks = [c for c, s in summaries.items() if s.num_inf[level]]
+                n = sum(summaries[c].num_inf[level] for c in chunks)
+            else:
+                found = self._tile(level, threshold)
+                if isinstance(found, list):  # some chunks' lists stop short: more of them
+                    new = self._points.ask(found, _summarize, levels, self._wants_at(level),
+                                           self._tie_tolerance)
+                    self._summaries.update(zip(found, new))
+                    continue
+                cut, chunks, n = found
+                self._tiles[level] *= 2
+            scorer = self._refine[level].scorer()
+            scorer.count(n)
+            self._points._pool.calls.append(np.array(chunks, dtype=np.intp))
+            summaries = self._points.run(
+                chunks, _refine, _CHUNK, level, levels, cut,
+                self._points._pool._broadcast(*scorer.joint), scorer.constants,
+                *self._points._pool._task_args(), self._wants(), self._tie_tolerance)
+            self._summaries.update(zip(chunks, summaries))
+        return _Outcome(self, top)
+
+    def _wants_at(self, level):
+        wants = self._wants()
+        wants[level] = self._tiles[level]
+        return wants
+
+    def _tile(self, level, threshold):
+        """The cut (bound, index) of the level's tile of best open bounds, the chunks
+        holding it and its size; or the chunks whose lists may hold more of it."""
+        tile = self._tiles[level]
+        listed = [(c, *s.listed[level], s.num_at[level]) for c, s in self._summaries.items()]
+        bound_e = np.concatenate([b for _, b, _, _ in listed])
+        index_e = np.concatenate([i for _, _, i, _ in listed])
+        chunk_e = np.concatenate([np.full(len(b), c) for c, b, _, _ in listed])
+        open_e = bound_e >= threshold
+        bound_e, index_e, chunk_e = bound_e[open_e], index_e[open_e], chunk_e[open_e]
+        order = np.lexsort((index_e, -bound_e))[:tile]
+        taken = set(chunk_e[order].tolist())
+        # A list stops short if the chunk has more than it lists, fewer than a tile, and
+        # the tile takes its last.
+        short = [c for c, b, i, n in listed if len(b) < min(n, tile) and c in taken
+                 and (b[-1], -i[-1]) >= (bound_e[order[-1]], -index_e[order[-1]])]
+        if short:
+            return short
+        cut = (threshold, self._N) if len(order) < tile else \
+            (bound_e[order[-1]], index_e[order[-1]])
+        return cut, sorted(taken), len(order)
+
+
+class _Outcome:
+    """``_search.Outcome``'s answers for a search over chunks, from their summaries (and,
+    for the contenders of a sampled step, a question to each chunk)."""
+
+    def __init__(self, search, top):
+        self._search = search
+        summaries = search._summaries
+        self.chunks = list(summaries)
+        self.num_evaluations = sum(s.num_scored for s in summaries.values())
+        top_u = np.concatenate([s.top_u for s in summaries.values()])
+        top_x = np.concatenate([s.top_x for s in summaries.values()])
+        order = np.lexsort((top_x, -top_u))
+        self._top_x, self._top_u = top_x[order], top_u[order]
+        # The pick: the lowest index within the tolerance of the best (_search.best_index).
+        near_u = np.concatenate([s.near_u for s in summaries.values()])
+        near_x = np.concatenate([s.near_x for s in summaries.values()])
+        near = near_u >= top_u.max() - search._tie_tolerance
+        at = np.flatnonzero(near)[np.argmin(near_x[near])]
+        self.pick, self.score = near_x[at], near_u[at]
+        self.choice = None
+        self.level_counts, self.num_bounded = None, 0
+        if search._searched:
+            self.level_counts = sum(s.level_counts for s in summaries.values())
+            if search._bounds:
+                self.num_bounded = int(self.level_counts[1:].sum())
+        self.rows = search._utility.rows + sum(bound.rows for bound, _ in search._bounds)
+        self._asked = None
+
+    def top(self, k):
+        return self._top_x[:k], self._top_u[:k]
+
+    def _ask(self, floor):
+        if self._asked is None or self._asked[0] != floor:
+            search = self._search
+            answers = search._points.ask(self.chunks, _at_least, floor, len(search._refine),
+                                         _noise.MAX_CONTENDERS)
+            self._asked = floor, answers
+        return self._asked[1]
+
+    def count_at_least(self, floor):
+        answers = self._ask(floor)
+        return sum(a[0] for a in answers), sum(a[1] for a in answers)
+
+    def at_least(self, floor):
+        answers = self._ask(floor)
+        x = np.concatenate([a[2] for a in answers])
+        u = np.concatenate([a[3] for a in answers])
+        order = np.argsort(x)
+        return x[order], u[order]
+
+    def choose(self, x, utility):
+        self.pick, self.score = x, utility
+        self.choice = (x, utility)
+
+
+class _ChunkState:
+    """One chunk's part of the driver's per-point state (module docstring). Tasks copy
+    what they change: a state is never changed in place.
+
+    Attributes
+    ----------
+    start : int
+        The chunk's first pool index.
+    cond_entropy_n : ndarray of float64
+    available_n : ndarray of bool
+        Candidates not yet picked.
+    upper_gain_n : ndarray of float64
+        Each candidate's last-gain bound (inf: unknown).
+    utilities_t_n : ndarray of shape (steps, n) or None
+    xs_s, level_s, bound_s, slack_s : ndarray
+        The step's search: its candidates (chunk indices), how far each was refined
+        (``_search.BranchAndBound``'s levels, ``num_levels``: scored), its bound (its
+        utility once scored) and rounding.
+    summary : _Summary
+    """
+
+    def __init__(self, start, cond_entropy_n, problems, row_sum_range):
+        self.start, self.cond_entropy_n = start, cond_entropy_n
+        self.problems, self.row_sum_range = problems, row_sum_range
+        self.available_n = self.upper_gain_n = self.utilities_t_n = None
+        self.xs_s = self.level_s = self.bound_s = self.slack_s = self.num_levels = None
+        self.summary = None
+
+    def copy(self, *names):
+        """A new state sharing every array but those named, which are copies."""
+        new = copy.copy(self)
+        for name in names:
+            setattr(new, name, getattr(self, name).copy())
+        return new
+
+
+class _Summary:
+    """What the merge needs of a chunk after a task.
+
+    Attributes
+    ----------
+    num_scored : int
+    top_u, top_x : ndarray
+        Its two best utilities and their pool indices, best first (ties: lowest index).
+    near_u, near_x : ndarray
+        Its utilities within the tie tolerance of its best, and their indices.
+    listed : list of (bound_e, index_e)
+        Per level, its best open bounds, best first (ties: lowest index), and indices.
+    num_at, num_inf : list of int
+        Per level, its candidates there and those without a bound.
+    level_counts : ndarray of int
+    """
+
+    def __init__(self, state, levels, wants, tie_tolerance):
+        level_s, bound_s = state.level_s, state.bound_s
+        index_s = state.start + state.xs_s
+        scored = np.flatnonzero(level_s == levels)
+        self.num_scored = len(scored)
+        top = _best(bound_s, index_s, scored, 2)
+        self.top_u, self.top_x = bound_s[top], index_s[top]
+        near = scored[bound_s[scored] >= bound_s[scored].max(initial=-np.inf) - tie_tolerance]
+        self.near_u, self.near_x = bound_s[near], index_s[near]
+        self.level_counts = np.bincount(level_s, minlength=levels + 1)
+        self.listed, self.num_at, self.num_inf = [], [], []
+        for level, want in enumerate(wants):
+            at = np.flatnonzero(level_s == level)
+            listed = _best(bound_s, index_s, at, want)
+            self.listed.append((bound_s[listed], index_s[listed]))
+            self.num_at.append(len(at))
+            self.num_inf.append(int(np.count_nonzero(np.isposinf(bound_s[at]))))
+
+
+def _best(bound_s, index_s, at, k):
+    """The k of positions ``at`` with the best bounds, best first (ties: lowest index)."""
+    if k < len(at):  # the best k, ties at the last one included, then sorted
+        kth = np.partition(bound_s[at], len(at) - k)[len(at) - k]
+        at = at[bound_s[at] >= kth]
+    return at[np.lexsort((index_s[at], -bound_s[at]))[:k]]
+
+
+def _first_pass(block_n_K_C, start, log_probs, backend, num_threads):
+    """A chunk's probabilities (None if it has problems) and its first state."""
+    problems = _validation.probs_problems(block_n_K_C, start, log_probs=log_probs)
+    if problems:
+        return None, _ChunkState(start, None, problems, None)
+    probs_n_K_C = _validation.as_probabilities(block_n_K_C, log_probs=log_probs)
+    cond_entropy_n, row_sum_range = _pool.point_stats(_task_kernels(backend, num_threads),
+                                                      probs_n_K_C)
+    return probs_n_K_C, _ChunkState(start, cond_entropy_n, problems, row_sum_range)
+
+
+def _header(state):
+    return state.problems, state.row_sum_range
+
+
+def _cond_entropy_at(state, x):
+    return state.cond_entropy_n[x]
+
+
+def _summary_of(state):
+    return state.summary
+
+
+def _apply(state, ops):
+    """The state after the driver's operations since the chunk's last task."""
+    for op, *args in ops:
+        if op == "points":
+            xs, steps = args
+            state = state.copy()
+            state.available_n = np.zeros(len(state.cond_entropy_n), dtype=bool)
+            state.available_n[slice(None) if xs is None else xs] = True
+            state.upper_gain_n = np.empty(len(state.cond_entropy_n))
+            if steps is not None:
+                state.utilities_t_n = np.full((steps, len(state.cond_entropy_n)), np.nan)
+        elif op == "take":
+            state = state.copy("available_n")
+            state.available_n[args[0]] = False
+        elif op == "reset":
+            state = state.copy("upper_gain_n")
+            state.upper_gain_n[:] = np.inf
+        else:  # "gains" or "utilities": of the candidates the step scored
+            *args, pick = args
+            scored = np.flatnonzero(state.level_s == state.num_levels)
+            utility_s = state.bound_s[scored]
+            if pick is not None:
+                utility_s = utility_s.copy()
+                utility_s[np.searchsorted(state.xs_s[scored], pick[0])] = pick[1]
+            xs = state.xs_s[scored]
+            if op == "gains":
+                error_bound, score = args
+                state = state.copy("upper_gain_n")
+                state.upper_gain_n[xs] = utility_s + 2 * state.slack_s[scored] \
+                    + error_bound - score
+            else:
+                state = state.copy("utilities_t_n")
+                state.utilities_t_n[args[0], xs] = utility_s
+    return state
+
+
+def _begin(state, ops, base, levels, wants, tie_tolerance):
+    """A step's search over the chunk's candidates: each starts at ``base`` plus its last
+    gain (unbounded when ``base`` is None)."""
+    state = _apply(state, ops).copy()
+    state.xs_s = np.flatnonzero(state.available_n)
+    state.bound_s = np.full(len(state.xs_s), np.inf) if base is None else \
+        np.array(base + state.upper_gain_n[state.xs_s], dtype=np.float64)
+    state.level_s = np.zeros(len(state.xs_s), dtype=np.intp)
+    state.slack_s = np.zeros(len(state.xs_s))
+    state.num_levels = levels
+    state.summary = _Summary(state, levels, wants, tie_tolerance)
+    return state
+
+
+def _refine(state, ops, probs_n_K_C, level, levels, cut, joint, constants, backend,
+            num_threads, wants, tie_tolerance):
+    """The chunk's part of a tile: its candidates at ``level`` whose (bound, index) is at
+    least ``cut`` in the search's order, refined (scored at the last level)."""
+    state = _apply(state, ops).copy("level_s", "bound_s", "slack_s")
+    bound_s, index_s = state.bound_s, state.start + state.xs_s
+    chosen = np.flatnonzero((state.level_s == level) & (
+        (bound_s > cut[0]) | ((bound_s == cut[0]) & (index_s <= cut[1]))))
+    xs = state.xs_s[chosen]
+    joint_entropy_n, offset_n = _pool.joint_entropy(_task_kernels(backend, num_threads),
+                                                    probs_n_K_C, *joint, xs)
+    value_n, slack = _search.utilities(joint_entropy_n, offset_n, state.cond_entropy_n[xs],
+                                       *constants)
+    if level == levels - 1:
+        bound_s[chosen], state.slack_s[chosen] = value_n, slack
+    else:  # the bound's rounding, and the rounding of the utility it bounds
+        bound_s[chosen] = np.minimum(bound_s[chosen], value_n + 2 * slack)
+    state.level_s[chosen] = level + 1
+    state.summary = _Summary(state, levels, wants, tie_tolerance)
+    return state
+
+
+def _summarize(state, levels, wants, tie_tolerance):
+    """The chunk's summary listing more of its bounds."""
+    return _Summary(state, levels, wants, tie_tolerance)
+
+
+def _at_least(state, floor, levels, most):
+    """Of the chunk's step: its scored candidates with a utility at least ``floor`` (their
+    indices and utilities while there are at most ``most``), and its unscored ones with a
+    bound at least that."""
+    scored, above = state.level_s == levels, state.bound_s >= floor
+    at = np.flatnonzero(scored & above)
+    unscored = int(np.count_nonzero(~scored & above))
+    listed = at[:0] if len(at) > most else at
+    return len(at), unscored, state.start + state.xs_s[listed], state.bound_s[listed]
+
+
+def _utilities(state, ops):
+    return _apply(state, ops).utilities_t_n
 
 
 def _task_kernels(backend, num_threads):
@@ -225,37 +717,5 @@ def _task_kernels(backend, num_threads):
     return _backend.Kernels(_backend.get_kernels(backend), num_threads)
 
 
-def _first_pass(block_n_K_C, start, log_probs, backend, num_threads):
-    """A chunk's problems, then (if none) its probabilities and their statistics."""
-    problems = _validation.probs_problems(block_n_K_C, start, log_probs=log_probs)
-    if problems:
-        return None, (problems, None, None)
-    probs_n_K_C = _validation.as_probabilities(block_n_K_C, log_probs=log_probs)
-    cond_entropy_n, row_sum_range = _pool.point_stats(_task_kernels(backend, num_threads),
-                                                      probs_n_K_C)
-    return probs_n_K_C, (problems, cond_entropy_n, row_sum_range)
-
-
-def _compact(xs):
-    """Indices as tasks receive them: a run of consecutive ones (every point of a chunk, at
-    the first step) as a range, so that graphs stay small whatever the pool."""
-    if len(xs) > 1 and (np.diff(xs) == 1).all():
-        return range(xs[0], xs[-1] + 1)
-    return xs
-
-
-def _expand(xs):
-    return np.arange(xs.start, xs.stop) if isinstance(xs, range) else xs
-
-
 def _same(state):
     return state
-
-
-def _chunk_rows(probs_n_K_C, xs):
-    return _pool.rows(probs_n_K_C, _expand(xs))
-
-
-def _chunk_joint_entropy(probs_n_K_C, xs, state, backend, num_threads):
-    return _pool.joint_entropy(_task_kernels(backend, num_threads), probs_n_K_C, *state,
-                               _expand(xs))

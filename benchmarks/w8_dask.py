@@ -14,12 +14,14 @@ in a fresh process so that every peak RSS (``VmHWM``) is that call's own:
 - on Dask: a client process connected to the cluster (whose scheduler runs in this
   process, not in the client) calls ``batchbald(da.from_zarr(store)[:N])``: time (the
   first pass over the store included, and shown apart), the client's peak RSS, each
-  worker's peak RSS (workers are restarted before each call), and per step the driver's
-  calls, the chunk tasks they ran and the distinct chunks touched.
+  worker's peak RSS (workers are restarted before each call), and per step the chunks
+  whose state its search starts on, its rounds of scoring tasks, those tasks and the
+  distinct chunks they read.
 
 Both use ``random_state=0`` and the default compute dtype (float64 products and logs on the
-float32 pool). Targets (issue 10): Dask time ≤ 2× in memory with identical picks, client
-peak RSS ≤ 500 MiB, in-memory peak RSS ≤ input + 512 MiB, time per step linear in N.
+float32 pool). Targets (issues 10 and 21): Dask time ≤ 1.35× in memory with identical
+picks, client peak RSS ≤ 500 MiB, in-memory peak RSS ≤ input + 512 MiB, time per step
+linear in N. W9 (``w9_dask.py``) runs the Dask call alone up to N = 10^7.
 ``--no-persist`` leaves the pool in the store (each task reads its chunk again): the
 measurement behind persisting it on the workers by default. Run on a quiet machine
 (``uptime``); compare within one run.
@@ -78,36 +80,53 @@ def child_dask(args):
     client = Client(args.scheduler)
     if args.no_persist:
         bf_dask.DaskPool.__init__.__kwdefaults__["persist"] = False
-    # Steps, as the calls sharing the step's joint state (its offset_K array) in a row.
-    steps, first_pass, last = [], [], [None]
-    joint_entropy, init = bf_dask.DaskPool.joint_entropy, bf_dask.DaskPool.__init__
+    # Steps, as the rounds of chunk tasks between one search's start and the next's.
+    first_pass, searches = [], []
+    init, search = bf_dask.DaskPool.__init__, bf_dask._Points.search
 
     def recording_init(pool, *a, **kw):
         start = time.perf_counter()
         init(pool, *a, **kw)
         first_pass.append(time.perf_counter() - start)
 
-    def recording_joint_entropy(pool, joint_M_K, weights_M, offset_K, xs):
-        out = joint_entropy(pool, joint_M_K, weights_M, offset_K, xs)
-        if offset_K is not last[0]:
-            steps.append([])
-            last[0] = offset_K
-        steps[-1].append(pool.calls[-1][1])
-        return out
+    def recording_search(points, *a, **kw):
+        searches.append((points._pool, len(points._pool.calls), len(points._active())))
+        return search(points, *a, **kw)
 
     bf_dask.DaskPool.__init__ = recording_init
-    bf_dask.DaskPool.joint_entropy = recording_joint_entropy
+    bf_dask._Points.search = recording_search
     start = time.perf_counter()
     result = batchbald(da.from_zarr(args.store)[:args.points], W8.batch_size,
                        num_samples=W8.num_samples, random_state=0)
     elapsed = time.perf_counter() - start
     workers = client.run(peak_rss_mib)
     client.close()
+    calls = searches[0][0].calls
+    ends = [at for _, at, _ in searches[1:]] + [len(calls)]
+    steps = [calls[at:end] for (_, at, _), end in zip(searches, ends)]
     return {"time": elapsed, "first_pass": first_pass[0], "rss": peak_rss_mib(),
             "workers": sorted(workers.values()), "picks": result.indices.tolist(),
             "scores": result.scores.tolist(),
-            "steps": [[len(calls), int(sum(map(len, calls))),
-                       len(np.unique(np.concatenate(calls)))] for calls in steps]}
+            "steps": [[active, len(rounds), int(sum(map(len, rounds))),
+                       len(np.unique(np.concatenate(rounds))) if rounds else 0]
+                      for (_, _, active), rounds in zip(searches, steps)]}
+
+
+def sizes_and_store(args, workload):
+    """The pool sizes asked for, and the store's path, written first if it holds fewer
+    points than the largest."""
+    import zarr
+
+    sizes = sorted(int(n) for n in args.sizes.split(","))
+    workload = dataclasses.replace(workload, N=sizes[-1])
+    try:
+        ready = zarr.open(args.store, mode="r").shape[0] >= workload.N
+    except (OSError, ValueError):  # no store there yet
+        ready = False
+    if not ready:
+        print(f"writing {args.store} ({workload.N} points)...", flush=True)
+        workload.write_zarr(args.store)
+    return sizes, os.path.abspath(args.store)
 
 
 def run_child(*argv):
@@ -134,20 +153,9 @@ def main():
         print(json.dumps({"memory": child_memory, "dask": child_dask}[args.child](args)))
         return
 
-    import zarr
     from distributed import LocalCluster
 
-    sizes = sorted(int(n) for n in args.sizes.split(","))
-    workload = dataclasses.replace(W8, N=sizes[-1])
-    try:
-        ready = zarr.open(args.store, mode="r").shape[0] >= workload.N
-    except (OSError, ValueError):  # no store there yet
-        ready = False
-    if not ready:
-        print(f"writing {args.store} ({workload.N} points)...", flush=True)
-        workload.write_zarr(args.store)
-    store = os.path.abspath(args.store)
-
+    sizes, store = sizes_and_store(args, W8)
     print(f"W8 pool: K={W8.K} C={W8.C} b={W8.batch_size} M={W8.num_samples}, float32 "
           f"zarr chunks of {W8.chunk}; Dask: LocalCluster of 2 single-threaded workers"
           f"{', pool left in the store' if args.no_persist else ''}", flush=True)
@@ -174,10 +182,16 @@ def main():
               f"{'/'.join(f'{w:.0f}' for w in dask_run['workers']):>8} MiB  "
               f"{'identical' if same else 'DIFFERENT'} (scores within {worst:.1e})",
               flush=True)
-    print(f"chunk tasks per step at N={N} ({-(-N // W8.chunk)} chunks): "
-          "calls / tasks / distinct chunks")
-    for t, (calls, tasks, chunks) in enumerate(dask_run["steps"]):
-        print(f"  step {t}: {calls} / {tasks} / {chunks}")
+    print_steps(N, W8.chunk, dask_run["steps"])
+
+
+def print_steps(N, chunk, steps):
+    """Per step: the chunks whose state the search starts on (no pool read), its rounds of
+    scoring tasks, those tasks and the distinct chunks they read."""
+    print(f"chunk tasks per step at N={N} ({-(-N // chunk)} chunks): state tasks / scoring "
+          "rounds / scoring tasks / distinct chunks read")
+    for t, (active, rounds, tasks, chunks) in enumerate(steps):
+        print(f"  step {t}: {active} / {rounds} / {tasks} / {chunks}")
 
 
 if __name__ == "__main__":

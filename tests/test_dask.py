@@ -18,6 +18,7 @@ import dask  # noqa: E402
 import batchbald_fast as bf  # noqa: E402
 from batchbald_fast import _backend  # noqa: E402
 from batchbald_fast import dask as bf_dask  # noqa: E402
+from batchbald_fast._result import STEP_FIELD_NAMES  # noqa: E402
 from batchbald_fast._workloads import make_probs  # noqa: E402
 from batchbald_fast.cli import main  # noqa: E402
 from conftest import random_probs  # noqa: E402
@@ -43,15 +44,25 @@ def client(cluster):
 
 
 def assert_same(result, expected):
-    """The in-memory call's picks, modes and scores (the driver is the same; the kernels
-    run on the same rows, so only rounding may differ)."""
-    np.testing.assert_array_equal(result.indices, expected.indices)
-    np.testing.assert_array_equal(result.mode, expected.mode)
-    np.testing.assert_array_equal(result.num_configurations, expected.num_configurations)
-    np.testing.assert_allclose(result.scores, expected.scores, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(result.std_errors, expected.std_errors, rtol=0, atol=1e-12)
-    if expected.utilities is not None:
-        np.testing.assert_allclose(result.utilities, expected.utilities, rtol=0, atol=1e-12)
+    """Every field of the in-memory call's result: its picks, and the same candidates
+    scored and bounded at every step (the search takes the same tiles in the same order);
+    the kernels run on the same rows, so floats may differ by rounding only."""
+    for name in STEP_FIELD_NAMES:
+        got, want = getattr(result, name), getattr(expected, name)
+        if want.dtype == np.float64:
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=name)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    if expected.utilities is None:
+        assert result.utilities is None
+    else:
+        assert isinstance(result.utilities, da.Array)  # left on the workers
+        np.testing.assert_allclose(result.utilities.compute(), expected.utilities, rtol=0,
+                                   atol=1e-12)
+
+
+def by_bald(values):
+    return values[np.argsort(-bf.bald(values), kind="stable")]
 
 
 CASES = {
@@ -69,6 +80,17 @@ CASES = {
     # big enough for coarse joints: the branch and bound calls on growing tiles
     "coarse-bounds": (lambda: make_probs(4200, 8, 4, seed=4), 700, {
         "batch_size": 7, "num_samples": 1500, "tol": 0.0}),
+    # the best candidates all in the first chunks: their lists of bounds stop short of a
+    # tile, and they are asked for more before it is cut
+    "best-in-few-chunks": (lambda: by_bald(make_probs(4200, 8, 4, seed=4)), 300, {
+        "batch_size": 7, "num_samples": 1500, "tol": 0.0}),
+    # many chunks, each listing a small share of a tile
+    "many-chunks-lazy": (lambda: make_probs(3000, 8, 4, seed=9), 97, {
+        "batch_size": 6, "num_samples": 1200, "tol": 0.0, "lazy": True}),
+    # exact duplicates across chunks: ties go to the lowest index, as in memory
+    "duplicates": (lambda: make_probs(60, 5, 3, seed=10)[
+        np.random.default_rng(10).integers(0, 60, 500)], 37, {"batch_size": 6,
+                                                              "num_samples": 200}),
 }
 
 
@@ -95,23 +117,35 @@ def test_workers_run_the_clients_backend_not_their_environment(backend, client):
     assert_same(result, bf.batchbald(values, 4, num_samples=10, random_state=0))
 
 
-def test_worker_killed_mid_call_recomputes_its_chunks(client, monkeypatch):
+def test_worker_killed_inside_a_kernel_call_is_recomputed(backend, client):
+    """A worker dies in the middle of a chunk's task, in a kernel call: Dask recomputes
+    the chunks and the chunk states it held from their lineage, and the call goes on."""
     values = make_probs(2000, 6, 3, seed=6)
     expected = bf.batchbald(values, 5, num_samples=50, random_state=0)
-    calls = []
-    joint_entropy = bf_dask.DaskPool.joint_entropy
+    pids = client.run(os.getpid)
+    victim = min(pids)
 
-    def kill_before_third_call(pool, *args):
-        calls.append(len(args[-1]))
-        if len(calls) == 3:  # the pool is persisted on the workers by now
-            os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
-        return joint_entropy(pool, *args)
+    def die_in_the_third_kernel_call(backend):
+        module = _backend.get_kernels(backend)
+        score_candidates, calls = module.score_candidates, []
 
-    monkeypatch.setattr(bf_dask.DaskPool, "joint_entropy", kill_before_third_call)
+        def dying(*args, **kwargs):
+            calls.append(None)
+            if len(calls) == 3:  # after the first pass, while a step scores its chunk
+                os.kill(os.getpid(), signal.SIGKILL)
+            return score_candidates(*args, **kwargs)
+
+        module.score_candidates = dying
+
+    client.run(die_in_the_third_kernel_call, backend, workers=[victim])
+    progress = []
     result = bf.batchbald(da.from_array(values, chunks=250), 5, num_samples=50,
-                          random_state=0)
-    assert len(calls) > 3
+                          random_state=0, progress=lambda *done: progress.append(done))
     assert_same(result, expected)
+    assert progress == [(t, 5) for t in range(1, 6)]
+    client.wait_for_workers(2)
+    now = set(client.run(os.getpid).values())
+    assert pids[victim] not in now and pids[max(pids)] in now  # the victim's nanny made a new one
 
 
 def bad(values, *changes):
