@@ -1,6 +1,7 @@
 """The joint state: exact enumeration and the sampled estimator, scored by each backend."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -298,6 +299,24 @@ def test_coarse_levels_tighten_as_they_split(backend):
     assert _coarse.CoarseLevels(many, kernels()).rows == [128, 1024]
     assert levels[len(levels) - 1][0].shape[1] == 8
     assert len(_coarse.CoarseLevels(_joint.empty_joint(8), kernels())) == 0  # too few rows to merge
+
+
+def test_coarse_levels_only_where_their_grouping_pays(backend):
+    # The rule of docs/sampled_steps.md: a level of G rows whose I Lloyd iterations cost
+    # I·M·(G + 1)/C kernel rows is grouped only if n candidates could save that many,
+    # n·(M − G); the first level from drawn centres takes 8 iterations, a split 2.
+    C = 10
+    many = _joint.sample_joint(random_probs(np.random.default_rng(2), 12, 100, C)[:8], 20000,
+                               np.random.default_rng(0), kernels())
+    M = many.num_configurations
+    assert _coarse.CoarseLevels(many, kernels()).rows == [128, 1024]
+    first = math.ceil(8 * M * 129 / C / (M - 128))  # fewest candidates the first level pays
+    split = math.ceil(2 * M * 9 / C / (M - 1024))  # and the split (8 ways)
+    assert split < first
+    assert _coarse.CoarseLevels(many, kernels(), work=(first - 1, C)).rows == []
+    levels = _coarse.CoarseLevels(many, kernels(), work=(first, C))
+    assert levels.rows == [128, 1024] and len(levels[1][0]) <= 1024
+    assert _coarse.CoarseLevels(many, kernels(), work=(first, 1)).rows == []  # C = 1: dearer
 
 
 def test_coarsest_level_groups_the_first_levels_rows(backend):
