@@ -24,13 +24,14 @@ Data sets (``--datasets``):
   (n, H, W) or flat square, labels 0..C-1; 20 validation points per class come out of the
   training set, the rest is the pool.
 
-Training: a fresh network each time, Adam (lr 1e-3), minibatches of ``--train-batch`` (32)
-drawn with replacement from the labelled set, an epoch being ``--epoch-steps`` (5)
-minibatches; after each epoch the model is scored on the validation split (accuracy,
-dropout off); training stops after ``--patience`` (3) epochs without a better validation
-accuracy, not before ``--min-epochs`` (6: a fresh network can sit at chance for a few
-epochs), at most ``--max-epochs`` (25), and keeps the best epoch's weights. Test accuracy
-is that of the kept weights with dropout off.
+Training: a fresh network each time, Adam (``--lr``, 3e-3), minibatches of
+``--train-batch`` (64) drawn with replacement from the labelled set, an epoch being
+``--epoch-steps`` (10) minibatches; after each epoch the model is scored on the validation
+split (accuracy, dropout off); training stops after ``--patience`` (5) epochs without a
+better validation accuracy, not before ``--min-epochs`` (10: a fresh network can sit near
+chance for a while, most of all on a labelled set full of copies), at most
+``--max-epochs`` (40), and keeps the best epoch's weights. Test accuracy is that of the
+kept weights with dropout off.
 
 MC dropout (``--mc-layers``): ``dense`` (default) samples K masks of the dense layer's
 dropout, the convolutions at their expectation; ``all`` samples every dropout layer as in
@@ -44,12 +45,17 @@ BALD, β = 1: ``stochastic_batch``) and ``epig`` (top-b EPIG, its targets 500 ra
 points). A method is one line of ``METHODS``; the default runs the first four.
 
 ``--json FILE`` is rewritten after every acquisition: per data set, method and seed, the
-label counts, test accuracies, and per acquisition the seconds of training, of MC-dropout
-inference on the pool and of the acquisition function, and the number of distinct original
-images among the picks (below b: copies of one image in a batch) and the picks (pool
-indices). ``--report FILE...`` prints the Markdown tables of the finished runs (labels to
-85%, 90% and 95% test accuracy, percentiles over seeds; mean accuracies; the time split;
-copies per batch) and ``--png`` draws the learning curves.
+label counts, test accuracies, and per acquisition the seconds (wall and CPU) of training,
+of MC-dropout inference on the pool and of the acquisition function, the number of
+distinct original images among the picks (below b: copies of one image in a batch), the
+restarts of a BatchBALD batch and the picks (pool indices). A stopped run is a usable
+partial record; ``--resume`` continues it as if it had never stopped (every random draw
+of a cycle is seeded by the seed and the label count). ``batchbald-greedy`` starts as a
+copy of the ``batchbald`` run of its seed up to that run's first restart (until then the
+batches are the same). ``--report FILE...`` merges results files and prints Markdown
+tables: what ran, labels to 85%, 90% and 95% test accuracy (percentiles over seeds),
+mean accuracies, the CPU time split, restart against greedy, copies per batch; ``--png``
+draws the learning curves.
 """
 
 import argparse
@@ -364,9 +370,9 @@ def initial_labels(y_pool, n_classes, per_class, rng):
                            for c in range(n_classes)])
 
 
-def run_one(data, method_name, seed, args, on_cycle, record=None):
-    """One active-learning run; ``on_cycle(record)`` after every training. ``record``, a
-    partial run of the same data set, method, seed and settings, is continued: every
+def run_cycles(data, method_name, seed, args, record=None):
+    """One active-learning run, yielding its record after every cycle (a training and the
+    acquisition from it; the last training alone). ``record``, a partial run of the same data set, method, seed and settings, is continued: every
     random draw of a cycle is seeded by the seed and the label count, so the labelled set
     (the initial labels and the picks so far) is all the state a run has."""
     import torch
@@ -396,8 +402,8 @@ def run_one(data, method_name, seed, args, on_cycle, record=None):
         record["accuracy"].append(accuracy(model, data.X_test, data.y_test))
         record["epochs"].append(epochs)
         if len(labelled) >= args.labels:
-            on_cycle(record)
-            return record
+            yield record
+            return
         unlabelled = np.setdiff1d(np.arange(len(data.y_pool)), labelled)
         rng = np.random.default_rng([seed, 1, len(labelled)])
         wall, cpu = time.perf_counter(), time.process_time()
@@ -424,13 +430,18 @@ def run_one(data, method_name, seed, args, on_cycle, record=None):
         record["distinct_picked"].append(len(np.unique(data.base_pool[unlabelled[picked]])))
         record["restarts"].append(restarts)
         record["picked"].append(unlabelled[picked].tolist())
-        on_cycle(record)
+        yield record
 
 
 # A greedy BatchBALD batch is the restart one's when the restart run restarted nowhere in
 # it (a restart is the only difference), and a cycle depends on nothing but the labelled
 # set: the greedy run starts as a copy of the restart run up to its first restart.
 SHARES_PREFIX = {"batchbald-greedy": "batchbald"}
+
+
+def is_copy(record):
+    """Whether ``record`` is nothing but a copy of its leader's cycles."""
+    return record.get("copied", {}).get("acquisitions") == len(record["picked"])
 
 
 def shared_prefix(record, method):
@@ -554,35 +565,51 @@ def main(argv=None):
 
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     cycles = 1 + math.ceil((args.labels - 20) / args.batch_size)
-    todo = [(seed, d, m) for seed in seeds for d in datasets for m in args.methods]
-    with tqdm(total=len(todo) * cycles, unit="cycle", file=sys.stderr) as bar:
-        for seed, data, method in todo:
-            i = runs.setdefault((data.name, method, seed), len(payload["runs"]))
-            if i == len(payload["runs"]):
-                payload["runs"].append(None)
-            record = payload["runs"][i]
-            if record is None and method in SHARES_PREFIX:
-                j = runs.get((data.name, SHARES_PREFIX[method], seed))
-                record = payload["runs"][i] = j is not None and shared_prefix(
-                    payload["runs"][j], method) or None
-                if record and args.json:
-                    write_json(args.json, payload)
-            if record:
-                bar.update(len(record["picked"]))
-                if record["labels"][-1] >= args.labels:
+    with tqdm(total=args.seeds * len(datasets) * len(args.methods) * cycles, unit="cycle",
+              file=sys.stderr) as bar:
+        for seed in seeds:
+            # The methods of a seed advance in step, a cycle each in turn, so that a run
+            # stopped early leaves every method of its last seed at about the same labels.
+            active, followers = {}, {}
+            for data in datasets:
+                for method in args.methods:
+                    key = data.name, method, seed
+                    i = runs.setdefault(key, len(payload["runs"]))
+                    if i == len(payload["runs"]):
+                        payload["runs"].append(None)
+                    record = payload["runs"][i]
+                    leader = (data.name, SHARES_PREFIX.get(method), seed)
+                    if (leader in runs or leader[1] in args.methods) and (
+                            record is None or is_copy(record)):
+                        followers[key] = data, leader
+                        continue
+                    bar.update(len(record["labels"]) if record else 0)
+                    if not record or record["labels"][-1] < args.labels:
+                        active[key] = run_cycles(data, method, seed, args, record)
+            while active or followers:
+                for key, run in list(active.items()):
+                    record = next(run, None)
+                    if record is None:
+                        del active[key]
+                        continue
+                    payload["runs"][runs[key]] = record
                     bar.update(1)
-                    continue
-
-            def on_cycle(record):
-                payload["runs"][i] = record
-                bar.update(1)
-                bar.set_postfix_str(f"{data.name} {method} seed {seed}: "
-                                    f"{record['labels'][-1]} labels, "
-                                    f"{record['accuracy'][-1]:.3f}")
+                    bar.set_postfix_str(f"{' '.join(map(str, key))}: "
+                                        f"{record['labels'][-1]} labels, "
+                                        f"{record['accuracy'][-1]:.3f}")
+                for key, (data, leader) in list(followers.items()):
+                    # Mirrors its leader until the leader restarts (or ends), then runs on
+                    # from the cycles before the restart.
+                    lead = payload["runs"][runs[leader]] if leader in runs else None
+                    copy = lead and shared_prefix(lead, key[1])
+                    payload["runs"][runs[key]] = copy or None
+                    restarted = lead and any(lead["restarts"])
+                    if restarted or leader not in active:
+                        del followers[key]
+                        if not copy or copy["labels"][-1] < args.labels:
+                            active[key] = run_cycles(data, key[1], seed, args, copy or None)
                 if args.json:
                     write_json(args.json, payload)
-
-            run_one(data, method, seed, args, on_cycle, record)
     if not args.json:
         json.dump(payload, sys.stdout)
         sys.stdout.write("\n")
