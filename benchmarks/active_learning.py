@@ -515,6 +515,10 @@ def parse_args(argv):
     p.add_argument("--png", default=None, help="with --report: the learning curves")
     p.add_argument("--up-to", type=int, default=None, metavar="LABELS",
                    help="with --report: runs that reached this many labels, cut there")
+    p.add_argument("--partial", action="store_true",
+                   help="with --report: runs stopped before their target too")
+    p.add_argument("--merge", default=None, metavar="JSON",
+                   help="with --report: also write the files' runs merged into one file")
     args = p.parse_args(argv)
     args.datasets = [d for d in args.datasets.split(",") if d]
     args.methods = [m for m in args.methods.split(",") if m]
@@ -530,7 +534,9 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     if args.report:
-        report(args.report, args.png, args.up_to)
+        if args.merge:
+            merge(args.report, args.merge)
+        report(args.report, args.png, args.up_to, args.partial)
         return
     import torch
     from tqdm import tqdm
@@ -631,29 +637,34 @@ def _percentiles(values):
     return [float(np.percentile(values, q, method="nearest")) for q in PERCENTILES]
 
 
-def _fmt(triple):
-    return " / ".join("not reached" if v is None or math.isinf(v) else f"{v:g}"
-                      for v in triple)
+def _fmt(triple, stopped=None):
+    """Label counts; inf is "not reached" (by ``stopped`` labels, where a run among them
+    stopped before its target)."""
+    never = f"> {stopped:g}" if stopped else "not reached"
+    return " / ".join(never if v is None or math.isinf(v) else f"{v:g}" for v in triple)
 
 
-def _complete_runs(paths, up_to=None):
+def _stopped(record):
+    """The labels of a run stopped before its target (None if it got there): one that has
+    not reached a threshold may still reach it."""
+    return record["labels"][-1] if record["labels"][-1] < record["target"] else None
+
+
+def _complete_runs(paths, up_to=None, partial=False):
     """The runs of the results files that reached ``up_to`` labels (None: the run's target),
-    cut there (of runs of the same data set, method and seed, the first), on the seeds that
-    every method of the data set has."""
+    cut there, or with ``partial`` also those stopped before (of runs of the same data set,
+    method and seed, the first), on the seeds that every method of the data set has."""
     runs = {}
-    for path in paths:
-        with open(path) as f:
-            payload = json.load(f)
-        target = up_to or payload["config"]["labels"]
-        for r in payload["runs"]:
-            if r and r["labels"][-1] >= target:
-                n = r["labels"].index(target) + 1
-                cut = {k: v[:n] if isinstance(v, list) else v for k, v in r.items()}
-                for k in ("inference_seconds", "acquisition_seconds", "distinct_picked",
-                          "picked"):
-                    cut[k] = r.get(k, [])[:n - 1]
-                runs.setdefault((r["dataset"], r["method"], r["seed"]), cut)
-    # Methods are compared on the same seeds: those every method of the data set finished.
+    for config, r in _read_runs(paths):
+        target = up_to or config["labels"]
+        if r["labels"][-1] >= target:
+            n = r["labels"].index(target) + 1
+            r = {k: v[:n] if k in TRAINING_LISTS else v[:n - 1] if k in RECORD_LISTS else v
+                 for k, v in r.items()}
+        if r["labels"][-1] >= target or partial:
+            r = {**r, "target": target}
+            runs.setdefault((r["dataset"], r["method"], r["seed"]), r)
+    # Methods are compared on the same seeds: those every method of the data set has.
     common = {}
     for d, m, seed in runs:
         seeds = {s for d_, m_, s in runs if d_ == d and m_ == m}
@@ -672,11 +683,12 @@ def _groups(runs):
                 yield d, m, rs
 
 
-def report(paths, png=None, up_to=None):
+def report(paths, png=None, up_to=None, partial=False):
     """Markdown tables of the finished runs in ``paths`` (or of those that reached
-    ``up_to`` labels, cut there); the learning curves to ``png``."""
+    ``up_to`` labels, cut there; with ``partial`` those stopped early too); the learning
+    curves to ``png``."""
     ran(paths)
-    runs = _complete_runs(paths, up_to)
+    runs = _complete_runs(paths, up_to, partial)
     # 85% too: a network trained on this machine's budget may reach neither of the paper's.
     thresholds = (0.85, *THRESHOLDS)
     names = [f"{100 * t:g}%" for t in thresholds]
@@ -685,9 +697,13 @@ def report(paths, png=None, up_to=None):
     print("|---|---|---|" + "---|" * (len(thresholds) + 3))
     for d, m, rs in _groups(runs):
         reached = [[labels_to(r, t) for r in rs] for t in thresholds]
-        cells = [_fmt(_percentiles(values)) for values in reached]
-        per_seed = "; ".join(", ".join("-" if math.isinf(v) else str(v) for v in values)
-                             for values in reached)
+        ends = [_stopped(r) for r in rs]
+        cells = [_fmt(_percentiles(values), min((e for v, e in zip(values, ends)
+                                                 if e and math.isinf(v)), default=None))
+                 for values in reached]
+        per_seed = "; ".join(", ".join(
+            str(v) if not math.isinf(v) else f">{e}" if e else "-"
+            for v, e in zip(values, ends)) for values in reached)
         paper = PAPER.get(d, {}).get(m)
         paper_cells = [_fmt(p) for p in paper] if paper else ["", ""]
         print(f"| {d} | {m} | {len(rs)} | {' | '.join(cells)} | {per_seed} | "
@@ -715,9 +731,27 @@ def report(paths, png=None, up_to=None):
             sizes = [b for r in rs for b in np.diff(r["labels"])]
             with_copy = sum(v < b for v, b in zip(distinct, sizes))
             print(f"| {d} | {m} | {np.mean(distinct):.2f} | {with_copy} of {len(distinct)} |")
+        print()
     restart_or_greedy(runs)
     if png:
         plot(runs, png)
+
+
+def merge(paths, out):
+    """One results file from several (of one setting; per-data-set entries united), the
+    first of runs of the same data set, method and seed kept."""
+    config, runs = {}, {}
+    for path in paths:
+        with open(path) as f:
+            payload = json.load(f)
+        for k, v in payload["config"].items():
+            if isinstance(v, dict):
+                config[k] = {**v, **config.get(k, {})}
+            elif config.setdefault(k, v) != v:
+                raise SystemExit(f"{path} was made with another {k}: {v} != {config[k]}")
+        for r in filter(None, payload["runs"]):
+            runs.setdefault((r["dataset"], r["method"], r["seed"]), r)
+    write_json(out, {"config": config, "runs": list(runs.values())})
 
 
 def _read_runs(paths):
@@ -760,12 +794,10 @@ def time_split(runs):
     of the pool, the acquisition), and the quiet-machine time of five seeds from them."""
     print("| data set | method | cycles computed | training CPU s | inference CPU s | "
           "acquisition CPU s | acquisition share of a cycle | wall s per cycle | "
-          "epochs, mean | trainings below 50% test accuracy |")
+          "best epoch, mean | trainings below 50% test accuracy |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     per_run = {}
     for d, m, rs in _groups(runs):
-        per_run[d, m] = np.mean([sum(sum(_seconds(r, part, last=True)) for part in PARTS)
-                                 for r in rs])
         n = sum(len(_seconds(r, "acquisition")) for r in rs)
         parts = [sum(sum(_seconds(r, part)) for r in rs) / max(n, 1) for part in PARTS]
         wall = sum(sum(_seconds(r, part, cpu=False)) for r in rs for part in PARTS)
@@ -774,13 +806,20 @@ def time_split(runs):
         epochs = np.mean([e for r in rs for e in r["epochs"]])
         cells = (f"{parts[0]:.2f} | {parts[1]:.2f} | {parts[2]:.2f} | "
                  f"{100 * parts[2] / sum(parts):.1f}% | {wall / n:.1f}" if n
-                 else "| | | | ")
+                 else " | | | | ")
         print(f"| {d} | {m} | {n} | {cells} | {epochs:.1f} | {failed} of {trainings} |")
+        # A whole run: a cycle per acquisition and one more training, of which a greedy
+        # run computes the share it did not copy.
+        acquisitions = math.ceil((rs[0]["target"] - rs[0]["labels"][0]) / np.mean(
+            [b for r in rs for b in np.diff(r["labels"])]))
+        computed = n / max(1, sum(len(r["acquisition_seconds"]) for r in rs))
+        per_run[d, m] = computed * (acquisitions * sum(parts) + parts[0])
     print()
     minutes = {d: SEEDS * sum(v for (d_, m), v in per_run.items() if d_ == d) / 60
                for d, m in per_run}
-    print(f"CPU minutes of {SEEDS} seeds of these methods (the mean CPU time of a run × "
-          f"{SEEDS}): " + ", ".join(f"{d} {v:.0f}" for d, v in minutes.items())
+    print(f"CPU minutes of {SEEDS} seeds of these methods (the mean CPU seconds of a "
+          f"cycle × the cycles of a run × {SEEDS}; copied greedy cycles cost nothing): "
+          + ", ".join(f"{d} {v:.0f}" for d, v in minutes.items())
           + f"; total {sum(minutes.values()):.0f}: {sum(minutes.values()) / 2:.0f} min on "
           f"two cores kept busy, {max(minutes.values()):.0f} min as one single-threaded "
           "process per data set.")
@@ -803,7 +842,7 @@ def restart_or_greedy(runs):
     print("|---|---|---|---|---|---|---|")
     for (d, seed), pair in pairs.items():
         restart, greedy = pair["batchbald"], pair["batchbald-greedy"]
-        cells = [" / ".join(_fmt([labels_to(r, t)]) for r in (restart, greedy))
+        cells = [" / ".join(_fmt([labels_to(r, t)], _stopped(r)) for r in (restart, greedy))
                  for t in THRESHOLDS]
         restarts = sum(n > 0 for n in restart.get("restarts", []))
         differ = next((labels for labels, a, b in zip(restart["labels"], restart["picked"],
@@ -824,25 +863,33 @@ def plot(runs, png):
                              squeeze=False, constrained_layout=True)
     for ax, d in zip(axes[0], datasets):
         for m, rs in ((m, rs) for d_, m, rs in _groups(runs) if d_ == d):
-            n = min(len(r["labels"]) for r in rs)
-            labels = np.asarray(rs[0]["labels"][:n])
-            acc = 100 * np.asarray([r["accuracy"][:n] for r in rs])
+            longest = max(rs, key=lambda r: len(r["labels"]))["labels"]
+            acc = np.full((len(rs), len(longest)), np.nan)
+            for row, r in zip(acc, rs):
+                row[:len(r["accuracy"])] = 100 * np.asarray(r["accuracy"])
+            every = int(np.isfinite(acc).all(0).sum())  # label counts every seed reached
             color = f"C{list(METHODS).index(m)}"
             # Restart and greedy can make the same picks: greedy dashed over restart.
-            ax.plot(labels, acc.mean(0), color=color, ls="--" if "greedy" in m else "-",
+            ls = "--" if "greedy" in m else "-"
+            ax.plot(longest[:every], acc[:, :every].mean(0), color=color, ls=ls,
                     label=f"{m} ({len(rs)} seed{'s' * (len(rs) > 1)})")
-            ax.fill_between(labels, np.percentile(acc, 25, axis=0),
-                            np.percentile(acc, 75, axis=0), color=color, alpha=0.2, lw=0)
+            if every < len(longest):  # beyond: the seeds that got there, thin
+                ax.plot(longest[every - 1:], np.nanmean(acc[:, every - 1:], 0), color=color,
+                        ls=ls, lw=0.7)
+            ax.fill_between(longest, np.nanmin(acc, 0), np.nanmax(acc, 0), color=color,
+                            alpha=0.15, lw=0)
         for t in THRESHOLDS:
             ax.axhline(100 * t, color="0.6", lw=0.8, ls=":")
         ax.set_title(d)
         ax.set_xlabel("labelled points")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(0, 100)  # failed trainings (near chance) stay in view
+        # Failed trainings (near chance), if any, stay in view.
+        ax.set_ylim(min(60, 100 * min(min(r["accuracy"]) for r in runs if r["dataset"] == d)
+                        - 5), 100)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=8)
-    fig.suptitle("Active learning with a Bayesian CNN, b = 10: mean over seeds, "
-                 "band 25th-75th percentile", fontsize=10)
+    fig.suptitle("Active learning with a Bayesian CNN, b = 10: mean over seeds (thin: over "
+                 "the seeds that got that far), band: lowest to highest seed", fontsize=10)
     fig.savefig(png, dpi=110)
 
 
