@@ -515,8 +515,9 @@ def parse_args(argv):
     p.add_argument("--png", default=None, help="with --report: the learning curves")
     p.add_argument("--up-to", type=int, default=None, metavar="LABELS",
                    help="with --report: runs that reached this many labels, cut there")
-    p.add_argument("--partial", action="store_true",
-                   help="with --report: runs stopped before their target too")
+    p.add_argument("--partial", type=int, default=None, metavar="LABELS",
+                   help="with --report: runs stopped before their target too, if they "
+                        "got to LABELS")
     p.add_argument("--merge", default=None, metavar="JSON",
                    help="with --report: also write the files' runs merged into one file")
     args = p.parse_args(argv)
@@ -650,9 +651,9 @@ def _stopped(record):
     return record["labels"][-1] if record["labels"][-1] < record["target"] else None
 
 
-def _complete_runs(paths, up_to=None, partial=False):
+def _complete_runs(paths, up_to=None, partial=None):
     """The runs of the results files that reached ``up_to`` labels (None: the run's target),
-    cut there, or with ``partial`` also those stopped before (of runs of the same data set,
+    cut there, and those stopped before that got to ``partial`` labels (of runs of the same data set,
     method and seed, the first), on the seeds that every method of the data set has."""
     runs = {}
     for config, r in _read_runs(paths):
@@ -661,7 +662,7 @@ def _complete_runs(paths, up_to=None, partial=False):
             n = r["labels"].index(target) + 1
             r = {k: v[:n] if k in TRAINING_LISTS else v[:n - 1] if k in RECORD_LISTS else v
                  for k, v in r.items()}
-        if r["labels"][-1] >= target or partial:
+        if r["labels"][-1] >= min(target, math.inf if partial is None else partial):
             r = {**r, "target": target}
             runs.setdefault((r["dataset"], r["method"], r["seed"]), r)
     # Methods are compared on the same seeds: those every method of the data set has.
@@ -683,10 +684,10 @@ def _groups(runs):
                 yield d, m, rs
 
 
-def report(paths, png=None, up_to=None, partial=False):
+def report(paths, png=None, up_to=None, partial=None):
     """Markdown tables of the finished runs in ``paths`` (or of those that reached
-    ``up_to`` labels, cut there; with ``partial`` those stopped early too); the learning
-    curves to ``png``."""
+    ``up_to`` labels, cut there; those stopped early that got to ``partial`` labels too);
+    the learning curves to ``png``."""
     ran(paths)
     runs = _complete_runs(paths, up_to, partial)
     # 85% too: a network trained on this machine's budget may reach neither of the paper's.
@@ -887,7 +888,7 @@ def plot(runs, png):
         ax.set_ylim(min(60, 100 * min(min(r["accuracy"]) for r in runs if r["dataset"] == d)
                         - 5), 100)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(loc="lower right", fontsize=8)
     fig.suptitle("Active learning with a Bayesian CNN, b = 10: mean over seeds (thin: over "
                  "the seeds that got that far), band: lowest to highest seed", fontsize=10)
     fig.savefig(png, dpi=110)
