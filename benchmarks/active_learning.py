@@ -24,13 +24,14 @@ Data sets (``--datasets``):
   (n, H, W) or flat square, labels 0..C-1; 20 validation points per class come out of the
   training set, the rest is the pool.
 
-Training: a fresh network each time, Adam (lr 1e-3), minibatches of ``--train-batch`` (32)
-drawn with replacement from the labelled set, an epoch being ``--epoch-steps`` (5)
-minibatches; after each epoch the model is scored on the validation split (accuracy,
-dropout off); training stops after ``--patience`` (3) epochs without a better validation
-accuracy, not before ``--min-epochs`` (6: a fresh network can sit at chance for a few
-epochs), at most ``--max-epochs`` (25), and keeps the best epoch's weights. Test accuracy
-is that of the kept weights with dropout off.
+Training: a fresh network each time, Adam (``--lr``, 3e-3), minibatches of
+``--train-batch`` (64) drawn with replacement from the labelled set, an epoch being
+``--epoch-steps`` (10) minibatches; after each epoch the model is scored on the validation
+split (accuracy, dropout off); training stops after ``--patience`` (5) epochs without a
+better validation accuracy, not before ``--min-epochs`` (10: a fresh network can sit near
+chance for a while, most of all on a labelled set full of copies), at most
+``--max-epochs`` (40), and keeps the best epoch's weights. Test accuracy is that of the
+kept weights with dropout off.
 
 MC dropout (``--mc-layers``): ``dense`` (default) samples K masks of the dense layer's
 dropout, the convolutions at their expectation; ``all`` samples every dropout layer as in
@@ -44,12 +45,17 @@ BALD, β = 1: ``stochastic_batch``) and ``epig`` (top-b EPIG, its targets 500 ra
 points). A method is one line of ``METHODS``; the default runs the first four.
 
 ``--json FILE`` is rewritten after every acquisition: per data set, method and seed, the
-label counts, test accuracies, and per acquisition the seconds of training, of MC-dropout
-inference on the pool and of the acquisition function, and the number of distinct original
-images among the picks (below b: copies of one image in a batch) and the picks (pool
-indices). ``--report FILE...`` prints the Markdown tables of the finished runs (labels to
-85%, 90% and 95% test accuracy, percentiles over seeds; mean accuracies; the time split;
-copies per batch) and ``--png`` draws the learning curves.
+label counts, test accuracies, and per acquisition the seconds (wall and CPU) of training,
+of MC-dropout inference on the pool and of the acquisition function, the number of
+distinct original images among the picks (below b: copies of one image in a batch), the
+restarts of a BatchBALD batch and the picks (pool indices). A stopped run is a usable
+partial record; ``--resume`` continues it as if it had never stopped (every random draw
+of a cycle is seeded by the seed and the label count). ``batchbald-greedy`` starts as a
+copy of the ``batchbald`` run of its seed up to that run's first restart (until then the
+batches are the same). ``--report FILE...`` merges results files and prints Markdown
+tables: what ran, labels to 85%, 90% and 95% test accuracy (percentiles over seeds),
+mean accuracies, the CPU time split, restart against greedy, copies per batch; ``--png``
+draws the learning curves.
 """
 
 import argparse
@@ -70,6 +76,7 @@ PAPER = {  # labels to 90% / 95% test accuracy, 25th/50th/75th percentile (None:
                        "bald": ((260, 280, None), (None, None, None))},
 }
 THRESHOLDS = (0.90, 0.95)
+SEEDS = 5  # the default run's
 PERCENTILES = (25, 50, 75)
 DROPOUT = 0.5
 
@@ -96,7 +103,7 @@ def _batchbald(saturation):
             # decides what follows it.
             warnings.simplefilter("ignore", SaturationWarning)
             return batchbald(probs_N_K_C, batch_size, saturation=saturation,
-                             random_state=rng).indices
+                             random_state=rng)
     return acquire
 
 
@@ -118,8 +125,8 @@ def _top_epig(probs_N_K_C, n_pool, batch_size, rng):
 
 @dataclass(frozen=True)
 class Method:
-    """``acquire(probs_N_K_C, n_pool, batch_size, rng)`` -> pool indices; ``probs_N_K_C``
-    is None when ``posterior`` is False (no MC-dropout pass is made)."""
+    """``acquire(probs_N_K_C, n_pool, batch_size, rng)`` -> pool indices (or a batchbald
+    result); ``probs_N_K_C`` is None when ``posterior`` is False (no MC-dropout pass)."""
     acquire: object
     posterior: bool = True
 
@@ -316,16 +323,19 @@ def accuracy(model, X, y):
     return float(np.mean(predicted == y))
 
 
-def train(data, labelled, seed, *, epoch_steps, min_epochs, max_epochs, patience, batch_size):
+def train(data, labelled, seed, *, epoch_steps, min_epochs, max_epochs, patience, batch_size,
+          lr=1e-3):
     """A fresh model trained on ``labelled`` with early stopping on the validation split;
     returns the model with its best epoch's weights and that epoch's number."""
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
-    model = make_model(data.n_classes, data.X_pool.shape[2:])
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
-    X = torch.from_numpy(data.X_pool[labelled])
+    # channels_last: a quarter less CPU per training step than the default layout.
+    model = make_model(data.n_classes, data.X_pool.shape[2:]).to(
+        memory_format=torch.channels_last)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    X = torch.from_numpy(data.X_pool[labelled]).to(memory_format=torch.channels_last)
     y = torch.from_numpy(data.y_pool[labelled])
     best, best_state, best_epoch = -1.0, None, 0
     for epoch in range(1, max_epochs + 1):
@@ -348,56 +358,103 @@ def train(data, labelled, seed, *, epoch_steps, min_epochs, max_epochs, patience
 
 # ----------------------------------------------------------------------------- loop
 
+# A record's lists: one entry per training, or one per acquisition.
+TRAINING_LISTS = ("labels", "accuracy", "epochs", "train_seconds", "train_cpu_seconds")
+RECORD_LISTS = TRAINING_LISTS + (
+    "inference_seconds", "inference_cpu_seconds", "acquisition_seconds",
+    "acquisition_cpu_seconds", "distinct_picked", "restarts", "picked")
+
+
 def initial_labels(y_pool, n_classes, per_class, rng):
     return np.concatenate([rng.choice(np.flatnonzero(y_pool == c), per_class, replace=False)
                            for c in range(n_classes)])
 
 
-def run_one(data, method_name, seed, args, on_cycle):
-    """One active-learning run; ``on_cycle(record)`` after every training."""
+def run_cycles(data, method_name, seed, args, record=None):
+    """One active-learning run, yielding its record after every cycle (a training and the
+    acquisition from it; the last training alone). ``record``, a partial run of the same data set, method, seed and settings, is continued: every
+    random draw of a cycle is seeded by the seed and the label count, so the labelled set
+    (the initial labels and the picks so far) is all the state a run has."""
     import torch
 
     method = METHODS[method_name]
-    rng = np.random.default_rng([seed, 1])
-    generator = torch.Generator().manual_seed(seed)
     labelled = initial_labels(data.y_pool, data.n_classes, args.initial_per_class,
                               np.random.default_rng([seed, 0]))
-    record = {"dataset": data.name, "method": method_name, "seed": seed, "labels": [],
-              "accuracy": [], "epochs": [], "train_seconds": [], "inference_seconds": [],
-              "acquisition_seconds": [], "distinct_picked": [], "picked": []}
+    if record is None:
+        record = {"dataset": data.name, "method": method_name, "seed": seed,
+                  **{key: [] for key in RECORD_LISTS}}
+    else:
+        # One training per batch picked so far; a finished run extended to more labels
+        # redoes its last training (the same, being seeded by the label count).
+        n = len(record["picked"])
+        record = {k: v[:n] if k in TRAINING_LISTS else list(v) if isinstance(v, list) else v
+                  for k, v in record.items()}
+        labelled = np.concatenate([labelled, *map(np.asarray, record["picked"])])
     while True:
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         model, epochs = train(data, labelled, seed * 100_003 + len(labelled),
                               epoch_steps=args.epoch_steps, min_epochs=args.min_epochs,
-                              max_epochs=args.max_epochs,
-                              patience=args.patience, batch_size=args.train_batch)
-        record["train_seconds"].append(time.perf_counter() - start)
+                              max_epochs=args.max_epochs, patience=args.patience,
+                              batch_size=args.train_batch, lr=args.lr)
+        record["train_seconds"].append(time.perf_counter() - wall)
+        record["train_cpu_seconds"].append(time.process_time() - cpu)
         record["labels"].append(len(labelled))
         record["accuracy"].append(accuracy(model, data.X_test, data.y_test))
         record["epochs"].append(epochs)
         if len(labelled) >= args.labels:
-            on_cycle(record)
-            return record
+            yield record
+            return
         unlabelled = np.setdiff1d(np.arange(len(data.y_pool)), labelled)
-        start = time.perf_counter()
+        rng = np.random.default_rng([seed, 1, len(labelled)])
+        wall, cpu = time.perf_counter(), time.process_time()
         probs_N_K_C = None
         if method.posterior:
+            generator = torch.Generator().manual_seed(seed * 100_003 + len(labelled))
             masks = sample_masks(model, args.K[data.name], generator)
             probs_N_K_C = np.exp(mc_log_probs(model, data.X_pool[unlabelled], masks,
                                               layers=args.mc_layers))
-        middle = time.perf_counter()
+        middle, middle_cpu = time.perf_counter(), time.process_time()
         batch = min(args.batch_size, args.labels - len(labelled))
-        picked = np.asarray(method.acquire(probs_N_K_C, len(unlabelled), batch, rng))
-        end = time.perf_counter()
+        picked, restarts = method.acquire(probs_N_K_C, len(unlabelled), batch, rng), 0
+        if hasattr(picked, "segments"):  # a batchbald result
+            picked, restarts = picked.indices, int(picked.segments.max())
+        picked = np.asarray(picked)
+        record["inference_seconds"].append(middle - wall)
+        record["inference_cpu_seconds"].append(middle_cpu - cpu)
+        record["acquisition_seconds"].append(time.perf_counter() - middle)
+        record["acquisition_cpu_seconds"].append(time.process_time() - middle_cpu)
         if len(np.unique(picked)) != len(picked) or len(picked) != batch:
             raise RuntimeError(f"{method_name} picked {picked} for a batch of {batch}")
         labelled = np.concatenate([labelled, unlabelled[picked]])
-        record["inference_seconds"].append(middle - start)
-        record["acquisition_seconds"].append(end - middle)
         # Distinct original images among the picks: below the batch size, copies were picked.
         record["distinct_picked"].append(len(np.unique(data.base_pool[unlabelled[picked]])))
+        record["restarts"].append(restarts)
         record["picked"].append(unlabelled[picked].tolist())
-        on_cycle(record)
+        yield record
+
+
+# A greedy BatchBALD batch is the restart one's when the restart run restarted nowhere in
+# it (a restart is the only difference), and a cycle depends on nothing but the labelled
+# set: the greedy run starts as a copy of the restart run up to its first restart.
+SHARES_PREFIX = {"batchbald-greedy": "batchbald"}
+
+
+def is_copy(record):
+    """Whether ``record`` is nothing but a copy of its leader's cycles."""
+    return record.get("copied", {}).get("acquisitions") == len(record["picked"])
+
+
+def shared_prefix(record, method):
+    """``record``'s cycles before its first restart, as a partial run of ``method``
+    (the whole run if it never restarted); None if it restarted in its first batch."""
+    restarts = record["restarts"]
+    first = next((j for j, n in enumerate(restarts) if n), len(restarts))
+    if first == 0:
+        return None
+    cut = {k: v[:first] if k in RECORD_LISTS and first < len(restarts) else v
+           for k, v in record.items()}
+    return {**cut, "method": method, "copied": {"from": record["method"],
+                                                "acquisitions": first}}
 
 
 def write_json(path, payload):
@@ -429,7 +486,7 @@ def parse_args(argv):
     p.add_argument("--data", action="append", default=[], metavar="FILE.npz")
     p.add_argument("--methods", default="random,bald,batchbald,batchbald-greedy",
                    help=f"comma-separated, of {', '.join(METHODS)}")
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=SEEDS)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--labels", type=int, default=300, help="stop at this many labels")
     p.add_argument("--batch-size", type=int, default=10)
@@ -438,12 +495,13 @@ def parse_args(argv):
                    help="MC-dropout samples (default: 20 on mnist, 10 on the others)")
     p.add_argument("--mc-layers", choices=("dense", "all"), default="dense",
                    help="dropout layers sampled in the MC-dropout passes (see mc_log_probs)")
-    p.add_argument("--train-batch", type=int, default=32, help="training minibatch size")
-    p.add_argument("--epoch-steps", type=int, default=5, help="minibatches per epoch")
-    p.add_argument("--min-epochs", type=int, default=6,
+    p.add_argument("--train-batch", type=int, default=64, help="training minibatch size")
+    p.add_argument("--epoch-steps", type=int, default=10, help="minibatches per epoch")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate")
+    p.add_argument("--min-epochs", type=int, default=10,
                    help="epochs before early stopping may stop (past the first plateau)")
-    p.add_argument("--max-epochs", type=int, default=25)
-    p.add_argument("--patience", type=int, default=3,
+    p.add_argument("--max-epochs", type=int, default=40)
+    p.add_argument("--patience", type=int, default=5,
                    help="epochs without a better validation accuracy before stopping")
     p.add_argument("--threads", type=int, default=None,
                    help="torch and kernel threads (default: the usable cores, at most 2)")
@@ -451,12 +509,17 @@ def parse_args(argv):
                    help="tiny subsets, 2 acquisitions, K = 4, short training: for tests")
     p.add_argument("--json", default=None, help="results, rewritten after every acquisition")
     p.add_argument("--resume", action="store_true",
-                   help="keep the finished runs already in --json")
+                   help="keep the runs already in --json, continue the unfinished ones")
     p.add_argument("--report", nargs="+", default=None, metavar="JSON",
                    help="print the tables of results files instead of running")
     p.add_argument("--png", default=None, help="with --report: the learning curves")
     p.add_argument("--up-to", type=int, default=None, metavar="LABELS",
                    help="with --report: runs that reached this many labels, cut there")
+    p.add_argument("--partial", type=int, default=None, metavar="LABELS",
+                   help="with --report: runs stopped before their target too, if they "
+                        "got to LABELS")
+    p.add_argument("--merge", default=None, metavar="JSON",
+                   help="with --report: also write the files' runs merged into one file")
     args = p.parse_args(argv)
     args.datasets = [d for d in args.datasets.split(",") if d]
     args.methods = [m for m in args.methods.split(",") if m]
@@ -472,7 +535,9 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     if args.report:
-        report(args.report, args.png, args.up_to)
+        if args.merge:
+            merge(args.report, args.merge)
+        report(args.report, args.png, args.up_to, args.partial)
         return
     import torch
     from tqdm import tqdm
@@ -485,39 +550,73 @@ def main(argv=None):
     args.K = {d.name: args.K or default_K or (20 if d.name == "mnist" else 10)
               for d in datasets}
     config = {k: getattr(args, k) for k in (
-        "labels", "batch_size", "initial_per_class", "train_batch", "epoch_steps",
+        "labels", "batch_size", "initial_per_class", "train_batch", "epoch_steps", "lr",
         "min_epochs", "max_epochs", "patience", "quick", "mc_layers")}
     config.update(K=args.K, threads=threads, torch=torch.__version__,
                   pool={d.name: len(d.y_pool) for d in datasets},
                   validation={d.name: len(d.y_val) for d in datasets},
                   test={d.name: len(d.y_test) for d in datasets})
     payload = {"config": config, "runs": []}
-    done = set()
     if args.resume and args.json and os.path.exists(args.json):
         with open(args.json) as f:
             old = json.load(f)
-        payload["runs"] = [r for r in old["runs"] if r["labels"] and
-                           r["labels"][-1] >= args.labels]
-        done = {(r["dataset"], r["method"], r["seed"]) for r in payload["runs"]}
+        # Runs continue only under the settings they began with (threads aside, which
+        # change no pick; a larger --labels extends them).
+        differ = sorted(k for k in set(config) | set(old["config"])
+                        if k not in ("labels", "threads")
+                        and config.get(k) != old["config"].get(k))
+        if differ:
+            raise SystemExit(f"{args.json} was made with other settings: {differ}")
+        payload["runs"] = [r for r in old["runs"] if r]
+    runs = {(r["dataset"], r["method"], r["seed"]): i for i, r in enumerate(payload["runs"])}
 
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     cycles = 1 + math.ceil((args.labels - 20) / args.batch_size)
-    todo = [(seed, d, m) for seed in seeds for d in datasets for m in args.methods
-            if (d.name, m, seed) not in done]
-    with tqdm(total=len(todo) * cycles, unit="cycle", file=sys.stderr) as bar:
-        for seed, data, method in todo:
-            payload["runs"].append(None)
-
-            def on_cycle(record):
-                payload["runs"][-1] = record
-                bar.update(1)
-                bar.set_postfix_str(f"{data.name} {method} seed {seed}: "
-                                    f"{record['labels'][-1]} labels, "
-                                    f"{record['accuracy'][-1]:.3f}")
+    with tqdm(total=args.seeds * len(datasets) * len(args.methods) * cycles, unit="cycle",
+              file=sys.stderr) as bar:
+        for seed in seeds:
+            # The methods of a seed advance in step, a cycle each in turn, so that a run
+            # stopped early leaves every method of its last seed at about the same labels.
+            active, followers = {}, {}
+            for data in datasets:
+                for method in args.methods:
+                    key = data.name, method, seed
+                    i = runs.setdefault(key, len(payload["runs"]))
+                    if i == len(payload["runs"]):
+                        payload["runs"].append(None)
+                    record = payload["runs"][i]
+                    leader = (data.name, SHARES_PREFIX.get(method), seed)
+                    if (leader in runs or leader[1] in args.methods) and (
+                            record is None or is_copy(record)):
+                        followers[key] = data, leader
+                        continue
+                    bar.update(len(record["labels"]) if record else 0)
+                    if not record or record["labels"][-1] < args.labels:
+                        active[key] = run_cycles(data, method, seed, args, record)
+            while active or followers:
+                for key, run in list(active.items()):
+                    record = next(run, None)
+                    if record is None:
+                        del active[key]
+                        continue
+                    payload["runs"][runs[key]] = record
+                    bar.update(1)
+                    bar.set_postfix_str(f"{' '.join(map(str, key))}: "
+                                        f"{record['labels'][-1]} labels, "
+                                        f"{record['accuracy'][-1]:.3f}")
+                for key, (data, leader) in list(followers.items()):
+                    # Mirrors its leader until the leader restarts (or ends), then runs on
+                    # from the cycles before the restart.
+                    lead = payload["runs"][runs[leader]] if leader in runs else None
+                    copy = lead and shared_prefix(lead, key[1])
+                    payload["runs"][runs[key]] = copy or None
+                    restarted = lead and any(lead["restarts"])
+                    if restarted or leader not in active:
+                        del followers[key]
+                        if not copy or copy["labels"][-1] < args.labels:
+                            active[key] = run_cycles(data, key[1], seed, args, copy or None)
                 if args.json:
                     write_json(args.json, payload)
-
-            run_one(data, method, seed, args, on_cycle)
     if not args.json:
         json.dump(payload, sys.stdout)
         sys.stdout.write("\n")
@@ -539,29 +638,34 @@ def _percentiles(values):
     return [float(np.percentile(values, q, method="nearest")) for q in PERCENTILES]
 
 
-def _fmt(triple):
-    return " / ".join("not reached" if v is None or math.isinf(v) else f"{v:g}"
-                      for v in triple)
+def _fmt(triple, stopped=None):
+    """Label counts; inf is "not reached" (by ``stopped`` labels, where a run among them
+    stopped before its target)."""
+    never = f"> {stopped:g}" if stopped else "not reached"
+    return " / ".join(never if v is None or math.isinf(v) else f"{v:g}" for v in triple)
 
 
-def _complete_runs(paths, up_to=None):
+def _stopped(record):
+    """The labels of a run stopped before its target (None if it got there): one that has
+    not reached a threshold may still reach it."""
+    return record["labels"][-1] if record["labels"][-1] < record["target"] else None
+
+
+def _complete_runs(paths, up_to=None, partial=None):
     """The runs of the results files that reached ``up_to`` labels (None: the run's target),
-    cut there (of runs of the same data set, method and seed, the first), on the seeds that
-    every method of the data set has."""
+    cut there, and those stopped before that got to ``partial`` labels (of runs of the same data set,
+    method and seed, the first), on the seeds that every method of the data set has."""
     runs = {}
-    for path in paths:
-        with open(path) as f:
-            payload = json.load(f)
-        target = up_to or payload["config"]["labels"]
-        for r in payload["runs"]:
-            if r and r["labels"][-1] >= target:
-                n = r["labels"].index(target) + 1
-                cut = {k: v[:n] if isinstance(v, list) else v for k, v in r.items()}
-                for k in ("inference_seconds", "acquisition_seconds", "distinct_picked",
-                          "picked"):
-                    cut[k] = r.get(k, [])[:n - 1]
-                runs.setdefault((r["dataset"], r["method"], r["seed"]), cut)
-    # Methods are compared on the same seeds: those every method of the data set finished.
+    for config, r in _read_runs(paths):
+        target = up_to or config["labels"]
+        if r["labels"][-1] >= target:
+            n = r["labels"].index(target) + 1
+            r = {k: v[:n] if k in TRAINING_LISTS else v[:n - 1] if k in RECORD_LISTS else v
+                 for k, v in r.items()}
+        if r["labels"][-1] >= min(target, math.inf if partial is None else partial):
+            r = {**r, "target": target}
+            runs.setdefault((r["dataset"], r["method"], r["seed"]), r)
+    # Methods are compared on the same seeds: those every method of the data set has.
     common = {}
     for d, m, seed in runs:
         seeds = {s for d_, m_, s in runs if d_ == d and m_ == m}
@@ -580,10 +684,12 @@ def _groups(runs):
                 yield d, m, rs
 
 
-def report(paths, png=None, up_to=None):
+def report(paths, png=None, up_to=None, partial=None):
     """Markdown tables of the finished runs in ``paths`` (or of those that reached
-    ``up_to`` labels, cut there); the learning curves to ``png``."""
-    runs = _complete_runs(paths, up_to)
+    ``up_to`` labels, cut there; those stopped early that got to ``partial`` labels too);
+    the learning curves to ``png``."""
+    ran(paths)
+    runs = _complete_runs(paths, up_to, partial)
     # 85% too: a network trained on this machine's budget may reach neither of the paper's.
     thresholds = (0.85, *THRESHOLDS)
     names = [f"{100 * t:g}%" for t in thresholds]
@@ -592,9 +698,13 @@ def report(paths, png=None, up_to=None):
     print("|---|---|---|" + "---|" * (len(thresholds) + 3))
     for d, m, rs in _groups(runs):
         reached = [[labels_to(r, t) for r in rs] for t in thresholds]
-        cells = [_fmt(_percentiles(values)) for values in reached]
-        per_seed = "; ".join(", ".join("-" if math.isinf(v) else str(v) for v in values)
-                             for values in reached)
+        ends = [_stopped(r) for r in rs]
+        cells = [_fmt(_percentiles(values), min((e for v, e in zip(values, ends)
+                                                 if e and math.isinf(v)), default=None))
+                 for values in reached]
+        per_seed = "; ".join(", ".join(
+            str(v) if not math.isinf(v) else f">{e}" if e else "-"
+            for v, e in zip(values, ends)) for values in reached)
         paper = PAPER.get(d, {}).get(m)
         paper_cells = [_fmt(p) for p in paper] if paper else ["", ""]
         print(f"| {d} | {m} | {len(rs)} | {' | '.join(cells)} | {per_seed} | "
@@ -610,18 +720,7 @@ def report(paths, png=None, up_to=None):
             cells.append(f"{100 * np.mean(acc):.1f}" if acc else "")
         print(f"| {d} | {m} | " + " | ".join(cells) + " |")
     print()
-    print("| data set | method | training s | inference s | acquisition s | "
-          "acquisition share of a cycle | trainings below 50% test accuracy |")
-    print("|---|---|---|---|---|---|---|")
-    for d, m, rs in _groups(runs):
-        # A cycle: the training before an acquisition, the inference, the acquisition.
-        n = sum(len(r["acquisition_seconds"]) for r in rs)
-        parts = [sum(sum(r[key][:len(r["acquisition_seconds"])]) for r in rs) / n
-                 for key in ("train_seconds", "inference_seconds", "acquisition_seconds")]
-        failed = sum(a < 0.5 for r in rs for a in r["accuracy"])
-        trainings = sum(len(r["accuracy"]) for r in rs)
-        print(f"| {d} | {m} | {parts[0]:.1f} | {parts[1]:.2f} | {parts[2]:.3f} | "
-              f"{100 * parts[2] / sum(parts):.1f}% | {failed} of {trainings} |")
+    time_split(runs)
     copies = [(d, m, rs) for d, m, rs in _groups(runs)
               if all(r.get("distinct_picked") for r in rs)]
     if copies:
@@ -633,8 +732,126 @@ def report(paths, png=None, up_to=None):
             sizes = [b for r in rs for b in np.diff(r["labels"])]
             with_copy = sum(v < b for v, b in zip(distinct, sizes))
             print(f"| {d} | {m} | {np.mean(distinct):.2f} | {with_copy} of {len(distinct)} |")
+        print()
+    restart_or_greedy(runs)
     if png:
         plot(runs, png)
+
+
+def merge(paths, out):
+    """One results file from several (of one setting; per-data-set entries united), the
+    first of runs of the same data set, method and seed kept."""
+    config, runs = {}, {}
+    for path in paths:
+        with open(path) as f:
+            payload = json.load(f)
+        for k, v in payload["config"].items():
+            if isinstance(v, dict):
+                config[k] = {**v, **config.get(k, {})}
+            elif config.setdefault(k, v) != v:
+                raise SystemExit(f"{path} was made with another {k}: {v} != {config[k]}")
+        for r in filter(None, payload["runs"]):
+            runs.setdefault((r["dataset"], r["method"], r["seed"]), r)
+    write_json(out, {"config": config, "runs": list(runs.values())})
+
+
+def _read_runs(paths):
+    for path in paths:
+        with open(path) as f:
+            payload = json.load(f)
+        for r in payload["runs"]:
+            if r:
+                yield payload["config"], r
+
+
+def ran(paths):
+    """What the results files hold: per data set and method, the label count each seed
+    reached (a run stopped early is kept and can be continued with --resume)."""
+    reached = {}
+    for config, r in _read_runs(paths):
+        reached.setdefault((r["dataset"], r["method"]), {})[r["seed"]] = r["labels"][-1]
+    print("| data set | method | labels reached, per seed |")
+    print("|---|---|---|")
+    for (d, m), seeds in reached.items():
+        print(f"| {d} | {m} | " + ", ".join(f"seed {s}: {n}" for s, n in sorted(seeds.items()))
+              + " |")
+    print()
+
+
+PARTS = ("train", "inference", "acquisition")
+
+
+def _seconds(r, part, cpu=True, last=False):
+    """Seconds of ``part`` per cycle the run computed (not those it copied): CPU time
+    when it was recorded; the last training (after the last acquisition) with ``last``."""
+    start = r.get("copied", {}).get("acquisitions", 0)
+    end = None if last else len(r["acquisition_seconds"])
+    key = f"{part}_cpu_seconds" if cpu and f"{part}_cpu_seconds" in r else f"{part}_seconds"
+    return r[key][start:end]
+
+
+def time_split(runs):
+    """CPU seconds of a cycle (the training before an acquisition, the MC-dropout inference
+    of the pool, the acquisition), and the quiet-machine time of five seeds from them."""
+    print("| data set | method | cycles computed | training CPU s | inference CPU s | "
+          "acquisition CPU s | acquisition share of a cycle | wall s per cycle | "
+          "best epoch, mean | trainings below 50% test accuracy |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    per_run = {}
+    for d, m, rs in _groups(runs):
+        n = sum(len(_seconds(r, "acquisition")) for r in rs)
+        parts = [sum(sum(_seconds(r, part)) for r in rs) / max(n, 1) for part in PARTS]
+        wall = sum(sum(_seconds(r, part, cpu=False)) for r in rs for part in PARTS)
+        failed = sum(a < 0.5 for r in rs for a in r["accuracy"])
+        trainings = sum(len(r["accuracy"]) for r in rs)
+        epochs = np.mean([e for r in rs for e in r["epochs"]])
+        cells = (f"{parts[0]:.2f} | {parts[1]:.2f} | {parts[2]:.2f} | "
+                 f"{100 * parts[2] / sum(parts):.1f}% | {wall / n:.1f}" if n
+                 else " | | | | ")
+        print(f"| {d} | {m} | {n} | {cells} | {epochs:.1f} | {failed} of {trainings} |")
+        # A whole run: a cycle per acquisition and one more training, of which a greedy
+        # run computes the share it did not copy.
+        acquisitions = math.ceil((rs[0]["target"] - rs[0]["labels"][0]) / np.mean(
+            [b for r in rs for b in np.diff(r["labels"])]))
+        computed = n / max(1, sum(len(r["acquisition_seconds"]) for r in rs))
+        per_run[d, m] = computed * (acquisitions * sum(parts) + parts[0])
+    print()
+    minutes = {d: SEEDS * sum(v for (d_, m), v in per_run.items() if d_ == d) / 60
+               for d, m in per_run}
+    print(f"CPU minutes of {SEEDS} seeds of these methods (the mean CPU seconds of a "
+          f"cycle × the cycles of a run × {SEEDS}; copied greedy cycles cost nothing): "
+          + ", ".join(f"{d} {v:.0f}" for d, v in minutes.items())
+          + f"; total {sum(minutes.values()):.0f}: {sum(minutes.values()) / 2:.0f} min on "
+          f"two cores kept busy, {max(minutes.values()):.0f} min as one single-threaded "
+          "process per data set.")
+    print()
+
+
+def restart_or_greedy(runs):
+    """BatchBALD's two saturation policies on the same seeds: labels to the thresholds,
+    the first acquisition whose batches differ, and the restarts the restart runs made."""
+    pairs = {}
+    for r in runs:
+        if r["method"] in ("batchbald", "batchbald-greedy"):
+            pairs.setdefault((r["dataset"], r["seed"]), {})[r["method"]] = r
+    pairs = {k: v for k, v in sorted(pairs.items()) if len(v) == 2}
+    if not pairs:
+        return
+    print("| data set | seed | labels to 90%, restart / greedy | labels to 95%, restart / "
+          "greedy | acquisitions with a restart | first batch that differs (labels) | "
+          "distinct images per batch, restart / greedy |")
+    print("|---|---|---|---|---|---|---|")
+    for (d, seed), pair in pairs.items():
+        restart, greedy = pair["batchbald"], pair["batchbald-greedy"]
+        cells = [" / ".join(_fmt([labels_to(r, t)], _stopped(r)) for r in (restart, greedy))
+                 for t in THRESHOLDS]
+        restarts = sum(n > 0 for n in restart.get("restarts", []))
+        differ = next((labels for labels, a, b in zip(restart["labels"], restart["picked"],
+                                                      greedy["picked"]) if a != b), None)
+        distinct = " / ".join(f"{np.mean(r['distinct_picked']):.2f}" for r in (restart, greedy))
+        print(f"| {d} | {seed} | {cells[0]} | {cells[1]} | {restarts} of "
+              f"{len(restart['picked'])} | {differ or 'none'} | {distinct} |")
+    print()
 
 
 def plot(runs, png):
@@ -647,25 +864,33 @@ def plot(runs, png):
                              squeeze=False, constrained_layout=True)
     for ax, d in zip(axes[0], datasets):
         for m, rs in ((m, rs) for d_, m, rs in _groups(runs) if d_ == d):
-            n = min(len(r["labels"]) for r in rs)
-            labels = np.asarray(rs[0]["labels"][:n])
-            acc = 100 * np.asarray([r["accuracy"][:n] for r in rs])
+            longest = max(rs, key=lambda r: len(r["labels"]))["labels"]
+            acc = np.full((len(rs), len(longest)), np.nan)
+            for row, r in zip(acc, rs):
+                row[:len(r["accuracy"])] = 100 * np.asarray(r["accuracy"])
+            every = int(np.isfinite(acc).all(0).sum())  # label counts every seed reached
             color = f"C{list(METHODS).index(m)}"
             # Restart and greedy can make the same picks: greedy dashed over restart.
-            ax.plot(labels, acc.mean(0), color=color, ls="--" if "greedy" in m else "-",
+            ls = "--" if "greedy" in m else "-"
+            ax.plot(longest[:every], acc[:, :every].mean(0), color=color, ls=ls,
                     label=f"{m} ({len(rs)} seed{'s' * (len(rs) > 1)})")
-            ax.fill_between(labels, np.percentile(acc, 25, axis=0),
-                            np.percentile(acc, 75, axis=0), color=color, alpha=0.2, lw=0)
+            if every < len(longest):  # beyond: the seeds that got there, thin
+                ax.plot(longest[every - 1:], np.nanmean(acc[:, every - 1:], 0), color=color,
+                        ls=ls, lw=0.7)
+            ax.fill_between(longest, np.nanmin(acc, 0), np.nanmax(acc, 0), color=color,
+                            alpha=0.15, lw=0)
         for t in THRESHOLDS:
             ax.axhline(100 * t, color="0.6", lw=0.8, ls=":")
         ax.set_title(d)
         ax.set_xlabel("labelled points")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(0, 100)  # failed trainings (near chance) stay in view
+        # Failed trainings (near chance), if any, stay in view.
+        ax.set_ylim(min(60, 100 * min(min(r["accuracy"]) for r in runs if r["dataset"] == d)
+                        - 5), 100)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower left", fontsize=8)
-    fig.suptitle("Active learning with a Bayesian CNN, b = 10: mean over seeds, "
-                 "band 25th-75th percentile", fontsize=10)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Active learning with a Bayesian CNN, b = 10: mean over seeds (thin: over "
+                 "the seeds that got that far), band: lowest to highest seed", fontsize=10)
     fig.savefig(png, dpi=110)
 
 
