@@ -21,11 +21,14 @@ Where things live:
   so that a state lost with its worker is recomputed by Dask from its lineage (the first
   pass over the chunk, then every task since, each a pure function of the state before
   it, the chunk and the step's joint);
-- on the client, O(chunks + batch) numbers: per chunk its candidates left and the last
-  task's summary (its best utilities, the best bounds at each level of the search down to
-  about its share of the next tile, counts), the driver's O(batch) state, and the joint
-  of a step (M × K, at most a few MiB), sent to the workers once per state (a persisted
-  task) and reused by every task of that state.
+- on the client, no number per point: per chunk its candidates left and the last task's
+  summary (its best utilities, counts, and per level of the search its best bounds, about
+  twice its share of the level's next tile, so some two tiles in all), the driver's
+  O(batch) state, the contenders of a sampled step (their rows and rounds, as in memory),
+  and the joint of a step (M × K, at most a few MiB), sent to the workers once per joint
+  (a persisted task) and reused by every task of that joint. The tiles double at each
+  call of a level, so on large pools the lists of bounds grow with the candidates a step
+  must refine (docs/workloads.md, W9).
 
 A step's search (:class:`_Search`) runs the branch and bound of ``_search.BranchAndBound``
 over the chunks' summaries: each round picks the same level and the same tile of

@@ -81,13 +81,14 @@ def child_dask(args):
     if args.no_persist:
         bf_dask.DaskPool.__init__.__kwdefaults__["persist"] = False
     # Steps, as the rounds of chunk tasks between one search's start and the next's.
-    first_pass, searches = [], []
+    first_pass, searches, steps_rss = [], [], []
     init, search = bf_dask.DaskPool.__init__, bf_dask._Points.search
 
     def recording_init(pool, *a, **kw):
         start = time.perf_counter()
         init(pool, *a, **kw)
         first_pass.append(time.perf_counter() - start)
+        steps_rss.append(peak_rss_mib())
 
     def recording_search(points, *a, **kw):
         searches.append((points._pool, len(points._pool.calls), len(points._active())))
@@ -95,9 +96,11 @@ def child_dask(args):
 
     bf_dask.DaskPool.__init__ = recording_init
     bf_dask._Points.search = recording_search
+    before = peak_rss_mib()
     start = time.perf_counter()
     result = batchbald(da.from_zarr(args.store)[:args.points], W8.batch_size,
-                       num_samples=W8.num_samples, random_state=0)
+                       num_samples=W8.num_samples, random_state=0,
+                       progress=lambda *_: steps_rss.append(peak_rss_mib()))
     elapsed = time.perf_counter() - start
     workers = client.run(peak_rss_mib)
     client.close()
@@ -105,6 +108,7 @@ def child_dask(args):
     ends = [at for _, at, _ in searches[1:]] + [len(calls)]
     steps = [calls[at:end] for (_, at, _), end in zip(searches, ends)]
     return {"time": elapsed, "first_pass": first_pass[0], "rss": peak_rss_mib(),
+            "rss_before": before, "rss_steps": steps_rss,
             "workers": sorted(workers.values()), "picks": result.indices.tolist(),
             "scores": result.scores.tolist(),
             "steps": [[active, len(rounds), int(sum(map(len, rounds))),
