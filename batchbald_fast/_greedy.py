@@ -48,11 +48,6 @@ class GreedyRun:
         self.segment = -1
         self.reset()
 
-    @property
-    def upper_gain_N(self):
-        """Each candidate's gain bound, where the pool keeps them in this process."""
-        return self.points.upper_gain_N
-
     def reset(self):
         """A new run: empty batch, unknown gains, the segment numbered on."""
         self.joint = _joint.empty_joint(self._K)

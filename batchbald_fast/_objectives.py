@@ -245,7 +245,7 @@ class JointEPIG:
         settings = self._settings
         if settings.return_utilities or settings.lazy is False:
             return None
-        return run.score + self._margin + run.upper_gain_N[remaining]
+        return run.points.upper_bounds(run.score + self._margin, remaining)
 
     def noise(self, run, outcome, search, resolution):
         """A sampled step's noise and contender rounds (``_noise.settle``), from the per-draw
@@ -273,7 +273,7 @@ class JointEPIG:
         if self._base.mode == "exact" or self._settings.lazy:
             gain_n = self._entropy_N[evaluated] - self._batch_entropy \
                 - self._cond_entropy_N[evaluated] + 2 * self._entropy_slack_N[evaluated]
-            run.upper_gain_N[evaluated] = np.minimum(run.upper_gain_N[evaluated], gain_n)
+            run.points.tighten(evaluated, gain_n)
         self._batch_entropy = self._entropy_N[evaluated[outcome.best]]
         self._margin = self._next_margin
 

@@ -250,6 +250,10 @@ class PointState:
         self.upper_gain_N[outcome.evaluated] = outcome.utility_n + 2 * outcome.slack_n \
             + error_bound - score
 
+    def tighten(self, xs, gain_n):
+        """Lower the gain bounds of points ``xs`` to ``gain_n`` where that is lower."""
+        self.upper_gain_N[xs] = np.minimum(self.upper_gain_N[xs], gain_n)
+
     def keep_utilities(self, t, outcome):
         """Step t's utilities, when kept."""
         if self._utilities is not None:
