@@ -24,9 +24,8 @@ COARSE_FRACTION = 1 / 8
 # Lloyd iterations of the first grouping, from drawn centres or the last step's, and of
 # each split: the bound is valid after any number, only its tightness improves. From the
 # last step's centres one iteration a step goes on with Lloyd's algorithm across steps
-# (the rows move little from one step to the next): 3 and 4 iterations scored as many
-# rows, or 1–4% fewer (W7s 2% more), for ~17% more time at N = 1300
-# (docs/sampled_steps.md).
+# (the rows move little from one step to the next; the measurements behind these counts
+# are in docs/sampled_steps.md).
 COARSE_ITERATIONS = 8
 WARM_ITERATIONS = 1
 SPLIT_ITERATIONS = 2
