@@ -318,7 +318,31 @@ def test_select_stochastic(backend, epig_files, capsys):
             assert out["stochastic"] == mode and out["beta"] == 2.0
 
 
+def test_select_dtype_float32_against_the_oracles(backend, epig_files, capsys):
+    probs, targets, paths = epig_files
+    picks, scores, _ = oracle.greedy(probs, 3)
+    out = run_json(capsys, paths["pool"], "--batch-size", "3", "--dtype", "float32")
+    assert out["indices"] == picks and out["mode"] == ["exact"] * 3
+    np.testing.assert_allclose(out["scores"], scores, rtol=0, atol=2e-6)
+
+    picks, scores, _ = oracle.greedy_joint_epig(probs, targets, 3)
+    out = run_json(capsys, paths["pool"], "--targets", paths["targets"], "--objective",
+                   "batch-epig", "--batch-size", "3", "--dtype", "float32")
+    assert out["indices"] == picks
+    np.testing.assert_allclose(out["scores"], scores, rtol=0, atol=2e-6)
+
+    epig_N, errors_N = map(np.array, oracle.epig(probs, targets))
+    out = run_json(capsys, paths["pool"], "--targets", paths["targets"], "--objective",
+                   "epig", "--batch-size", "12", "--dtype", "float32")
+    np.testing.assert_allclose(out["scores"], epig_N[out["indices"]], rtol=0, atol=2e-6)
+    np.testing.assert_allclose(out["std_errors"], errors_N[out["indices"]], rtol=0,
+                               atol=2e-6)
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["--objective", "bald", "--dtype", "float32"],
+     "--dtype is the precision of joint predictives; --objective bald computes none"),
+    (["--dtype", "float16"], "invalid choice"),
     (["--objective", "epig"], "--objective epig needs --targets"),
     (["--targets", "{targets}"], "--targets is for --objective epig or batch-epig, not batchbald"),
     (["--objective", "bald", "--targets", "{targets}"], "not bald"),
