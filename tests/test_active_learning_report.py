@@ -5,7 +5,11 @@ import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
+
+import oracle
+from conftest import random_probs
 
 PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "active_learning.py")
 CONFIG = {"labels": 70, "batch_size": 10, "K": {"mnist": 20}, "pool": {"mnist": 100},
@@ -88,3 +92,14 @@ def test_partial_runs_join_the_tables_and_methods_share_seeds(al, tmp_path, caps
     assert table["random"][0] == table["bald"][0] == "2"
     assert table["random"][1] == "40 / 40 / 40" and table["random"][2] == "not reached / " * 2 + \
         "not reached"
+
+
+def test_copies_pair_information_is_the_oracles(backend):
+    spec = importlib.util.spec_from_file_location("copies", os.path.join(
+        os.path.dirname(PATH), "active_learning_copies.py"))
+    copies = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copies)
+    probs = random_probs(np.random.default_rng(0), 6, 5, 3)
+    got_N = copies.pair_information_N(probs, 2)
+    want_N = [oracle.mutual_information(probs, [2, x]) for x in range(6)]
+    np.testing.assert_allclose(got_N, want_N, rtol=0, atol=1e-12)
