@@ -151,9 +151,11 @@ def test_score_candidates_empty_and_bad_index():
                                  np.array([5], dtype=np.intp), np.empty(1))
 
 
-def test_score_candidates_float32():
+@pytest.mark.parametrize("K", [8, 129])
+def test_score_candidates_float32(K):
+    """Both float32 kernels: the fused tile (K ≤ 128) and sgemm, then the log."""
     rng = np.random.default_rng(4)
-    joint_M_K, weights_M, probs_N_K_C = make_case(rng, 50, 64, 8, 6)
+    joint_M_K, weights_M, probs_N_K_C = make_case(rng, 50, 64, K, 6)
     candidates = np.arange(50, dtype=np.intp)
     expected = brute_score(joint_M_K, weights_M, probs_N_K_C, candidates)
     for num_threads in (1, 2):
