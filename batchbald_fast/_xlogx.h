@@ -87,7 +87,8 @@ ATTR static inline T NAME(T x)                                                  
     T s = f / ((S)2.0 + f);                                                               \
     T hfsq = (S)0.5 * f * f;                                                              \
     T s2 = s * s, w = s2 * s2;                                                            \
-    T R = BBF_LOG_T2_##E(s2, w) + BBF_LOG_T1_##E(w);                                      \
+    T t1 = BBF_LOG_T1_##E(w), t2 = BBF_LOG_T2_##E(s2, w);                                 \
+    T R = t2 + t1;                                                                        \
     return dk * BBF_LOG_LN2HI_##E                                                         \
            - ((hfsq - (s * (hfsq + R) + dk * BBF_LOG_LN2LO_##E)) - f);                    \
 }
