@@ -340,16 +340,16 @@ static int bbf_cpu_v4(void)
  * [FLT_MIN, 4): 1.23 ulp (fdlibm's bbf_logf: 0.97). */
 static const float bbf_logf_tab[2][16] __attribute__((aligned(32))) = {
     { /* invc */
-        0x1.663ad6p+0f, 0x1.573932p+0f, 0x1.497e8cp+0f, 0x1.3caa32p+0f,
-        0x1.30db8ap+0f, 0x1.260acap+0f, 0x1.1bdadep+0f, 0x1.12461ap+0f,
-        0x1.097ae6p+0f, 0x1p+0f, 0x1.e5ef5ap-1f, 0x1.cabp-1f,
-        0x1.b24cdep-1f, 0x1.9c67cp-1f, 0x1.88becap-1f, 0x1.76b678p-1f,
+        0x1.663ad6p+0f, 0x1.573932p+0f, 0x1.497e8cp+0f, 0x1.3caa32p+0f, 0x1.30db8ap+0f,
+        0x1.260acap+0f, 0x1.1bdadep+0f, 0x1.12461ap+0f, 0x1.097ae6p+0f, 0x1p+0f,
+        0x1.e5ef5ap-1f, 0x1.cabp-1f, 0x1.b24cdep-1f, 0x1.9c67cp-1f, 0x1.88becap-1f,
+        0x1.76b678p-1f,
     },
     { /* log(c) */
-        -0x1.580faep-2f, -0x1.2c3db6p-2f, -0x1.027058p-2f, -0x1.b38a76p-3f,
-        -0x1.65b7f2p-3f, -0x1.1bbdd4p-3f, -0x1.a70f24p-4f, -0x1.1a6adap-4f,
-        -0x1.29e158p-5f, 0.0f, 0x1.ac07d2p-5f, 0x1.c260acp-4f,
-        0x1.5113c4p-3f, 0x1.bb04fap-3f, 0x1.0f86fep-2f, 0x1.3fa824p-2f,
+        -0x1.580faep-2f, -0x1.2c3db6p-2f, -0x1.027058p-2f, -0x1.b38a76p-3f, -0x1.65b7f2p-3f,
+        -0x1.1bbdd4p-3f, -0x1.a70f24p-4f, -0x1.1a6adap-4f, -0x1.29e158p-5f, 0.0f,
+        0x1.ac07d2p-5f, 0x1.c260acp-4f, 0x1.5113c4p-3f, 0x1.bb04fap-3f, 0x1.0f86fep-2f,
+        0x1.3fa824p-2f,
     },
 };
 
