@@ -187,9 +187,8 @@ cdef ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
 
 cdef inline bint _fused(Py_ssize_t itemsize, Py_ssize_t K) noexcept nogil:
     """Whether the fused kernel scores this dtype and K, else sgemm, then the log: past
-    ~128 members a float32 tile that fits L1 is too narrow (measured on Zen 3, one
-    thread: fused 1.5 ns an entry against 1.7 at K = 20, even at K = 100, 17 against 14
-    at K = 300)."""
+    ~128 members a float32 tile that fits L1 is too narrow to beat BLAS
+    (docs/algorithm.md)."""
     return itemsize == 8 or K <= _FUSED_F32_MAX_K
 
 
