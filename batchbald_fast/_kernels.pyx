@@ -4,8 +4,8 @@
 ``score_candidates`` follows scikit-learn's pairwise-distances-reduction shape: candidates
 are cut into tiles, OpenMP threads take tiles, and each tile's probabilities, gathered
 as K × (tile·C), are multiplied by the joint and reduced to ``Σ_m w_m Σ_c −P log P``
-while P is still in registers (float64: a fused micro-kernel in ``_xlogx.h``) or in
-cache (float32: ``sgemm`` on blocks of joint rows, then the log loop).
+while P is still in registers (a fused micro-kernel in ``_xlogx.h``) or, for float32
+with many members, in cache (``sgemm`` on blocks of joint rows, then the log loop).
 
 Every candidate is scored by one tile, summing over m in ascending order, so results do
 not depend on thread count, schedule or tile shape beyond the rounding of the product.
@@ -40,6 +40,9 @@ cdef extern from "_xlogx.h" nogil:
     void bbf_fused_tile_d(const double *A_K_J, const double *B_R_K, const double *w_R,
                           Py_ssize_t R, Py_ssize_t K, Py_ssize_t J, Py_ssize_t G,
                           double *acc_J)
+    void bbf_fused_tile_f(const float *A_K_J, const float *B_R_K, const double *w_R,
+                          Py_ssize_t R, Py_ssize_t K, Py_ssize_t J, Py_ssize_t G,
+                          double *acc_J)
     void bbf_xlogx_d(const double *x, Py_ssize_t n, double *out)
     void bbf_xlogx_f(const float *x, Py_ssize_t n, double *out)
     void bbf_nearest_rows(const double *X_M_K, const double *L_K_G, Py_ssize_t m0,
@@ -47,7 +50,7 @@ cdef extern from "_xlogx.h" nogil:
                           intp_t *out_M)
     int BBF_NEAREST_MR
     const char *BBF_DISPATCH_NAME
-    int BBF_NB
+    int BBF_PAD_BYTES
 
 cdef extern from *:
     """
@@ -81,10 +84,13 @@ RELEASES_THREADS = bool(BBF_RELEASES_THREADS)
 LOG_DISPATCH = BBF_DISPATCH_NAME.decode()
 
 cdef enum:
-    # float64 (fused kernel): the tile's probabilities (K × cols·C) stay in L1 while every
-    # joint row streams past. float32 (sgemm, then the log): P (rows × cols·C) stays in L2.
+    # The fused kernel: the tile's probabilities (K × cols·C) stay in L1 while every joint
+    # row streams past. sgemm, then the log (float32, K > _FUSED_F32_MAX_K): P
+    # (rows × cols·C) stays in L2.
     _WORKING_SET_BYTES = 32 * 1024
     _GEMM_TILE_BYTES = 256 * 1024
+    # float32 K up to which the fused kernel beats sgemm + the log pass (see _fused)
+    _FUSED_F32_MAX_K = 128
     # Columns of P per sgemm tile: wide enough for full-width vectors and few BLAS calls,
     # narrow enough that P keeps many rows.
     _TARGET_COLUMNS = 160
@@ -136,21 +142,29 @@ cdef ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
                                      Py_ssize_t tile_bytes) noexcept nogil:
     """Tile shape, threads and per-thread buffer sizes of one ``score_candidates_nogil`` call.
 
-    float64: the gathered probabilities (K × cols·C) fit ``tile_bytes``; float32: P
-    (rows × cols·C) fits ``tile_bytes``. ``num_threads < 1``: ``omp_get_max_threads()``;
+    The fused kernel: the gathered probabilities (K × cols·C) fit ``tile_bytes``; sgemm
+    (float32, K > _FUSED_F32_MAX_K): P (rows × cols·C) fits ``tile_bytes``. ``num_threads < 1``: ``omp_get_max_threads()``;
     ``tile_bytes < 1``: the default of the dtype.
     """
     cdef ScorePlan plan
-    cdef Py_ssize_t rows, cols, J
+    cdef Py_ssize_t rows, cols, J, i, best
     if not BBF_OPENMP:
         num_threads = 1
     elif num_threads < 1:
         num_threads = max(1, bbf_max_threads())
+    cdef bint fused = _fused(itemsize, K)
     if tile_bytes < 1:
-        tile_bytes = _WORKING_SET_BYTES if itemsize == 8 else _GEMM_TILE_BYTES
-    if itemsize == 8:
+        tile_bytes = _WORKING_SET_BYTES if fused else _GEMM_TILE_BYTES
+    if fused:
         rows = M
         cols = max(1, tile_bytes // (itemsize * K * C))
+        # Of the widths from half the budget up, the one with the least padding (zero
+        # columns to whole register blocks), the widest among equals.
+        best = cols
+        for i in range(cols - 1, cols // 2, -1):
+            if i * C * _padded(best * C, itemsize) > best * C * _padded(i * C, itemsize):
+                best = i
+        cols = best
     else:
         cols = max(1, _TARGET_COLUMNS // C)
         rows = max(1, min(M, tile_bytes // (itemsize * cols * C)))
@@ -161,14 +175,27 @@ cdef ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
     plan.rows = rows
     plan.cols = cols
     plan.num_threads = <int> max(1, min(num_threads, (n + cols - 1) // cols))
-    if itemsize == 8:
-        J = (cols * C + BBF_NB - 1) // BBF_NB * BBF_NB
+    if fused:
+        J = _padded(cols * C, itemsize)
         plan.work_size = K * J
         plan.acc_size = J
     else:
         plan.work_size = (K + rows) * cols * C
         plan.acc_size = cols * C
     return plan
+
+
+cdef inline bint _fused(Py_ssize_t itemsize, Py_ssize_t K) noexcept nogil:
+    """Whether the fused kernel scores this dtype and K, else sgemm, then the log: past
+    ~128 members a float32 tile that fits L1 is too narrow to beat BLAS
+    (docs/algorithm.md)."""
+    return itemsize == 8 or K <= _FUSED_F32_MAX_K
+
+
+cdef inline Py_ssize_t _padded(Py_ssize_t J, Py_ssize_t itemsize) noexcept nogil:
+    """J rounded up to whole register blocks of the fused kernel."""
+    cdef Py_ssize_t step = BBF_PAD_BYTES // itemsize
+    return (J + step - 1) // step * step
 
 
 cdef inline void _sgemm(float *A_K_J, float *B_R_K, float *P_R_J,
@@ -217,6 +244,7 @@ cdef void _score_tiles(const floating[:, ::1] joint_M_K, const double[::1] weigh
     cdef floating *P_R_J
     cdef double *acc_GJ
     cdef double total
+    cdef bint fused = _fused(sizeof(floating), K)
 
     for tile in prange(num_tiles, schedule="dynamic", num_threads=plan.num_threads,
                        nogil=True):
@@ -225,11 +253,13 @@ cdef void _score_tiles(const floating[:, ::1] joint_M_K, const double[::1] weigh
         acc_GJ = &acc[tid, 0]
         start = tile * cols
         width = min(cols, n - start)
-        J = _gather_tile(probs_N_K_C, candidates, start, width, A_K_J)
+        J = _gather_tile(probs_N_K_C, candidates, start, width, fused, A_K_J)
         for i in range(G * J):
             acc_GJ[i] = 0.0
         if floating is double:
             bbf_fused_tile_d(A_K_J, &joint_M_K[0, 0], &weights_M[0], M, K, J, S, acc_GJ)
+        elif fused:
+            bbf_fused_tile_f(A_K_J, &joint_M_K[0, 0], &weights_M[0], M, K, J, S, acc_GJ)
         else:
             P_R_J = A_K_J + K * J
             m0 = 0
@@ -250,15 +280,16 @@ cdef void _score_tiles(const floating[:, ::1] joint_M_K, const double[::1] weigh
 
 cdef inline Py_ssize_t _gather_tile(const floating[:, :, ::1] probs_N_K_C,
                                     const intp_t[::1] candidates, Py_ssize_t start,
-                                    Py_ssize_t width, floating *A_K_J) noexcept nogil:
-    """The probabilities of ``candidates[start:start + width]`` as K × J (J: width·C, in
-    float64 padded with zero columns to whole register blocks, where P = 0 adds exactly
-    0): one product covers the whole tile. Returns J."""
+                                    Py_ssize_t width, bint fused,
+                                    floating *A_K_J) noexcept nogil:
+    """The probabilities of ``candidates[start:start + width]`` as K × J (J: width·C, for
+    the fused kernel padded with zero columns to whole register blocks, where P = 0 adds
+    exactly 0): one product covers the whole tile. Returns J."""
     cdef Py_ssize_t K = probs_N_K_C.shape[1], C = probs_N_K_C.shape[2]
     cdef Py_ssize_t J = width * C, i, k, c
     cdef const floating *src
-    if floating is double:  # the fused kernel wants whole register blocks
-        J = (J + BBF_NB - 1) // BBF_NB * BBF_NB
+    if fused:
+        J = _padded(J, sizeof(floating))
     for i in range(width):
         src = &probs_N_K_C[candidates[start + i], 0, 0]
         for k in range(K):
@@ -305,11 +336,12 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
         Written in place.
     num_threads : int or None
         Most OpenMP threads; None: ``omp_get_max_threads()``. Fewer when the call is
-        small (``_threads.threads_for``). The float32 path calls BLAS from every
-        thread, limited to one BLAS thread each (threadpoolctl).
+        small (``_threads.threads_for``). The float32 path with K > 128 calls BLAS from
+        every thread, limited to one BLAS thread each (threadpoolctl).
     tile_bytes : int or None
-        Per-thread working set of one tile: in float64 the gathered probabilities
-        (K × tile·C, default 32 KiB: L1), in float32 P (rows × tile·C, default 256 KiB).
+        Per-thread working set of one tile: the gathered probabilities (K × tile·C,
+        default 32 KiB: L1), or for float32 with K > 128 P (rows × tile·C, default
+        256 KiB).
 
     Returns
     -------
@@ -326,8 +358,8 @@ def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights
         return out.base
     _check_indices(candidates, probs_N_K_C.shape[0])
 
-    # float32 calls BLAS from each of our threads: one BLAS thread each.
-    with blas_limit(1) if floating is float else nullcontext():
+    # sgemm is called from each of our threads: one BLAS thread each.
+    with blas_limit(1) if not _fused(sizeof(floating), K) else nullcontext():
         for start, stop, nt in _threads.chunks(n, _threads.score_work(1, M, K, C),
                                                _limit(num_threads)):
             _score_chunk(joint_M_K, weights_M, probs_N_K_C, candidates[start:stop],
@@ -386,7 +418,7 @@ def score_candidates_grouped(const floating[:, ::1] joint_M_K, const double[::1]
         return out_n_G.base
     _check_indices(candidates, probs_N_K_C.shape[0])
     out_nG = np.asarray(out_n_G).reshape(-1)
-    with blas_limit(1) if floating is float else nullcontext():
+    with blas_limit(1) if not _fused(sizeof(floating), K) else nullcontext():
         for start, stop, nt in _threads.chunks(n, _threads.score_work(1, M, K, C),
                                                _limit(num_threads)):
             _score_chunk(joint_M_K, weights_M, probs_N_K_C, candidates[start:stop],

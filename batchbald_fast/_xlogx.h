@@ -12,8 +12,9 @@
  * The default build stays portable (no -march=native): on x86-64 the hot loops are
  * compiled for x86-64-v4 (AVX-512), v3 (AVX2+FMA) and the SSE2 baseline, and the CPU picks
  * one at run time: the simple loops by gcc's target_clones (ifunc, Linux/glibc), the
- * fused tile and bbf_xlogx_d by __builtin_cpu_supports (the tile's register blocking
- * differs per set, and their v4 code uses bbf_log_v4, a faster log that needs AVX-512).
+ * fused tiles and bbf_xlogx_d by __builtin_cpu_supports (the tiles' register blocking
+ * differs per set; the float64 v4 code uses bbf_log_v4, a faster log that needs AVX-512,
+ * and the float32 v3 tile bbf_logf_v3, a division-free logf on AVX2).
  * Measured on Zen 5, W2 step, one thread: v4 0.72 s (0.85 with fdlibm's log), v3 1.8 s,
  * baseline 4.8 s.
  */
@@ -38,56 +39,63 @@
 #define BBF_DISPATCH_NAME "none"
 #endif
 
-/* log(x) for normal, positive, finite x (fdlibm e_log.c, without branches). */
-static inline double bbf_log(double x)
-{
-    uint64_t ix, iz, kb;
-    double z, dk;
-    memcpy(&ix, &x, 8);
-    /* Reduce x = 2^k · z with z in [sqrt(2)/2, sqrt(2)). */
-    uint64_t tmp = ix - 0x3fe6a09e667f3bcdULL;
-    iz = ix - (tmp & 0xfff0000000000000ULL);
-    memcpy(&z, &iz, 8);
-    /* k to double without a 64-bit arithmetic shift or int64->double conversion,
-     * neither of which AVX2 has: flip the 12-bit sign to bias k by 2048. */
-    kb = ((tmp >> 52) ^ 0x800) | 0x4330000000000000ULL;
-    memcpy(&dk, &kb, 8);
-    dk -= 4503599627372544.0; /* 2^52 + 2^11 */
-    double f = z - 1.0;
-    double s = f / (2.0 + f);
-    double hfsq = 0.5 * f * f;
-    double s2 = s * s, w = s2 * s2;
-    double t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01
-                + w * 1.531383769920937332e-01));
-    double t2 = s2 * (6.666666666666735130e-01 + w * (2.857142874366239149e-01
-                + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
-    double R = t2 + t1;
-    return dk * 6.93147180369123816490e-01
-           - ((hfsq - (s * (hfsq + R) + dk * 1.90821492927058770002e-10)) - f);
+/* log(x) for normal, positive, finite x, as NAME taking and returning T: fdlibm's e_log.c
+ * (E = d; T double or a GCC vector of doubles) or e_logf.c (E = f, floats), without
+ * branches; U is the unsigned integer (vector) of T's size. One body for scalars and
+ * vectors, so the fused tile's registers run the same operations as the scalar loops.
+ * The constants, by E: */
+#define BBF_LOG_OFF_d 0x3fe6a09e667f3bcdULL /* the bits of sqrt(2)/2 */
+#define BBF_LOG_OFF_f 0x3f3504f3U
+#define BBF_LOG_EXP_d 0xfff0000000000000ULL /* sign and exponent */
+#define BBF_LOG_EXP_f 0xff800000U
+#define BBF_LOG_MANT_d 52
+#define BBF_LOG_MANT_f 23
+#define BBF_LOG_SIGN_d 0x800 /* the sign bit of k, at the bottom */
+#define BBF_LOG_SIGN_f 0x100
+#define BBF_LOG_TWO_d 0x4330000000000000ULL /* 2^52, 2^23 */
+#define BBF_LOG_TWO_f 0x4b000000U
+#define BBF_LOG_BIAS_d 4503599627372544.0 /* 2^52 + 2^11 */
+#define BBF_LOG_BIAS_f 8388864.0f         /* 2^23 + 2^8 */
+#define BBF_LOG_T1_d(w) (w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01   \
+                         + w * 1.531383769920937332e-01)))
+#define BBF_LOG_T1_f(w) (w * (0.40000972152f + w * 0.24279078841f))
+#define BBF_LOG_T2_d(s2, w) (s2 * (6.666666666666735130e-01 + w * (2.857142874366239149e-01 \
+                             + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01))))
+#define BBF_LOG_T2_f(s2, w) (s2 * (0.66666662693f + w * 0.28498786688f))
+#define BBF_LOG_LN2HI_d 6.93147180369123816490e-01
+#define BBF_LOG_LN2HI_f 6.9313812256e-01f
+#define BBF_LOG_LN2LO_d 1.90821492927058770002e-10
+#define BBF_LOG_LN2LO_f 9.0580006145e-06f
+
+#define BBF_DEFINE_LOG(NAME, ATTR, E, T, U)                                               \
+ATTR static inline T NAME(T x)                                                            \
+{                                                                                         \
+    typedef __typeof__(BBF_LOG_BIAS_##E) S; /* the scalar type */                         \
+    U ix, iz, kb, tmp;                                                                    \
+    T z, dk;                                                                              \
+    memcpy(&ix, &x, sizeof(ix));                                                          \
+    /* Reduce x = 2^k · z with z in [sqrt(2)/2, sqrt(2)). */                              \
+    tmp = ix - BBF_LOG_OFF_##E;                                                           \
+    iz = ix - (tmp & BBF_LOG_EXP_##E);                                                    \
+    memcpy(&z, &iz, sizeof(z));                                                           \
+    /* k to floating point without an arithmetic shift or int64->double conversion,       \
+     * which AVX2 lacks for 64 bits: flip k's sign bit to bias it, as the low bits of     \
+     * 2^MANT, and subtract. */                                                           \
+    kb = ((tmp >> BBF_LOG_MANT_##E) ^ BBF_LOG_SIGN_##E) | BBF_LOG_TWO_##E;                \
+    memcpy(&dk, &kb, sizeof(dk));                                                         \
+    dk -= BBF_LOG_BIAS_##E;                                                               \
+    T f = z - (S)1.0;                                                                     \
+    T s = f / ((S)2.0 + f);                                                               \
+    T hfsq = (S)0.5 * f * f;                                                              \
+    T s2 = s * s, w = s2 * s2;                                                            \
+    T t1 = BBF_LOG_T1_##E(w), t2 = BBF_LOG_T2_##E(s2, w);                                 \
+    T R = t2 + t1;                                                                        \
+    return dk * BBF_LOG_LN2HI_##E                                                         \
+           - ((hfsq - (s * (hfsq + R) + dk * BBF_LOG_LN2LO_##E)) - f);                    \
 }
 
-/* logf(x) for normal, positive, finite x (fdlibm e_logf.c, without branches). */
-static inline float bbf_logf(float x)
-{
-    uint32_t ix, iz, kb;
-    float z, dk;
-    memcpy(&ix, &x, 4);
-    uint32_t tmp = ix - 0x3f3504f3U;
-    iz = ix - (tmp & 0xff800000U);
-    memcpy(&z, &iz, 4);
-    kb = ((tmp >> 23) ^ 0x100) | 0x4b000000U;
-    memcpy(&dk, &kb, 4);
-    dk -= 8388864.0f; /* 2^23 + 2^8 */
-    float f = z - 1.0f;
-    float s = f / (2.0f + f);
-    float hfsq = 0.5f * f * f;
-    float s2 = s * s, w = s2 * s2;
-    float t1 = w * (0.40000972152f + w * 0.24279078841f);
-    float t2 = s2 * (0.66666662693f + w * 0.28498786688f);
-    float R = t2 + t1;
-    return dk * 6.9313812256e-01f
-           - ((hfsq - (s * (hfsq + R) + dk * 9.0580006145e-06f)) - f);
-}
+BBF_DEFINE_LOG(bbf_log, , d, double, uint64_t)
+BBF_DEFINE_LOG(bbf_logf, , f, float, uint32_t)
 
 /* acc_GJ[(m0 + m) / S · J + j] += w_M[m] · P[m, j] · log P[m, j] (m ascending), for float32
  * P: x·log x in float32, the weighted sum in float64; rows m0, m0 + 1, ... of the joint,
@@ -110,34 +118,31 @@ BBF_DISPATCH static void bbf_xlogx_accumulate_f(const float *P_M_J, const double
 }
 
 /* Fused tile: acc_J[(r / G) · J + j] += w_R[r] · P log P (r ascending) with
- * P = B_R_K @ A_K_J (row-major, A's leading dimension J, J a multiple of BBF_NB): the rows
- * summed in groups of G, each group's sums in its own row of acc (G = R: one row, the
- * joint entropy; G = C: one row per EPIG target). An MR × NB block of P is
- * accumulated in registers, then reduced from L1 by the vectorised log loop, so P never
- * travels through L2 as it does with a BLAS call per tile; with K this small (a short,
- * wide product) that beats OpenBLAS plus a separate pass.
+ * P = B_R_K @ A_K_J (row-major, A's leading dimension J, J a multiple of
+ * BBF_PAD_BYTES / sizeof(element)): the rows summed in groups of G, each group's sums in
+ * its own row of acc (G = R: one row, the joint entropy; G = C: one row per EPIG
+ * target). An MR × NB block of P is accumulated in registers and reduced there, so P
+ * never travels through memory as it does with a BLAS call per tile; with K this small
+ * (a short, wide product) that beats OpenBLAS plus a separate pass.
+ *
+ * E is the element type of A, B and P: d (float64) or f (float32: the product and
+ * x·log x in float32, each x·log x widened to float64 for the weighted sums, as
+ * bbf_xlogx_accumulate_f does). acc_J and w_R are float64 either way.
  *
  * gcc does not auto-vectorise this loop nest, so it is written with GCC vector
  * extensions, once per instruction set with that set's register width and count (a
  * 64-byte vector type compiled for AVX2 spills and runs ~30x slower), and picked at
  * run time from the CPU's features. */
-#define BBF_NB 16 /* J is padded to a multiple of this: every NB below divides it */
+#define BBF_PAD_BYTES 128 /* J · sizeof(element) is padded to a multiple: every NB divides it */
+
+#define BBF_T_d double
+#define BBF_T_f float
+#define BBF_U_d uint64_t
+#define BBF_U_f uint32_t
+#define BBF_MIN_d DBL_MIN
+#define BBF_MIN_f FLT_MIN
 
 #if defined(__GNUC__)
-/* REDUCE for BBF_FUSED_TILE: the P block through L1 to the auto-vectorised bbf_log. */
-#define BBF_REDUCE_SCALAR                                                                 \
-    double tile[TMR * TNB] __attribute__((aligned(64)));                                  \
-    memcpy(tile, p, sizeof(tile));                                                        \
-    for (int rr = 0; rr < mr; rr++) {                                                     \
-        double *restrict acc = acc_J + goff[rr] + j0;                                     \
-        const double w = w_R[r + rr];                                                     \
-        const double *restrict t = tile + rr * TNB;                                       \
-        for (int j = 0; j < TNB; j++) {                                                    \
-            double x = t[j] > DBL_MIN ? t[j] : DBL_MIN;                                   \
-            acc[j] += w * (t[j] * bbf_log(x));                                            \
-        }                                                                                 \
-    }
-
 /* P[rr][·] = Σ_k B[(r + rr) · K + k] · A[k · lda + ·] for the MR rows from r (k ascending,
  * one multiply-add each): the register block of BBF_FUSED_TILE and BBF_NEAREST, NV vectors
  * of NAME##_vec a row. Rows past the mr valid ones reuse row r: valid memory, never
@@ -150,20 +155,36 @@ BBF_DISPATCH static void bbf_xlogx_accumulate_f(const float *P_M_J, const double
         /* direct unaligned loads: a memcpy here went through the stack */                \
         const NAME##_uvec *a = (const NAME##_uvec *)((A) + k * (lda));                    \
         for (int rr = 0; rr < MR; rr++) {                                                 \
-            const double bk = (B)[((r) + (rr < (mr) ? rr : 0)) * (K) + k];                \
+            const __typeof__(*(B)) bk = (B)[((r) + (rr < (mr) ? rr : 0)) * (K) + k];     \
             for (int v = 0; v < NV; v++)                                                  \
                 P[rr][v] += bk * a[v];                                                    \
         }                                                                                 \
     }
 
-#define BBF_FUSED_TILE(NAME, TARGET, VBYTES, MR, NB, REDUCE)                              \
-typedef double NAME##_vec __attribute__((vector_size(VBYTES)));                           \
-typedef double NAME##_uvec __attribute__((vector_size(VBYTES), aligned(8), may_alias));   \
-TARGET static void NAME(const double *A_K_J, const double *B_R_K, const double *w_R,     \
-                        ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, ptrdiff_t G,              \
-                        double *acc_J)                                                    \
+/* The fused tile NAME for element type E on VBYTES-byte vectors, with LOG the log of one
+ * vector of normal positive x: NAME##_log (fdlibm's, defined here) or a faster one.
+ * The reduction runs on the block's registers, rows ascending, a group's acc held in
+ * registers across its rows. HALF(y, h) is the h-th of the W vectors of doubles that
+ * hold vector y: y itself in float64 (BBF_SAME), its h-th half widened in float32
+ * (gcc 12 widens with __builtin_convertvector through the stack). */
+#define BBF_SAME(y, h) (y)
+#define BBF_ACC(NAME, NV, W, STMT)                                                        \
+    for (int v = 0; v < NV; v++)                                                          \
+        for (int h = 0; h < W; h++)                                                       \
+            STMT;
+#define BBF_FUSED_TILE(NAME, TARGET, E, VBYTES, MR, NB, LOG, HALF)                        \
+typedef BBF_T_##E NAME##_vec __attribute__((vector_size(VBYTES)));                        \
+typedef BBF_T_##E NAME##_uvec __attribute__((vector_size(VBYTES), aligned(8), may_alias));\
+typedef BBF_U_##E NAME##_ivec __attribute__((vector_size(VBYTES)));                       \
+typedef double NAME##_dvec __attribute__((vector_size(VBYTES)));                          \
+typedef double NAME##_udvec __attribute__((vector_size(VBYTES), aligned(8), may_alias));  \
+BBF_DEFINE_LOG(NAME##_log, TARGET, E, NAME##_vec, NAME##_ivec)                           \
+TARGET static void NAME(const BBF_T_##E *A_K_J, const BBF_T_##E *B_R_K,                  \
+                        const double *w_R, ptrdiff_t R, ptrdiff_t K, ptrdiff_t J,        \
+                        ptrdiff_t G, double *acc_J)                                       \
 {                                                                                         \
-    enum { NV = NB / (VBYTES / 8), TMR = MR, TNB = NB }; /* REDUCE cannot see MR, NB */ \
+    enum { L = VBYTES / sizeof(BBF_T_##E), DL = VBYTES / 8, W = L / DL, NV = NB / L };   \
+    const NAME##_vec lo = (NAME##_vec){0} + BBF_MIN_##E;                                  \
     for (ptrdiff_t r = 0; r < R; r += MR) {                                               \
         const int mr = R - r < MR ? (int)(R - r) : MR;                                    \
         ptrdiff_t goff[MR]; /* each row's acc row, once per block: no division below */   \
@@ -172,7 +193,30 @@ TARGET static void NAME(const double *A_K_J, const double *B_R_K, const double *
         for (ptrdiff_t j0 = 0; j0 < J; j0 += NB) {                                        \
             NAME##_vec p[MR][NV];                                                         \
             BBF_BLOCK_PRODUCT(NAME, MR, NV, A_K_J + j0, J, B_R_K, r, mr, K, p)             \
-            REDUCE                                                                        \
+            /* acc_J + off: the block's acc row; every vector of a row in registers */   \
+            ptrdiff_t off = goff[0] + j0;                                                 \
+            NAME##_dvec a[NV][W];                                                         \
+            BBF_ACC(NAME, NV, W, a[v][h] = *(const NAME##_udvec *)(acc_J + off + DL * (W * v + h)))\
+            for (int rr = 0; rr < MR; rr++) {                                             \
+                if (rr >= mr)                                                             \
+                    break;                                                                \
+                if (goff[rr] + j0 != off) { /* the block enters a new group */            \
+                    BBF_ACC(NAME, NV, W, *(NAME##_udvec *)(acc_J + off + DL * (W * v + h)) = a[v][h])\
+                    off = goff[rr] + j0;                                                  \
+                    BBF_ACC(NAME, NV, W, a[v][h] = *(const NAME##_udvec *)(acc_J + off + DL * (W * v + h)))\
+                }                                                                         \
+                const double w = w_R[r + rr];                                             \
+                for (int v = 0; v < NV; v++) {                                            \
+                    /* max(x, lo) as x > lo ? x : lo, NaN included */                     \
+                    const NAME##_vec x = p[rr][v];                                        \
+                    const NAME##_ivec gt = (NAME##_ivec)(x > lo);                         \
+                    const NAME##_vec y = x * LOG((NAME##_vec)(((NAME##_ivec)x & gt)       \
+                                                              | ((NAME##_ivec)lo & ~gt)));\
+                    for (int h = 0; h < W; h++)                                           \
+                        a[v][h] += w * (NAME##_dvec)HALF(y, h);                           \
+                }                                                                         \
+            }                                                                             \
+            BBF_ACC(NAME, NV, W, *(NAME##_udvec *)(acc_J + off + DL * (W * v + h)) = a[v][h])\
         }                                                                                 \
     }                                                                                     \
 }
@@ -181,6 +225,7 @@ TARGET static void NAME(const double *A_K_J, const double *B_R_K, const double *
     && ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
 #include <immintrin.h>
 #define BBF_V4 __attribute__((target("arch=x86-64-v4")))
+#define BBF_V3 __attribute__((target("arch=x86-64-v3")))
 
 /* log of 8 doubles for the x86-64-v4 paths, without fdlibm's division. On Zen 5 (one
  * thread, L1): 0.36 ns/log against 0.46 for bbf_log; a glibc-style 128-entry table read
@@ -262,27 +307,6 @@ BBF_V4 static inline __m512d bbf_log_v4(__m512d x)
     return _mm512_add_pd(A, _mm512_add_pd(r, _mm512_fmadd_pd(r2, q, B)));
 }
 
-/* REDUCE for the v4 tile: bbf_log_v4 on the P block as it is, rows ascending as in
- * BBF_REDUCE_SCALAR, acc kept in a register across the rows of a group. */
-#define BBF_REDUCE_V4                                                                     \
-    for (int v = 0; v < NV; v++) {                                                        \
-        ptrdiff_t off = goff[0] + j0 + 8 * v;                                             \
-        __m512d a = _mm512_loadu_pd(acc_J + off);                                         \
-        for (int rr = 0; rr < TMR; rr++) {                                                \
-            if (rr >= mr)                                                                 \
-                break;                                                                    \
-            if (goff[rr] + j0 + 8 * v != off) { /* the block enters the next group */    \
-                _mm512_storeu_pd(acc_J + off, a);                                         \
-                off = goff[rr] + j0 + 8 * v;                                              \
-                a = _mm512_loadu_pd(acc_J + off);                                         \
-            }                                                                             \
-            const __m512d x = (__m512d)p[rr][v];                                          \
-            const __m512d y = bbf_log_v4(_mm512_max_pd(x, _mm512_set1_pd(DBL_MIN)));      \
-            a = _mm512_fmadd_pd(_mm512_set1_pd(w_R[r + rr]), _mm512_mul_pd(x, y), a);     \
-        }                                                                                 \
-        _mm512_storeu_pd(acc_J + off, a);                                                 \
-    }
-
 static int bbf_cpu_v4(void)
 {
     __builtin_cpu_init();
@@ -302,36 +326,116 @@ static int bbf_cpu_v4(void)
             NAME##_v1 ARGS;                                                               \
     } while (0)
 
-/* 32 zmm registers: 8 × 2 accumulators; 16 ymm: 4 × 2; baseline 16 xmm: 4 × 4. */
-BBF_FUSED_TILE(bbf_fused_tile_v4, BBF_V4, 64, 8, 16, BBF_REDUCE_V4)
-BBF_FUSED_TILE(bbf_fused_tile_v3, __attribute__((target("arch=x86-64-v3"))), 32, 4, 8,
-               BBF_REDUCE_SCALAR)
-BBF_FUSED_TILE(bbf_fused_tile_v1, , 16, 4, 8, BBF_REDUCE_SCALAR)
+/* logf of 8 floats for the x86-64-v3 float32 tile, without fdlibm's division, which with
+ * its latency left the tile's reduction at half its throughput.
+ *
+ * x = 2^k z with z in [0x1.66p-1, 0x1.66p0) (OFF = 0x3f330000, as musl's logf); the
+ * next 4 bits of z pick interval i, log x = k ln2 + log c + log1p(r) with
+ * r = z invc - 1 in one fma (c = 1/invc, |r| <= 0.031) and log1p(r) by its Taylor series
+ * to r^5 (truncation < 2e-9 relative). Interval 9 holds 1 with invc = 1: near x = 1,
+ * r = z - 1 exactly. Elsewhere invc is the float within 3000 ulp of (a + b) / 2ab (the
+ * interval [a, b)) whose log c = -log invc is nearest a float (within 2.3e-4 ulp; then
+ * |r| <= 0.0307), so the rounding of log c costs nothing. The 16-entry tables are read
+ * with two vpermps and a blend. Max error against log over every 61st float in
+ * [FLT_MIN, 4): 1.23 ulp (fdlibm's bbf_logf: 0.97). */
+static const float bbf_logf_tab[2][16] __attribute__((aligned(32))) = {
+    { /* invc */
+        0x1.663ad6p+0f, 0x1.573932p+0f, 0x1.497e8cp+0f, 0x1.3caa32p+0f, 0x1.30db8ap+0f,
+        0x1.260acap+0f, 0x1.1bdadep+0f, 0x1.12461ap+0f, 0x1.097ae6p+0f, 0x1p+0f,
+        0x1.e5ef5ap-1f, 0x1.cabp-1f, 0x1.b24cdep-1f, 0x1.9c67cp-1f, 0x1.88becap-1f,
+        0x1.76b678p-1f,
+    },
+    { /* log(c) */
+        -0x1.580faep-2f, -0x1.2c3db6p-2f, -0x1.027058p-2f, -0x1.b38a76p-3f, -0x1.65b7f2p-3f,
+        -0x1.1bbdd4p-3f, -0x1.a70f24p-4f, -0x1.1a6adap-4f, -0x1.29e158p-5f, 0.0f,
+        0x1.ac07d2p-5f, 0x1.c260acp-4f, 0x1.5113c4p-3f, 0x1.bb04fap-3f, 0x1.0f86fep-2f,
+        0x1.3fa824p-2f,
+    },
+};
 
-static void bbf_fused_tile_d(const double *A_K_J, const double *B_R_K, const double *w_R,
-                             ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, ptrdiff_t G,
-                             double *acc_J)
+BBF_V3 static inline __m256 bbf_logf_v3(__m256 x)
 {
-    BBF_PICK(bbf_fused_tile, (A_K_J, B_R_K, w_R, R, K, J, G, acc_J));
+    const __m256i ix = _mm256_castps_si256(x);
+    const __m256i tmp = _mm256_sub_epi32(ix, _mm256_set1_epi32(0x3f330000));
+    const __m256i idx = _mm256_srli_epi32(tmp, 19); /* vpermps reads the low 3 bits */
+    const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)); /* bit 3 */
+    const __m256 kf = _mm256_cvtepi32_ps(_mm256_srai_epi32(tmp, 23));
+    const __m256 z = _mm256_castsi256_ps(_mm256_sub_epi32(
+        ix, _mm256_and_si256(tmp, _mm256_set1_epi32((int)0xff800000U))));
+#define BBF_LOOKUP(t)                                                                     \
+    _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_load_ps(t), idx),                    \
+                     _mm256_permutevar8x32_ps(_mm256_load_ps((t) + 8), idx), upper)
+    const __m256 r = _mm256_fmadd_ps(z, BBF_LOOKUP(bbf_logf_tab[0]), _mm256_set1_ps(-1.0f));
+    const __m256 logc = BBF_LOOKUP(bbf_logf_tab[1]);
+#undef BBF_LOOKUP
+    __m256 q = _mm256_fmadd_ps(r, _mm256_set1_ps(0.2f), _mm256_set1_ps(-0.25f));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0x1.555556p-2f));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(-0.5f));
+    /* log c + log1p(r) first: k ln2 + log c rounded alone costs up to an ulp of a result
+     * in the binade below */
+    const __m256 t = _mm256_add_ps(logc, _mm256_fmadd_ps(_mm256_mul_ps(r, r), q, r));
+    return _mm256_fmadd_ps(kf, _mm256_set1_ps(0x1.62e43p-1f), t);
 }
+
+BBF_V4 static inline __m512d bbf_half_v4(__m512 y, int h)
+{
+    return _mm512_cvtps_pd(h ? _mm512_extractf32x8_ps(y, 1) : _mm512_castps512_ps256(y));
+}
+BBF_V3 static inline __m256d bbf_half_v3(__m256 y, int h)
+{
+    return _mm256_cvtps_pd(h ? _mm256_extractf128_ps(y, 1) : _mm256_castps256_ps128(y));
+}
+static inline __m128d bbf_half_v1(__m128 y, int h)
+{
+    return _mm_cvtps_pd(h ? _mm_movehl_ps(y, y) : y);
+}
+
+/* 32 zmm registers: 8 × 2 accumulators; 16 ymm: 6 × 2; baseline 16 xmm: 4 × 4 (float64)
+ * or 4 × 2 (float32). */
+BBF_FUSED_TILE(bbf_fused_tile_d_v4, BBF_V4, d, 64, 8, 16, bbf_log_v4, BBF_SAME)
+BBF_FUSED_TILE(bbf_fused_tile_d_v3, BBF_V3, d, 32, 6, 8, bbf_fused_tile_d_v3_log, BBF_SAME)
+BBF_FUSED_TILE(bbf_fused_tile_d_v1, , d, 16, 4, 8, bbf_fused_tile_d_v1_log, BBF_SAME)
+BBF_FUSED_TILE(bbf_fused_tile_f_v4, BBF_V4, f, 64, 8, 32, bbf_fused_tile_f_v4_log, bbf_half_v4)
+BBF_FUSED_TILE(bbf_fused_tile_f_v3, BBF_V3, f, 32, 6, 16, bbf_logf_v3, bbf_half_v3)
+BBF_FUSED_TILE(bbf_fused_tile_f_v1, , f, 16, 4, 8, bbf_fused_tile_f_v1_log, bbf_half_v1)
+
+#define BBF_FUSED_TILE_PICK(E)                                                            \
+static void bbf_fused_tile_##E(const BBF_T_##E *A_K_J, const BBF_T_##E *B_R_K,           \
+                               const double *w_R, ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, \
+                               ptrdiff_t G, double *acc_J)                                \
+{                                                                                         \
+    BBF_PICK(bbf_fused_tile_##E, (A_K_J, B_R_K, w_R, R, K, J, G, acc_J));                 \
+}
+BBF_FUSED_TILE_PICK(d)
+BBF_FUSED_TILE_PICK(f)
 #else
-BBF_FUSED_TILE(bbf_fused_tile_d, , 16, 4, 8, BBF_REDUCE_SCALAR)
+typedef float bbf_f4 __attribute__((vector_size(16)));
+typedef double bbf_d2 __attribute__((vector_size(16)));
+static inline bbf_d2 bbf_half_any(bbf_f4 y, int h)
+{
+    return (bbf_d2){y[2 * h], y[2 * h + 1]};
+}
+BBF_FUSED_TILE(bbf_fused_tile_d, , d, 16, 4, 8, bbf_fused_tile_d_log, BBF_SAME)
+BBF_FUSED_TILE(bbf_fused_tile_f, , f, 16, 4, 8, bbf_fused_tile_f_log, bbf_half_any)
 #endif
 
 #else /* no vector extensions: plain loops, correct but slower */
-static void bbf_fused_tile_d(const double *A_K_J, const double *B_R_K, const double *w_R,
-                             ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, ptrdiff_t G,
-                             double *acc_J)
-{
-    for (ptrdiff_t r = 0; r < R; r++)
-        for (ptrdiff_t j = 0; j < J; j++) {
-            double p = 0.0;
-            for (ptrdiff_t k = 0; k < K; k++)
-                p += B_R_K[r * K + k] * A_K_J[k * J + j];
-            double x = p > DBL_MIN ? p : DBL_MIN;
-            acc_J[r / G * J + j] += w_R[r] * (p * bbf_log(x));
-        }
+#define BBF_PLAIN_TILE(E, LOG)                                                            \
+static void bbf_fused_tile_##E(const BBF_T_##E *A_K_J, const BBF_T_##E *B_R_K,           \
+                               const double *w_R, ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, \
+                               ptrdiff_t G, double *acc_J)                                \
+{                                                                                         \
+    for (ptrdiff_t r = 0; r < R; r++)                                                     \
+        for (ptrdiff_t j = 0; j < J; j++) {                                               \
+            BBF_T_##E p = 0;                                                              \
+            for (ptrdiff_t k = 0; k < K; k++)                                             \
+                p += B_R_K[r * K + k] * A_K_J[k * J + j];                                 \
+            BBF_T_##E x = p > BBF_MIN_##E ? p : BBF_MIN_##E;                              \
+            acc_J[r / G * J + j] += w_R[r] * (double)(p * LOG(x));                        \
+        }                                                                                 \
 }
+BBF_PLAIN_TILE(d, bbf_log)
+BBF_PLAIN_TILE(f, bbf_logf)
 #endif
 
 /* out[i] = x[i] · log x[i] (0 at x = 0). */
@@ -427,7 +531,7 @@ TARGET static void NAME(const double *X_M_K, const double *L_K_G, ptrdiff_t m0, 
 #define BBF_NEAREST_MR 4 /* rows of acc */
 #ifdef BBF_HAVE_V4
 BBF_NEAREST(bbf_nearest_v4, BBF_V4, 64, 4, 16)
-BBF_NEAREST(bbf_nearest_v3, __attribute__((target("arch=x86-64-v3"))), 32, 4, 8)
+BBF_NEAREST(bbf_nearest_v3, BBF_V3, 32, 4, 8)
 BBF_NEAREST(bbf_nearest_v1, , 16, 4, 4)
 
 static void bbf_nearest_rows(const double *X_M_K, const double *L_K_G, ptrdiff_t m0,

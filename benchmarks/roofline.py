@@ -17,6 +17,9 @@ roofline, 0.67 is 1.5x slower).
 
     python benchmarks/roofline.py [--measure [--plain]] [--threads 2] [W1 W2 ...]
 
+It also reports the scoring kernel's own rate on each workload's sampled step, float64
+and float32, as GFLOP/s of its product beside the square GEMM's of the same dtype.
+
 Quote ratios from one quiet run: check ``uptime`` first. The machine may set
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which pick a slower GEMM kernel; unset them in the
 command (``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python ...``) for the real peak.
@@ -41,16 +44,34 @@ def best_time(fn, repeat=5):
     return min(times)
 
 
-def gemm_rate(threads):
-    """float64 flop/s of NumPy's matmul: a square product (peak) and the kernel's shape."""
+def gemm_rate(threads, dtype=np.float64):
+    """flop/s of NumPy's matmul in ``dtype``: a square product (peak) and the kernel's
+    shape."""
     rates = {}
     for name, (m, k, n) in {"square 3000": (3000, 3000, 3000),
                             "K=20 (10000x20)@(20x2000)": (10000, 20, 2000)}.items():
-        a, b = np.random.rand(m, k), np.random.rand(k, n)
+        a, b = np.random.rand(m, k).astype(dtype), np.random.rand(k, n).astype(dtype)
         with threadpool_limits(threads, user_api="blas"):
             a @ b
             rates[name] = 2 * m * k * n / best_time(lambda: a @ b)
     return rates
+
+
+def kernel_rate(w, threads, dtype):
+    """flop/s of the compiled scoring kernel (its product counted as a GEMM's, the logs
+    free) on a sampled step of workload ``w``: (num_samples // K)·K joint rows against
+    500 candidates."""
+    from batchbald_fast import _kernels
+
+    rng = np.random.default_rng(0)
+    M, n = (w.num_samples // w.K) * w.K, 500
+    joint_M_K = (rng.dirichlet(np.ones(w.K), size=M) / w.K).astype(dtype)
+    probs_N_K_C = rng.dirichlet(np.full(w.C, 0.5), size=(n, w.K)).astype(dtype)
+    weights_M, out = np.full(M, 1.0 / M), np.empty(n)
+    candidates = np.arange(n, dtype=np.intp)
+    seconds = best_time(lambda: _kernels.score_candidates(
+        joint_M_K, weights_M, probs_N_K_C, candidates, out, threads), 3)
+    return 2 * n * M * w.K * w.C / seconds
 
 
 def log_rates(threads):
@@ -113,6 +134,16 @@ def main():
     for name, rate in logs.items():
         print(f"{name}: {rate / 1e9:.2f}e9 logs/s")
     flops = gemm["square 3000"]
+    gemm_f = gemm_rate(args.threads, np.float32)["square 3000"]
+    for name in args.workloads:
+        w = WORKLOADS[name]
+        for dtype, peak in ((np.float64, flops), (np.float32, gemm_f)):
+            try:
+                rate = kernel_rate(w, args.threads, dtype)
+            except ImportError:
+                break
+            print(f"{name} sampled step, kernel {np.dtype(dtype).name}: {rate / 1e9:.1f} "
+                  f"GFLOP/s, {rate / peak:.0%} of GEMM's {peak / 1e9:.1f}")
     log_rate = max(logs["numpy log (1 thread)"] * args.threads,
                    *[r for k, r in logs.items() if k.startswith("kernel")])
     print(f"bound uses {flops / 1e9:.1f} GFLOP/s and {log_rate / 1e9:.2f}e9 logs/s\n")

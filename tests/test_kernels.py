@@ -151,9 +151,11 @@ def test_score_candidates_empty_and_bad_index():
                                  np.array([5], dtype=np.intp), np.empty(1))
 
 
-def test_score_candidates_float32():
+@pytest.mark.parametrize("K", [8, 129])
+def test_score_candidates_float32(K):
+    """Both float32 kernels: the fused tile (K ≤ 128) and sgemm, then the log."""
     rng = np.random.default_rng(4)
-    joint_M_K, weights_M, probs_N_K_C = make_case(rng, 50, 64, 8, 6)
+    joint_M_K, weights_M, probs_N_K_C = make_case(rng, 50, 64, K, 6)
     candidates = np.arange(50, dtype=np.intp)
     expected = brute_score(joint_M_K, weights_M, probs_N_K_C, candidates)
     for num_threads in (1, 2):
@@ -372,6 +374,26 @@ def test_log_within_ulps_near_one_and_below():
     out = kernels.entropy_rows(tiny, np.empty(4))
     log_tiny = float(decimal.Context(prec=40).ln(decimal.Decimal(np.finfo(np.float64).tiny)))
     np.testing.assert_array_equal(out, -tiny[:, 0] * log_tiny)
+
+
+def test_float32_kernel_xlogx_within_ulps():
+    """The float32 scoring kernel's x·log x, entry by entry (K = 1, C = 1, joint 1: P is
+    the probability itself, exactly): within 2 float32 ulp of x·log x across magnitudes
+    and around 1 (the log ≤ ~1.2 ulp, then the rounding of the product)."""
+    rng = np.random.default_rng(6)
+    x = np.concatenate([
+        rng.random(20_000),
+        1.0 - rng.uniform(0, 2.0**-4, 20_000),
+        np.ldexp(rng.random(20_000) + 1.0, rng.integers(-126, 0, 20_000)),
+    ]).astype(np.float32)
+    x = x[(x > 0) & (x < 1)]
+    out = kernels.score_candidates(np.ones((1, 1), np.float32), np.ones(1),
+                                   x.reshape(-1, 1, 1), np.arange(len(x), dtype=np.intp),
+                                   np.empty(len(x)), 1)
+    x64 = x.astype(np.float64)
+    reference = -x64 * np.log(x64)
+    ulps = np.abs(out - reference) / np.spacing(reference.astype(np.float32))
+    assert ulps.max() <= 2, f"{ulps.max():.2f} ulp at x = {x[np.argmax(ulps)]!r}"
 
 
 def test_module_attributes():
