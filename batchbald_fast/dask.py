@@ -22,18 +22,19 @@ Where things live:
   pass over the chunk, then every task since, each a pure function of the state before
   it, the chunk and the step's joint);
 - on the client, no number per point: per chunk its candidates left and the last task's
-  summary (its best utilities, counts, and per level of the search its best bounds, about
-  twice its share of the level's next tile, so some two tiles in all), the driver's
-  O(batch) state, the contenders of a sampled step (their rows and rounds, as in memory),
-  and the joint of a step (M × K, at most a few MiB), sent to the workers once per joint
-  (a persisted task) and reused by every task of that joint. The tiles double at each
-  call of a level, so on large pools the lists of bounds grow with the candidates a step
-  must refine (docs/workloads.md, W9).
+  summary (its best utilities, counts, and per level of the search a sketch of its best
+  bounds: at most ``SKETCH`` keys at known ranks), the driver's O(batch) state, the
+  contenders of a sampled step (at most ``_noise.MAX_CONTENDERS``: their rows and rounds,
+  as in memory), and the joint of a step (M × K, at most a few MiB), sent to the workers
+  once per joint (a persisted task) and reused by every task of that joint. So the client
+  holds O(chunks · SKETCH + contenders · M + batch) numbers, whatever N and the tiles.
 
 A step's search (:class:`_Search`) runs the branch and bound of ``_search.BranchAndBound``
 over the chunks' summaries: each round picks the same level and the same tile of
 candidates as in memory (the best bounds, ties to the lowest index), as a cut of the order
-of (bound, index) that each chunk holding some of the tile applies to its own candidates.
+of (bound, index) that each chunk holding some of the tile applies to its own candidates;
+where the sketches leave the cut's rank uncertain, the chunks are asked about a window of
+keys around it (a round of small tasks) until it is known.
 A chunk with no candidate of a call gets no task and is not read.
 """
 
