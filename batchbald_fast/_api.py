@@ -163,7 +163,8 @@ def batchbald(probs_N_K_C, batch_size, *, num_samples=10_000, log_probs=False,
         incremental=bool(incremental), lazy=None if lazy is None else bool(lazy),
         return_utilities=bool(return_utilities), saturation=saturation,
         extra_rounds=extra_rounds)
-    # The budget covers the driver's arrays; a Dask pool's chunks live on its workers.
+    # The budget covers the arrays of this process: on Dask, the client's (the pool and
+    # its per-point state are on the workers).
     settings = _memory.check(probs_N_K_C, num_candidates, batch_size, settings,
                              memory_budget)
     if lazy_pool:

@@ -129,6 +129,9 @@ class Run:
     num_candidates: int
     steps: int
     settings: object
+    # False for a pool on Dask: its per-point arrays and the kernels' scratch are its
+    # chunks' workers', and the client holds the O(M) joints and contender rounds only.
+    points_here: bool = True
 
     @property
     def _f32(self):
@@ -144,13 +147,16 @@ class Run:
         """
         K, C, N, F = self.K, self.C, self.N, _sizes.FLOAT
         last_exact = _sizes.last_exact_step(C, num_samples, self.steps)
-        base = _SLACK_BYTES + N * K * F + 4 * N * F + N + 12 * self.steps * F
-        if self._f32:
-            base += N * K * C * 4  # the float32 copy of the probabilities
-        if self.settings.return_utilities:
-            base += self.steps * N * F
-        # Conditional entropies: one per member and point, and a tile of p log p.
-        found = (N * K * F + min(N * K * C * F, 64 * 2**20), "the conditional entropies")
+        base = _SLACK_BYTES + 12 * self.steps * F
+        found = (0, "the batch's rows")
+        if self.points_here:
+            base += N * K * F + 4 * N * F + N
+            if self._f32:
+                base += N * K * C * 4  # the float32 copy of the probabilities
+            if self.settings.return_utilities:
+                base += self.steps * N * F
+            # Conditional entropies: one per member and point, and a tile of p log p.
+            found = (N * K * F + min(N * K * C * F, 64 * 2**20), "the conditional entropies")
         for t in sorted({0, last_exact, last_exact + 1, last_exact + 2, self.steps - 1}):
             if 0 <= t < self.steps:
                 found = max(found, *self._step(t, num_samples, max_draw_bytes),
@@ -223,8 +229,11 @@ class Run:
         """Scoring M rows: the coarse grouping, then the kernels' scratch, then the noise
         terms, one after the other."""
         F, n, settings = _sizes.FLOAT, self.num_candidates, self.settings
-        extra = settings.kernels.scratch_bytes(M, self.K, self.C, n,
-                                               np.dtype(settings.dtype).itemsize)
+        per_point, extra = 0, 0
+        if self.points_here:
+            per_point = 10 * n * F
+            extra = settings.kernels.scratch_bytes(M, self.K, self.C, n,
+                                                   np.dtype(settings.dtype).itemsize)
         if settings.coarse_bounds(n - t, M):
             # The levels, grouped on demand, keep their rows' sums and groups while scoring.
             extra = max(extra + M * _sizes.COARSE_KEPT_BYTES_PER_ROW,
@@ -238,7 +247,7 @@ class Run:
             terms = _sizes.rounds_rows((n - t) * M)
             extra = max(extra, state + terms * F
                         + 2 * min(_sizes.TERMS_CHUNK_BYTES, terms * self.C * F))
-        return (state + 10 * n * F + extra,
+        return (state + per_point + extra,
                 f"step {t}: scoring {n - t} candidates against {M} configurations")
 
 
@@ -302,9 +311,11 @@ def _num_samples_that_fit(run, num_samples, budget):
 
 
 def make_run(probs_N_K_C, num_candidates, batch_size, settings):
-    """The :class:`Run` of a greedy call on this pool with these settings."""
+    """The :class:`Run` of a greedy call on this pool with these settings: on a pool held
+    by Dask, of what its client holds."""
     N, K, C = probs_N_K_C.shape
-    return Run(N, K, C, num_candidates, min(batch_size, num_candidates), settings)
+    return Run(N, K, C, num_candidates, min(batch_size, num_candidates), settings,
+               points_here=not _validation.is_lazy(probs_N_K_C))
 
 
 def check(probs_N_K_C, num_candidates, batch_size, settings, memory_budget=None):

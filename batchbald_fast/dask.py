@@ -22,18 +22,19 @@ Where things live:
   pass over the chunk, then every task since, each a pure function of the state before
   it, the chunk and the step's joint);
 - on the client, no number per point: per chunk its candidates left and the last task's
-  summary (its best utilities, counts, and per level of the search its best bounds, about
-  twice its share of the level's next tile, so some two tiles in all), the driver's
-  O(batch) state, the contenders of a sampled step (their rows and rounds, as in memory),
-  and the joint of a step (M × K, at most a few MiB), sent to the workers once per joint
-  (a persisted task) and reused by every task of that joint. The tiles double at each
-  call of a level, so on large pools the lists of bounds grow with the candidates a step
-  must refine (docs/workloads.md, W9).
+  summary (its best utilities, counts, and per level of the search a sketch of its best
+  bounds: at most ``SKETCH`` keys at known ranks), the driver's O(batch) state, the
+  contenders of a sampled step (at most ``_noise.MAX_CONTENDERS``: their rows and rounds,
+  as in memory), and the joint of a step (M × K, at most a few MiB), sent to the workers
+  once per joint (a persisted task) and reused by every task of that joint. So the client
+  holds O(chunks · SKETCH + contenders · M + batch) numbers, whatever N and the tiles.
 
 A step's search (:class:`_Search`) runs the branch and bound of ``_search.BranchAndBound``
 over the chunks' summaries: each round picks the same level and the same tile of
 candidates as in memory (the best bounds, ties to the lowest index), as a cut of the order
-of (bound, index) that each chunk holding some of the tile applies to its own candidates.
+of (bound, index) that each chunk holding some of the tile applies to its own candidates;
+where the sketches leave the cut's rank uncertain, the chunks are asked about a window of
+keys around it (a round of small tasks) until it is known.
 A chunk with no candidate of a call gets no task and is not read.
 """
 
@@ -54,6 +55,9 @@ from . import _backend, _noise, _pool, _search, _validation
 # Joints whose broadcast copies are kept: the driver alternates between a step's coarse
 # and full joints.
 STATES_KEPT = 4
+# Keys per level in a chunk's sketch of its bounds (what the client holds of a chunk's
+# order, whatever the tile: _Search).
+SKETCH = 256
 
 
 def _active_client():
@@ -369,11 +373,15 @@ class _Search:
 
     Each round of the branch and bound (``_search.BranchAndBound.run``) needs the
     ``top``-th best utility scored (the threshold), the open candidate with the best bound
-    (its level decides the refinement) and that level's tile of best bounds. Every chunk's
-    summary lists its best utilities and, per level, its best bounds, so the client merges
-    them into the same decisions; a chunk's list may stop short of a tile it could fill
-    (it lists about its share of the next one), and is then asked for more before the tile
-    is cut.
+    (its level decides the refinement) and that level's tile of best bounds, cut at its
+    last: the tile-th best open (bound, index). Every chunk's summary gives its best
+    utilities and, per level, a sketch of its best bounds (at most ``SKETCH`` of them, at
+    known ranks of its order), so the client knows the number of a chunk's candidates
+    before any key only within the gaps of its sketch. The cut is then found as in a
+    selection over sorted lists: the keys whose total rank may be the tile's last are
+    narrowed to a window, which the chunks whose sketch leaves a gap in it describe again
+    (:func:`_window`), until every chunk's candidates in the window are known. The client
+    so holds some ``SKETCH`` keys per chunk and level, whatever the tile.
     """
 
     def __init__(self, points, utility, bounds, upper_n, tile, tie_tolerance):
@@ -384,17 +392,26 @@ class _Search:
         self._tie_tolerance = tie_tolerance
         self._searched = bool(bounds) or upper_n is not None
         self._chunks = points._active()
-        base = None if upper_n is None else upper_n.base
-        summaries = points.run(self._chunks, _begin, base, len(self._refine),
-                               self._wants(), tie_tolerance)
-        self._summaries = dict(zip(self._chunks, summaries))
         self._N = points._pool.shape[0]
+        self._summaries, self._known = {}, {}
+        base = None if upper_n is None else upper_n.base
+        self._update(self._chunks, points.run(self._chunks, _begin, base,
+                                              len(self._refine), self._wants(), SKETCH,
+                                              tie_tolerance))
 
     def _wants(self):
-        """How many of its best bounds per level a chunk lists: twice its share of the
-        level's tile, and 16 more."""
+        """How many of its best bounds per level a chunk's sketch spans: twice its share
+        of the level's tile, and 16 more."""
         share = max(1, len(self._chunks))
         return [max(1, min(tile, -(-2 * tile // share) + 16)) for tile in self._tiles]
+
+    def _update(self, chunks, summaries):
+        """New summaries of these chunks; what is known of their order starts from them."""
+        for chunk, summary in zip(chunks, summaries):
+            self._summaries[chunk] = summary
+            self._known[chunk] = [_Known.of_sketch(*listed, num_at, self._N)
+                                  for listed, num_at in zip(summary.listed,
+                                                            summary.num_at)]
 
     def run(self, top=1, resolution=0.0):
         """As ``_search.Search.run``: the :class:`_Outcome`."""
@@ -408,7 +425,7 @@ class _Search:
             head = None  # (bound, -index, level) of the open candidate with the best bound
             for s in summaries.values():
                 for level in range(levels):
-                    bound_n, index_n = s.listed[level]
+                    bound_n, index_n, _ = s.listed[level]
                     if len(bound_n) and bound_n[0] >= threshold:
                         head = max(head or (-np.inf, 0, 0), (bound_n[0], -index_n[0], level))
             if head is None:
@@ -419,50 +436,135 @@ class _Search:
                 chunks = [c for c, s in summaries.items() if s.num_inf[level]]
                 n = sum(summaries[c].num_inf[level] for c in chunks)
             else:
-                found = self._tile(level, threshold)
-                if isinstance(found, list):  # some chunks' lists stop short: more of them
-                    new = self._points.ask(found, _summarize, levels, self._wants_at(level),
-                                           self._tie_tolerance)
-                    self._summaries.update(zip(found, new))
-                    continue
-                cut, chunks, n = found
+                cut, chunks, n = self._tile(level, threshold)
                 self._tiles[level] *= 2
             scorer = self._refine[level].scorer()
             scorer.count(n)
             self._points._pool.calls.append(np.array(chunks, dtype=np.intp))
-            summaries = self._points.run(
+            self._update(chunks, self._points.run(
                 chunks, _refine, _CHUNK, level, levels, cut,
                 self._points._pool._broadcast(*scorer.joint), scorer.constants,
-                *self._points._pool._task_args(), self._wants(), self._tie_tolerance)
-            self._summaries.update(zip(chunks, summaries))
+                *self._points._pool._task_args(), self._wants(), SKETCH,
+                self._tie_tolerance))
         return _Outcome(self, top)
 
-    def _wants_at(self, level):
-        wants = self._wants()
-        wants[level] = self._tiles[level]
-        return wants
-
     def _tile(self, level, threshold):
-        """The cut (bound, index) of the level's tile of best open bounds, the chunks
-        holding it and its size; or the chunks whose lists may hold more of it."""
-        tile = self._tiles[level]
-        listed = [(c, *s.listed[level], s.num_at[level]) for c, s in self._summaries.items()]
-        bound_e = np.concatenate([b for _, b, _, _ in listed])
-        index_e = np.concatenate([i for _, _, i, _ in listed])
-        chunk_e = np.concatenate([np.full(len(b), c) for c, b, _, _ in listed])
-        open_e = bound_e >= threshold
-        bound_e, index_e, chunk_e = bound_e[open_e], index_e[open_e], chunk_e[open_e]
-        order = np.lexsort((index_e, -bound_e))[:tile]
-        taken = set(chunk_e[order].tolist())
-        # A list stops short if the chunk has more than it lists, fewer than a tile, and
-        # the tile takes its last.
-        short = [c for c, b, i, n in listed if len(b) < min(n, tile) and c in taken
-                 and (b[-1], -i[-1]) >= (bound_e[order[-1]], -index_e[order[-1]])]
-        if short:
-            return short
-        cut = (threshold, self._N) if len(order) < tile else \
-            (bound_e[order[-1]], index_e[order[-1]])
-        return cut, sorted(taken), len(order)
+        """The cut (bound, index) of the level's tile of best open bounds (those at least
+        ``threshold``), the chunks holding it and its size."""
+        tile, last = self._tiles[level], (threshold, self._N)
+        while True:
+            chunks = list(self._summaries)
+            known = [self._known[c][level] for c in chunks]
+            # The keys the cut may be: every known open candidate, and the last open key.
+            bound_q = np.concatenate([k.bound[k.entry & (k.bound >= threshold)]
+                                      for k in known] + [[threshold]])
+            index_q = np.concatenate([k.index[k.entry & (k.bound >= threshold)]
+                                      for k in known] + [[self._N]])
+            order = np.lexsort((index_q, -bound_q))
+            bound_q, index_q = bound_q[order], index_q[order]
+            low_q, high_q = np.sum([k.counts(bound_q, index_q) for k in known], axis=0)
+            # The cut is after every key that fewer than a tile come before, and at the
+            # first that a tile surely come before (or at the last open key).
+            after = np.flatnonzero(high_q < tile)
+            after = after[-1] if len(after) else None
+            upto = np.flatnonzero(low_q >= tile)
+            upto = upto[0] if len(upto) else len(bound_q) - 1
+            window = (None if after is None else (bound_q[after], index_q[after]),
+                      (bound_q[upto], index_q[upto]))
+            vague = [c for c, k in zip(chunks, known) if not k.exact(*window)]
+            if not vague:
+                break
+            for chunk, answer in zip(vague, self._points.ask(vague, _window, level, *window,
+                                                             SKETCH)):
+                self._known[chunk][level] = self._known[chunk][level].merge(
+                    _Known.of_window(*window, *answer))
+        if low_q[upto] >= tile:
+            cut, n = window[1], tile
+        else:  # fewer than a tile open
+            cut, n = last, int(low_q[upto])
+        taken = [c for c, k in zip(chunks, known)
+                 if k.counts(np.array([cut[0]]), np.array([cut[1]]))[0][0] > 0]
+        return cut, taken, n
+
+
+class _Known:
+    """What the client knows of one chunk's order at one level: the number of its
+    candidates up to some keys (bound, index) of that order, sorted; between two known keys
+    it has ``count - count before - entry`` unknown candidates.
+
+    Keys are compared as the search orders them: higher bounds first, then lower indices.
+    The first and last keys stand for before and after every candidate.
+    """
+
+    def __init__(self, bound, index, count, entry):
+        self.bound, self.index, self.count, self.entry = bound, index, count, entry
+
+    @classmethod
+    def _of(cls, bound, index, count, entry, ends):
+        return cls(np.concatenate([[np.inf], bound, [-np.inf]]),
+                   np.concatenate([[-1], index, [ends[1]]]),
+                   np.concatenate([[0], count, [ends[0]]]).astype(np.intp),
+                   np.concatenate([[False], entry, [False]]))
+
+    @classmethod
+    def of_sketch(cls, bound_e, index_e, count_e, num_at, N):
+        """From a summary's sketch of its candidates at a level (``num_at`` of them)."""
+        return cls._of(bound_e, index_e, count_e, np.ones(len(bound_e), dtype=bool),
+                       (num_at, N + 1))
+
+    @classmethod
+    def of_window(cls, after, upto, before, after_is_entry, bound_e, index_e, count_e,
+                  in_window, upto_is_entry):
+        """From a chunk's answer about the window of keys after ``after`` up to ``upto``."""
+        bound = [bound_e, [upto[0]]]
+        index = [index_e, [upto[1]]]
+        count = [count_e, [before + in_window]]
+        entry = [np.ones(len(bound_e), dtype=bool), [upto_is_entry]]
+        if after is not None:
+            bound, index = [[after[0]]] + bound, [[after[1]]] + index
+            count, entry = [[before]] + count, [[after_is_entry]] + entry
+        return cls(*(np.concatenate(parts) for parts in (bound, index, count, entry)))
+
+    def merge(self, other):
+        """Both known together."""
+        parts = [np.concatenate([a, b]) for a, b in zip(
+            (self.bound, self.index, self.count, self.entry),
+            (other.bound, other.index, other.count, other.entry))]
+        order = np.lexsort((parts[1], -parts[0]))
+        bound, index, count, entry = (part[order] for part in parts)
+        new = np.ones(len(bound), dtype=bool)
+        new[1:] = (bound[1:] != bound[:-1]) | (index[1:] != index[:-1])
+        return _Known(bound[new], index[new], count[new], entry[new])
+
+    def _position(self, bound_q, index_q, side):
+        """For each query key, how many known keys come before it (``side="left"``) or
+        are not after it (``"right"``)."""
+        n = len(self.bound)
+        query = np.concatenate([np.zeros(n, dtype=bool), np.ones(len(bound_q), dtype=bool)])
+        order = np.lexsort((query if side == "right" else ~query,
+                            np.concatenate([self.index, index_q]),
+                            -np.concatenate([self.bound, bound_q])))
+        is_known = (~query[order]).astype(np.intp)
+        known_before = np.cumsum(is_known) - is_known
+        out = np.empty(len(bound_q), dtype=np.intp)
+        out[order[query[order]] - n] = known_before[query[order]]
+        return out
+
+    def counts(self, bound_q, index_q):
+        """The least and most candidates up to each query key."""
+        at = self._position(bound_q, index_q, "right") - 1  # the last known key not after
+        low = self.count[at]
+        high = self.count[at + 1] - self.entry[at + 1]
+        return np.array([low, high])
+
+    def exact(self, after, upto):
+        """Whether every candidate from ``after`` (exclusive) to ``upto`` is known."""
+        first = 0 if after is None else self._position(np.array([after[0]]),
+                                                       np.array([after[1]]), "right")[0] - 1
+        stop = self._position(np.array([upto[0]]), np.array([upto[1]]), "left")[0]
+        gaps = self.count[first + 1:stop + 1] - self.count[first:stop] - \
+            self.entry[first + 1:stop + 1]
+        return not gaps.any()
 
 
 class _Outcome:
@@ -566,14 +668,15 @@ class _Summary:
         Its two best utilities and their pool indices, best first (ties: lowest index).
     near_u, near_x : ndarray
         Its utilities within the tie tolerance of its best, and their indices.
-    listed : list of (bound_e, index_e)
-        Per level, its best open bounds, best first (ties: lowest index), and indices.
+    listed : list of (bound_e, index_e, count_e)
+        Per level, a sketch of its best bounds (the first ``want`` in the search's order):
+        at most ``most`` of them, its best first, with their ranks counted from 1.
     num_at, num_inf : list of int
         Per level, its candidates there and those without a bound.
     level_counts : ndarray of int
     """
 
-    def __init__(self, state, levels, wants, tie_tolerance):
+    def __init__(self, state, levels, wants, most, tie_tolerance):
         level_s, bound_s = state.level_s, state.bound_s
         index_s = state.start + state.xs_s
         scored = np.flatnonzero(level_s == levels)
@@ -587,9 +690,23 @@ class _Summary:
         for level, want in enumerate(wants):
             at = np.flatnonzero(level_s == level)
             listed = _best(bound_s, index_s, at, want)
-            self.listed.append((bound_s[listed], index_s[listed]))
+            ranks = _ranks(len(listed), most)
+            self.listed.append((bound_s[listed[ranks]], index_s[listed[ranks]], ranks + 1))
             self.num_at.append(len(at))
             self.num_inf.append(int(np.count_nonzero(np.isposinf(bound_s[at]))))
+
+
+def _ranks(n, most):
+    """At most ``most`` ranks of n sorted values, evenly spread, the first and last
+    included."""
+    if n <= most:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, most).round().astype(np.intp))
+
+
+def _not_after(bound_n, index_n, key):
+    """Which of these keys are at or before ``key`` in the search's order."""
+    return (bound_n > key[0]) | ((bound_n == key[0]) & (index_n <= key[1]))
 
 
 def _best(bound_s, index_s, at, k):
@@ -659,7 +776,7 @@ def _apply(state, ops):
     return state
 
 
-def _begin(state, ops, base, levels, wants, tie_tolerance):
+def _begin(state, ops, base, levels, wants, most, tie_tolerance):
     """A step's search over the chunk's candidates: each starts at ``base`` plus its last
     gain (unbounded when ``base`` is None)."""
     state = _apply(state, ops).copy()
@@ -669,12 +786,12 @@ def _begin(state, ops, base, levels, wants, tie_tolerance):
     state.level_s = np.zeros(len(state.xs_s), dtype=np.intp)
     state.slack_s = np.zeros(len(state.xs_s))
     state.num_levels = levels
-    state.summary = _Summary(state, levels, wants, tie_tolerance)
+    state.summary = _Summary(state, levels, wants, most, tie_tolerance)
     return state
 
 
 def _refine(state, ops, probs_n_K_C, level, levels, cut, joint, constants, backend,
-            num_threads, wants, tie_tolerance):
+            num_threads, wants, most, tie_tolerance):
     """The chunk's part of a tile: its candidates at ``level`` whose (bound, index) is at
     least ``cut`` in the search's order, refined (scored at the last level)."""
     state = _apply(state, ops).copy("level_s", "bound_s", "slack_s")
@@ -691,13 +808,28 @@ def _refine(state, ops, probs_n_K_C, level, levels, cut, joint, constants, backe
     else:  # the bound's rounding, and the rounding of the utility it bounds
         bound_s[chosen] = np.minimum(bound_s[chosen], value_n + 2 * slack)
     state.level_s[chosen] = level + 1
-    state.summary = _Summary(state, levels, wants, tie_tolerance)
+    state.summary = _Summary(state, levels, wants, most, tie_tolerance)
     return state
 
 
-def _summarize(state, levels, wants, tie_tolerance):
-    """The chunk's summary listing more of its bounds."""
-    return _Summary(state, levels, wants, tie_tolerance)
+def _window(state, level, after, upto, most):
+    """Of the chunk's candidates at ``level``: how many come at or before ``after`` (None:
+    none), whether ``after`` is one of them; a sketch of those after it up to ``upto``
+    (their bounds, indices and counts up to each, at most ``most``), how many those are,
+    and whether ``upto`` is one of them."""
+    at = np.flatnonzero(state.level_s == level)
+    bound_n, index_n = state.bound_s[at], state.start + state.xs_s[at]
+    before_n = np.zeros(len(at), dtype=bool) if after is None else \
+        _not_after(bound_n, index_n, after)
+    inside = np.flatnonzero(~before_n & _not_after(bound_n, index_n, upto))
+    inside = inside[np.lexsort((index_n[inside], -bound_n[inside]))]
+    before, ranks = int(np.count_nonzero(before_n)), _ranks(len(inside), most)
+
+    def holds(key):
+        return key is not None and bool(((bound_n == key[0]) & (index_n == key[1])).any())
+
+    return (before, holds(after), bound_n[inside[ranks]], index_n[inside[ranks]],
+            before + ranks + 1, len(inside), holds(upto))
 
 
 def _at_least(state, floor, levels, most):

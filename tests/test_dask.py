@@ -80,11 +80,11 @@ CASES = {
     # big enough for coarse joints: the branch and bound calls on growing tiles
     "coarse-bounds": (lambda: make_probs(4200, 8, 4, seed=4), 700, {
         "batch_size": 7, "num_samples": 1500, "tol": 0.0}),
-    # the best candidates all in the first chunks: their lists of bounds stop short of a
-    # tile, and they are asked for more before it is cut
+    # the best candidates all in the first chunks: their sketches of bounds stop short of
+    # a tile, and they are asked for more before it is cut
     "best-in-few-chunks": (lambda: by_bald(make_probs(4200, 8, 4, seed=4)), 300, {
         "batch_size": 7, "num_samples": 1500, "tol": 0.0}),
-    # many chunks, each listing a small share of a tile
+    # many chunks, each sketching a small share of a tile
     "many-chunks-lazy": (lambda: make_probs(3000, 8, 4, seed=9), 97, {
         "batch_size": 6, "num_samples": 1200, "tol": 0.0, "lazy": True}),
     # exact duplicates across chunks: ties go to the lowest index, as in memory
@@ -104,6 +104,27 @@ def test_same_as_in_memory_on_a_cluster(backend, client, case):
     assert_same(result, expected)
     if case == "coarse-bounds":
         assert (result.bound_rows > 0).any() and result.mode[-1] == "sampled"
+
+
+@pytest.mark.parametrize("case", ["coarse-bounds", "best-in-few-chunks",
+                                  "many-chunks-lazy", "duplicates"])
+def test_sketches_of_a_few_keys_cut_the_same_tiles(backend, client, case, monkeypatch):
+    """With 3 keys per level in a chunk's sketch, each tile's cut is found by asking the
+    chunks about windows of keys, and the search still takes the same tiles."""
+    monkeypatch.setattr(bf_dask, "SKETCH", 3)
+    windows = []
+    of_window = bf_dask._Known.of_window
+    monkeypatch.setattr(bf_dask._Known, "of_window",
+                        classmethod(lambda cls, *a: windows.append(a) or of_window(*a)))
+    make, chunk, kwargs = CASES[case]
+    values = make()
+    expected = bf.batchbald(values, random_state=0, **kwargs)
+    result = bf.batchbald(da.from_array(values, chunks=(chunk, 2, -1)), random_state=0,
+                          **kwargs)
+    assert_same(result, expected)
+    assert windows  # the window path ran
+    # A sketch lists at most 3 keys; a window's answer is at most 3 of them too.
+    assert max(len(answer[4]) for answer in windows) <= 3
 
 
 def test_workers_run_the_clients_backend_not_their_environment(backend, client):

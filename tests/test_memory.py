@@ -218,3 +218,31 @@ def test_bench_skips_what_the_budget_cannot_hold(capsys):
     assert lines[1].split()[-5:-3] == ["skipped", "skipped"]
     assert lines[2].startswith("numpy skipped on W5: the run needs an estimated")
     assert lines[3].startswith("scikit-activeml skipped on W5: predicted peak")
+
+
+def test_a_dask_pools_budget_is_its_clients_which_does_not_grow_with_N(backend):
+    # On Dask the per-point arrays and the kernels' scratch are the workers': the client's
+    # estimate is the joints and contender rounds only, the same at any N; the in-memory
+    # call on the same shape holds its N x K conditional entropies at least.
+    da = pytest.importorskip("dask.array")
+
+    def peak(probs_N_K_C, batch_size, num_samples):
+        settings = Settings(num_samples, _backend.kernels_for())
+        run = _memory.make_run(probs_N_K_C, len(probs_N_K_C), batch_size, settings)
+        return run.peak(num_samples, _sizes.MAX_DRAW_BYTES)[0]
+
+    on_dask = [peak(da.zeros((N, 20, 10), chunks=(125000, -1, -1), dtype=np.float32), 10,
+                    10000) for N in (10**6, 10**7)]
+    assert on_dask[0] == on_dask[1] < 1 * GiB
+    in_memory = peak(np.broadcast_to(np.float32(0.1), (10**7, 20, 10)), 10, 10000)
+    assert in_memory > on_dask[1] + 10**7 * 20 * 8
+    # A budget the in-memory call's estimate is over, and the Dask call's is not.
+    values = random_probs(np.random.default_rng(0), 200000, 4, 2)
+    probs = da.from_array(values, chunks=(50000, -1, -1))
+    budget = peak(probs, 2, 4)
+    assert budget < peak(values, 2, 4)
+    result = bf.batchbald(probs, 2, num_samples=4, random_state=0, memory_budget=budget)
+    np.testing.assert_array_equal(result.indices, bf.batchbald(values, 2, num_samples=4,
+                                                               random_state=0).indices)
+    with pytest.raises(_memory.MemoryBudgetError):
+        bf.batchbald(values, 2, num_samples=4, random_state=0, memory_budget=budget)
