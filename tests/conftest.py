@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 import numpy as np
@@ -39,6 +40,21 @@ def backend(request, monkeypatch):
     monkeypatch.setenv(_backend.ENV_VAR, request.param)
     assert _backend.backend_info()["backend"] == request.param
     return request.param
+
+
+def load_benchmark(name):
+    """The module of ``benchmarks/<name>.py`` (benchmarks/ is not a package)."""
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def al():
+    """benchmarks/active_learning.py (torch is imported only by what runs the loop)."""
+    return load_benchmark("active_learning")
 
 
 def random_probs(rng, N, K, C, *, zeros=False, concentration=1.0):

@@ -1,9 +1,7 @@
 """benchmarks/active_learning.py: two acquisitions of every method on a tiny subset, and the
 factored consistent MC dropout against one plain masked forward pass per mask."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
@@ -11,16 +9,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("mlxtend")
 pytest.importorskip("tqdm")
-
-PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "active_learning.py")
-
-
-@pytest.fixture(scope="module")
-def al():
-    spec = importlib.util.spec_from_file_location("active_learning", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def masked_forward(model, x, m1, m2, m3):

@@ -1,27 +1,16 @@
 """benchmarks/active_learning.py's results files: --merge, --partial and the tables, on
 records written here (no torch needed)."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
 
 import oracle
-from conftest import random_probs
+from conftest import load_benchmark, random_probs
 
-PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "active_learning.py")
 CONFIG = {"labels": 70, "batch_size": 10, "K": {"mnist": 20}, "pool": {"mnist": 100},
           "threads": 1}
-
-
-@pytest.fixture(scope="module")
-def al():
-    spec = importlib.util.spec_from_file_location("active_learning", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def record(method, seed, accuracy, dataset="mnist"):
@@ -95,10 +84,7 @@ def test_partial_runs_join_the_tables_and_methods_share_seeds(al, tmp_path, caps
 
 
 def test_copies_pair_information_is_the_oracles(backend):
-    spec = importlib.util.spec_from_file_location("copies", os.path.join(
-        os.path.dirname(PATH), "active_learning_copies.py"))
-    copies = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(copies)
+    copies = load_benchmark("active_learning_copies")
     probs = random_probs(np.random.default_rng(0), 6, 5, 3)
     got_N = copies.pair_information_N(probs, 2)
     want_N = [oracle.mutual_information(probs, [2, x]) for x in range(6)]
