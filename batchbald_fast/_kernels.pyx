@@ -143,8 +143,9 @@ cdef ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
     """Tile shape, threads and per-thread buffer sizes of one ``score_candidates_nogil`` call.
 
     The fused kernel: the gathered probabilities (K × cols·C) fit ``tile_bytes``; sgemm
-    (float32, K > _FUSED_F32_MAX_K): P (rows × cols·C) fits ``tile_bytes``. ``num_threads < 1``: ``omp_get_max_threads()``;
-    ``tile_bytes < 1``: the default of the dtype.
+    (float32, K > _FUSED_F32_MAX_K): P (rows × cols·C) fits ``tile_bytes``.
+    ``num_threads < 1``: ``omp_get_max_threads()``; ``tile_bytes < 1``: the default of the
+    dtype.
     """
     cdef ScorePlan plan
     cdef Py_ssize_t rows, cols, J, i, best
