@@ -7,6 +7,7 @@ says how their constants were chosen.
 
 import math
 import threading
+import typing
 import warnings
 
 import numpy as np
@@ -35,7 +36,20 @@ class SaturationWarning(UserWarning):
     """The batch's labels nearly identify the posterior sample: later gains are noise."""
 
 
-def settle(outcome, search, state, pool, settings, fresh, resolution, terms):
+class Noise(typing.NamedTuple):
+    """A sampled step's answer from :func:`settle`."""
+
+    outcome: typing.Any  # the search's _search.Outcome, its pick resolved
+    std_error: float  # of the pick's utility
+    ambiguous: bool
+    pair_error: float  # paired standard error of the top two: the next step's resolution
+    resolution: float  # 0 when the rounds scored the contenders left
+    decision_rows: int
+    gain: float  # the pick's gain over the batch so far, on the step's own draws
+    gain_error: float  # its paired standard error
+
+
+def settle(outcome, search, state, pool, settings, fresh, resolution, terms, cond_entropy_N):
     """A sampled step's noise, and its pick resolved by contender rounds where affordable.
 
     Contenders are the candidates within ``Φ⁻¹(1 − ALPHA)`` paired errors of the pick; the
@@ -60,18 +74,12 @@ def settle(outcome, search, state, pool, settings, fresh, resolution, terms):
         ``terms(state, probs_n_K_C) -> (g_n_D, counts_D)``: per-draw terms of the
         estimates of n points' utilities (up to a constant per point), which are
         ``g_n_D @ counts_D / counts_D.sum()``.
+    cond_entropy_N : ndarray of shape (N,)
+        What each point's utility subtracts beside its terms (:func:`paired_gain`).
 
     Returns
     -------
-    outcome : _search.Outcome
-    std_error : float
-        Of the pick's utility.
-    ambiguous : bool
-    pair_error : float
-        Paired standard error of the top two: the next sampled step's resolution.
-    resolution : float
-        0 when the rounds scored the contenders left.
-    decision_rows : int
+    Noise
     """
     tie_tolerance = settings.tie_tolerance
     M = state.num_configurations
@@ -80,30 +88,52 @@ def settle(outcome, search, state, pool, settings, fresh, resolution, terms):
     margin = scipy.special.ndtri(1 - ALPHA) * pair_error
     budget = _sizes.rounds_rows(outcome.rows)
     decision_rows = M
-    if not (ambiguous and settings.rounds_on and np.isfinite(margin)):
-        return outcome, std_error, ambiguous, pair_error, resolution, decision_rows
-    floor = outcome.score - margin
-    _, unscored = outcome.count_at_least(floor)
-    if 0 < unscored * M <= budget:
-        outcome = search.run(resolution=-margin)
-        resolution = 0.0
+    if ambiguous and settings.rounds_on and np.isfinite(margin):
         floor = outcome.score - margin
-    num_contenders, unscored = outcome.count_at_least(floor)
-    if not unscored and num_contenders <= MAX_CONTENDERS and num_contenders * M <= budget:
-        contenders, utility_c = outcome.at_least(floor)
-        lead, estimate, std_error, ambiguous, extra_rows, decision_rows = resolve_contenders(
-            state, pool.rows(contenders), utility_c, fresh, budget, settings.extra_rounds,
-            tie_tolerance, terms)
-        outcome.choose(contenders[lead], estimate)  # the pick's score from every round
-        outcome.rows += extra_rows
-    return outcome, std_error, ambiguous, pair_error, resolution, decision_rows
+        _, unscored = outcome.count_at_least(floor)
+        if 0 < unscored * M <= budget:
+            outcome = search.run(resolution=-margin)
+            resolution = 0.0
+            floor = outcome.score - margin
+        num_contenders, unscored = outcome.count_at_least(floor)
+        if not unscored and num_contenders <= MAX_CONTENDERS and num_contenders * M <= budget:
+            contenders, utility_c = outcome.at_least(floor)
+            lead, estimate, std_error, ambiguous, extra_rows, decision_rows = \
+                resolve_contenders(state, pool.rows(contenders), utility_c, fresh, budget,
+                                   settings.extra_rounds, tie_tolerance, terms)
+            outcome.choose(contenders[lead], estimate)  # the pick's score from every round
+            outcome.rows += extra_rows
+    gain, gain_error = paired_gain(state, pool, outcome.pick, terms, cond_entropy_N)
+    return Noise(outcome, std_error, ambiguous, pair_error, resolution, decision_rows, gain,
+                 gain_error)
 
 
-def saturation_flags(score, gain, max_score, noise):
-    """``(near_max, saturated)``: the score within ``noise`` of the most any batch can reach
-    (ln K), and that or a gain within noise of 0."""
-    near_max = max_score - score <= noise
-    return near_max, bool(near_max or gain <= noise)
+def paired_gain(state, pool, pick, terms, cond_entropy_N):
+    """The pick's gain over the batch so far and its standard error, both from the step's
+    own draws.
+
+    The gain against the last step's score mixes two estimates of independent draws, whose
+    noise can hide every gain a sampled joint EPIG has (docs/sampled_steps.md). A point
+    predicted one-hot by every posterior sample adds nothing to any batch, so its utility
+    on these draws estimates the batch's own score; the pick's lead over it is paired. Its
+    per-draw terms differ from the pick's by the pick's conditional entropy, as the terms
+    of any two points differ by what their utilities subtract beside them.
+    """
+    _, K, C = pool.shape
+    nothing_1_K_C = np.zeros((1, K, C))
+    nothing_1_K_C[..., 0] = 1.0
+    probs_2_K_C = np.concatenate([pool.rows(np.array([pick])), nothing_1_K_C])
+    g_2_M, counts_M = terms(state, probs_2_K_C)
+    difference_M = g_2_M[0] - g_2_M[1]
+    gain = difference_M @ counts_M / counts_M.sum() - cond_entropy_N[pick]
+    return float(gain), float(paired_error(difference_M, counts_M))
+
+
+def saturation_flags(score, gain, max_score, score_noise, gain_noise):
+    """``(near_max, saturated)``: the score within ``score_noise`` of the most any batch can
+    reach (ln K), and that or a gain within ``gain_noise`` of 0."""
+    near_max = max_score - score <= score_noise
+    return near_max, bool(near_max or gain <= gain_noise)
 
 
 # What has been warned about in this process: ("saturated", K) and ("uninformed",). A loop

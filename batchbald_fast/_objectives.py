@@ -73,7 +73,7 @@ class BatchBALD:
         """A sampled step's noise and contender rounds (``_noise.settle``)."""
         return _noise.settle(outcome, search, run.joint, self._pool, self._settings,
                              lambda: run.fresh_joint(self._settings, self._rng), resolution,
-                             self._terms)
+                             self._terms, self.cond_entropy_N)
 
     def _terms(self, state, probs_n_K_C):
         """Per-draw terms of a sampled joint's estimates of ``H(y_A, y_x)``."""
@@ -257,8 +257,8 @@ class JointEPIG:
             return _Draws(base, _joint.with_targets(base, T_K_C, self._rng))
 
         answer = _noise.settle(outcome, search, _Draws(self._base, self._targets), self._pool,
-                               settings, fresh, resolution, self._terms)
-        self._next_margin = 2 * answer[1]  # the pick's standard error
+                               settings, fresh, resolution, self._terms, self.cond_entropy_N)
+        self._next_margin = 2 * answer.std_error
         return answer
 
     def _terms(self, draws, probs_n_K_C):

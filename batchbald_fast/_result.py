@@ -55,8 +55,9 @@ STEP_FIELDS = (
     Field("num_bounded", np.int64, "Candidates bounded by the coarsest."),
     Field("saturated", bool,
           "Steps whose batch score is within noise of ``log K`` or whose gain is within "
-          "noise of 0 (two standard errors on sampled steps, the certified error plus the "
-          "tie tolerance otherwise): the K posterior samples cannot tell more picks apart."),
+          "noise of 0 (on sampled steps two standard errors of the score, and of the gain "
+          "estimated on the step's own draws; the certified error plus the tie tolerance "
+          "otherwise): the K posterior samples cannot tell more picks apart."),
     Field("segments", np.int64,
           'Which greedy run each pick belongs to: 0, then one more after each restart '
           '(``saturation="restart"``). ``scores`` are the mutual information of the '

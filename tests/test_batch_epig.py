@@ -160,6 +160,56 @@ def test_saturation_is_told_in_joint_epigs_words(backend):
     assert "ln K" not in message
 
 
+def test_gains_are_told_from_noise_on_the_steps_own_draws(backend):
+    # Small true gains (brute force) below two standard errors of the score: only a gain
+    # paired on the step's own draws tells them from nothing, so no step is saturated.
+    hidden = 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        probs_N_K_C, targets_T_K_C = random_probs(rng, 12, 6, 3), random_probs(rng, 4, 6, 3)
+        result = bf.batch_epig(probs_N_K_C, targets_T_K_C, 5, num_samples=300,
+                               random_state=seed)
+        sampled = np.flatnonzero(result.mode == "sampled")
+        assert len(sampled) and not result.saturated.any()
+        for t in sampled:
+            gain = oracle.joint_epig(probs_N_K_C, targets_T_K_C, list(result.indices[:t + 1])) \
+                - oracle.joint_epig(probs_N_K_C, targets_T_K_C, list(result.indices[:t]))
+            assert gain > 0.01
+            hidden += gain < 2 * result.std_errors[t]
+    assert hidden >= 6
+
+
+def uninformed_case(seed):
+    """Three points the posterior samples disagree on, then six each predicted alike by
+    every sample: their labels say nothing of the parameters, nor of any target's."""
+    rng = np.random.default_rng(seed)
+    informative_3_K_C = random_probs(rng, 3, 6, 3)
+    alike_6_K_C = np.repeat(random_probs(rng, 6, 1, 3), 6, axis=1)
+    return np.concatenate([informative_3_K_C, alike_6_K_C]), random_probs(rng, 4, 6, 3)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("objective", ["batchbald", "batch_epig"])
+def test_sampled_steps_without_any_gain_are_saturated(backend, seed, objective):
+    probs_N_K_C, targets_T_K_C = uninformed_case(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bf.SaturationWarning)
+        if objective == "batchbald":
+            result = bf.batchbald(probs_N_K_C, 5, num_samples=20, random_state=seed)
+            score = lambda batch: oracle.mutual_information(probs_N_K_C, batch)  # noqa: E731
+        else:
+            result = bf.batch_epig(probs_N_K_C, targets_T_K_C, 5, num_samples=60,
+                                   random_state=seed)
+            score = lambda batch: oracle.joint_epig(  # noqa: E731
+                probs_N_K_C, targets_T_K_C, batch)
+    assert set(result.indices[:3]) == {0, 1, 2}
+    picks = list(result.indices)
+    gains = [score(picks[:t + 1]) - score(picks[:t]) for t in range(5)]
+    np.testing.assert_allclose(gains[3:], 0, atol=1e-12)
+    assert (result.mode[3:] == "sampled").all()
+    np.testing.assert_array_equal(result.saturated, [False] * 3 + [True] * 2)
+
+
 def test_contender_rounds_pick_closer_to_the_best(backend):
     """On sampled steps, the picks' exact joint EPIG (brute force, given each run's own
     batch so far) falls short of the step's best less often with contender rounds than
