@@ -457,9 +457,9 @@ def epig(probs_N_K_C, target_probs_T_K_C, *, log_probs=False, return_std_error=F
         raise ValueError("a standard error over targets needs at least 2 targets, got 1")
     kernels = _backend.kernels_for(_validation.check_num_threads(num_threads))
     plan = _epig.Plan(kernels, probs_N_K_C.shape, T, _epig.reads_in_place(probs_N_K_C, dtype),
-                      dtype)
+                      dtype, spread=bool(return_std_error))
     _epig.check_budget(plan, memory_budget)
-    epig_N, sq_dev_N = _epig.epig_with_spread(kernels, probs_N_K_C, target_probs_T_K_C, plan)
     if not return_std_error:
-        return epig_N
+        return _epig.epig_mean(kernels, probs_N_K_C, target_probs_T_K_C, plan)
+    epig_N, sq_dev_N = _epig.epig_with_spread(kernels, probs_N_K_C, target_probs_T_K_C, plan)
     return epig_N, np.sqrt(sq_dev_N / (T - 1) / T)

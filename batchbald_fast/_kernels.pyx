@@ -94,6 +94,8 @@ cdef enum:
     # Columns of P per sgemm tile: wide enough for full-width vectors and few BLAS calls,
     # narrow enough that P keeps many rows.
     _TARGET_COLUMNS = 160
+    # Tiles a thread below which a call's tiles come in whole rounds of the threads
+    _ROUNDED_TILES = 16
 
 WORKING_SET_BYTES = _WORKING_SET_BYTES
 
@@ -148,7 +150,7 @@ cdef ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
     dtype.
     """
     cdef ScorePlan plan
-    cdef Py_ssize_t rows, cols, J, i, best
+    cdef Py_ssize_t rows, cols, J, i, best, tiles
     if not BBF_OPENMP:
         num_threads = 1
     elif num_threads < 1:
@@ -173,6 +175,12 @@ cdef ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
             cols = max(cols, tile_bytes // (itemsize * M * C))
     # Enough tiles for every thread, and no thread without a tile.
     cols = max(1, min(cols, (n + num_threads - 1) // num_threads))
+    # Few tiles a thread (long joints: EPIG's T·C rows): whole rounds of them, else the
+    # last tile runs alone while the other threads wait (a fair share of the call).
+    tiles = (n + cols - 1) // cols
+    if num_threads > 1 and tiles % num_threads and tiles < _ROUNDED_TILES * num_threads:
+        cols = (n + tiles + num_threads - tiles % num_threads - 1) // (
+            tiles + num_threads - tiles % num_threads)
     plan.rows = rows
     plan.cols = cols
     plan.num_threads = <int> max(1, min(num_threads, (n + cols - 1) // cols))

@@ -14,7 +14,7 @@
  * one at run time: the simple loops by gcc's target_clones (ifunc, Linux/glibc), the
  * fused tiles and bbf_xlogx_d by __builtin_cpu_supports (the tiles' register blocking
  * differs per set; the float64 v4 code uses bbf_log_v4, a faster log that needs AVX-512,
- * and the float32 v3 tile bbf_logf_v3, a division-free logf on AVX2).
+ * and the float32 v3 tile bbf_logf_v3, a division-free, table-free logf on AVX2).
  * Measured on Zen 5, W2 step, one thread: v4 0.72 s (0.85 with fdlibm's log), v3 1.8 s,
  * baseline 4.8 s.
  */
@@ -126,8 +126,9 @@ BBF_DISPATCH static void bbf_xlogx_accumulate_f(const float *P_M_J, const double
  * (a short, wide product) that beats OpenBLAS plus a separate pass.
  *
  * E is the element type of A, B and P: d (float64) or f (float32: the product and
- * x·log x in float32, each x·log x widened to float64 for the weighted sums, as
- * bbf_xlogx_accumulate_f does). acc_J and w_R are float64 either way.
+ * x·log x in float32, the weighted x·log x of a register block's rows (at most MR, one
+ * group) summed in float32 and widened to float64 for the sums over blocks). acc_J and
+ * w_R are float64 either way.
  *
  * gcc does not auto-vectorise this loop nest, so it is written with GCC vector
  * extensions, once per instruction set with that set's register width and count (a
@@ -172,6 +173,13 @@ BBF_DISPATCH static void bbf_xlogx_accumulate_f(const float *P_M_J, const double
     for (int v = 0; v < NV; v++)                                                          \
         for (int h = 0; h < W; h++)                                                       \
             STMT;
+/* float32 (W > 1): the partial sums s added to the float64 sums a, then cleared. */
+#define BBF_WIDEN(NAME, NV, W, HALF, s, a)                                                \
+    if (W > 1) {                                                                          \
+        BBF_ACC(NAME, NV, W, a[v][h] += (NAME##_dvec)HALF(s[v], h))                       \
+        for (int v = 0; v < NV; v++)                                                      \
+            s[v] = (NAME##_vec){0};                                                       \
+    }
 #define BBF_FUSED_TILE(NAME, TARGET, E, VBYTES, MR, NB, LOG, HALF)                        \
 typedef BBF_T_##E NAME##_vec __attribute__((vector_size(VBYTES)));                        \
 typedef BBF_T_##E NAME##_uvec __attribute__((vector_size(VBYTES), aligned(8), may_alias));\
@@ -197,10 +205,16 @@ TARGET static void NAME(const BBF_T_##E *A_K_J, const BBF_T_##E *B_R_K,         
             ptrdiff_t off = goff[0] + j0;                                                 \
             NAME##_dvec a[NV][W];                                                         \
             BBF_ACC(NAME, NV, W, a[v][h] = *(const NAME##_udvec *)(acc_J + off + DL * (W * v + h)))\
+            /* float32 (W > 1): a group's rows of the block summed in float32 (at most MR \
+             * terms), widened once; float64 sums straight into a */                    \
+            NAME##_vec s[NV];                                                             \
+            for (int v = 0; v < NV; v++)                                                  \
+                s[v] = (NAME##_vec){0};                                                   \
             for (int rr = 0; rr < MR; rr++) {                                             \
                 if (rr >= mr)                                                             \
                     break;                                                                \
                 if (goff[rr] + j0 != off) { /* the block enters a new group */            \
+                    BBF_WIDEN(NAME, NV, W, HALF, s, a)                                    \
                     BBF_ACC(NAME, NV, W, *(NAME##_udvec *)(acc_J + off + DL * (W * v + h)) = a[v][h])\
                     off = goff[rr] + j0;                                                  \
                     BBF_ACC(NAME, NV, W, a[v][h] = *(const NAME##_udvec *)(acc_J + off + DL * (W * v + h)))\
@@ -212,10 +226,13 @@ TARGET static void NAME(const BBF_T_##E *A_K_J, const BBF_T_##E *B_R_K,         
                     const NAME##_ivec gt = (NAME##_ivec)(x > lo);                         \
                     const NAME##_vec y = x * LOG((NAME##_vec)(((NAME##_ivec)x & gt)       \
                                                               | ((NAME##_ivec)lo & ~gt)));\
-                    for (int h = 0; h < W; h++)                                           \
-                        a[v][h] += w * (NAME##_dvec)HALF(y, h);                           \
+                    if (W > 1)                                                            \
+                        s[v] += (BBF_T_##E)w * y;                                         \
+                    else                                                                  \
+                        a[v][0] += w * (NAME##_dvec)HALF(y, 0);                           \
                 }                                                                         \
             }                                                                             \
+            BBF_WIDEN(NAME, NV, W, HALF, s, a)                                            \
             BBF_ACC(NAME, NV, W, *(NAME##_udvec *)(acc_J + off + DL * (W * v + h)) = a[v][h])\
         }                                                                                 \
     }                                                                                     \
@@ -326,55 +343,46 @@ static int bbf_cpu_v4(void)
             NAME##_v1 ARGS;                                                               \
     } while (0)
 
-/* logf of 8 floats for the x86-64-v3 float32 tile, without fdlibm's division, which with
- * its latency left the tile's reduction at half its throughput.
+/* logf of 8 floats for the x86-64-v3 float32 tile, without fdlibm's division (whose
+ * latency left the tile's reduction at half its throughput) and without a table (on Zen 3
+ * the four vpermps and two blends of a 16-entry table cost more than the longer
+ * polynomial: the E1 EPIG tile went from 1.8 to 1.45 ns an entry, docs/algorithm.md).
  *
- * x = 2^k z with z in [0x1.66p-1, 0x1.66p0) (OFF = 0x3f330000, as musl's logf); the
- * next 4 bits of z pick interval i, log x = k ln2 + log c + log1p(r) with
- * r = z invc - 1 in one fma (c = 1/invc, |r| <= 0.031) and log1p(r) by its Taylor series
- * to r^5 (truncation < 2e-9 relative). Interval 9 holds 1 with invc = 1: near x = 1,
- * r = z - 1 exactly. Elsewhere invc is the float within 3000 ulp of (a + b) / 2ab (the
- * interval [a, b)) whose log c = -log invc is nearest a float (within 2.3e-4 ulp; then
- * |r| <= 0.0307), so the rounding of log c costs nothing. The 16-entry tables are read
- * with two vpermps and a blend. Max error against log over every 61st float in
- * [FLT_MIN, 4): 1.23 ulp (fdlibm's bbf_logf: 0.97). */
-static const float bbf_logf_tab[2][16] __attribute__((aligned(32))) = {
-    { /* invc */
-        0x1.663ad6p+0f, 0x1.573932p+0f, 0x1.497e8cp+0f, 0x1.3caa32p+0f, 0x1.30db8ap+0f,
-        0x1.260acap+0f, 0x1.1bdadep+0f, 0x1.12461ap+0f, 0x1.097ae6p+0f, 0x1p+0f,
-        0x1.e5ef5ap-1f, 0x1.cabp-1f, 0x1.b24cdep-1f, 0x1.9c67cp-1f, 0x1.88becap-1f,
-        0x1.76b678p-1f,
-    },
-    { /* log(c) */
-        -0x1.580faep-2f, -0x1.2c3db6p-2f, -0x1.027058p-2f, -0x1.b38a76p-3f, -0x1.65b7f2p-3f,
-        -0x1.1bbdd4p-3f, -0x1.a70f24p-4f, -0x1.1a6adap-4f, -0x1.29e158p-5f, 0.0f,
-        0x1.ac07d2p-5f, 0x1.c260acp-4f, 0x1.5113c4p-3f, 0x1.bb04fap-3f, 0x1.0f86fep-2f,
-        0x1.3fa824p-2f,
-    },
-};
+ * x = 2^k (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2)) as in bbf_logf, and
+ * log(1 + f) = f + f^2 (-1/2 + f s(f)): f is exact (Sterbenz), so near x = 1 the error is
+ * that of the small correction. s, of degree 7, interpolates ((log1p(f) - f)/f^2 + 1/2)/f
+ * at Chebyshev nodes on the interval (fitted in float64 with mpmath's log1p, coefficients
+ * rounded to float). Max error against log over every 7th float in [FLT_MIN, 4):
+ * 1.03 ulp (fdlibm's bbf_logf: 0.97). */
+#define BBF_LOGF_S0 0x1.555552p-2f
+#define BBF_LOGF_S1 -0x1.0000c6p-2f
+#define BBF_LOGF_S2 0x1.99a150p-3f
+#define BBF_LOGF_S3 -0x1.54d552p-3f
+#define BBF_LOGF_S4 0x1.22dbfcp-3f
+#define BBF_LOGF_S5 -0x1.09ab66p-3f
+#define BBF_LOGF_S6 0x1.045b0cp-3f
+#define BBF_LOGF_S7 -0x1.4bde76p-4f
 
 BBF_V3 static inline __m256 bbf_logf_v3(__m256 x)
 {
     const __m256i ix = _mm256_castps_si256(x);
-    const __m256i tmp = _mm256_sub_epi32(ix, _mm256_set1_epi32(0x3f330000));
-    const __m256i idx = _mm256_srli_epi32(tmp, 19); /* vpermps reads the low 3 bits */
-    const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)); /* bit 3 */
+    const __m256i tmp = _mm256_sub_epi32(ix, _mm256_set1_epi32(BBF_LOG_OFF_f));
     const __m256 kf = _mm256_cvtepi32_ps(_mm256_srai_epi32(tmp, 23));
-    const __m256 z = _mm256_castsi256_ps(_mm256_sub_epi32(
-        ix, _mm256_and_si256(tmp, _mm256_set1_epi32((int)0xff800000U))));
-#define BBF_LOOKUP(t)                                                                     \
-    _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_load_ps(t), idx),                    \
-                     _mm256_permutevar8x32_ps(_mm256_load_ps((t) + 8), idx), upper)
-    const __m256 r = _mm256_fmadd_ps(z, BBF_LOOKUP(bbf_logf_tab[0]), _mm256_set1_ps(-1.0f));
-    const __m256 logc = BBF_LOOKUP(bbf_logf_tab[1]);
-#undef BBF_LOOKUP
-    __m256 q = _mm256_fmadd_ps(r, _mm256_set1_ps(0.2f), _mm256_set1_ps(-0.25f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0x1.555556p-2f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(-0.5f));
-    /* log c + log1p(r) first: k ln2 + log c rounded alone costs up to an ulp of a result
-     * in the binade below */
-    const __m256 t = _mm256_add_ps(logc, _mm256_fmadd_ps(_mm256_mul_ps(r, r), q, r));
-    return _mm256_fmadd_ps(kf, _mm256_set1_ps(0x1.62e43p-1f), t);
+    const __m256 f = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_sub_epi32(
+        ix, _mm256_and_si256(tmp, _mm256_set1_epi32((int)BBF_LOG_EXP_f)))),
+        _mm256_set1_ps(1.0f));
+#define BBF_S(i) _mm256_set1_ps(BBF_LOGF_S##i)
+    /* s by Estrin's scheme: a short dependency chain */
+    const __m256 f2 = _mm256_mul_ps(f, f), f4 = _mm256_mul_ps(f2, f2);
+    const __m256 s01 = _mm256_fmadd_ps(f, BBF_S(1), BBF_S(0));
+    const __m256 s23 = _mm256_fmadd_ps(f, BBF_S(3), BBF_S(2));
+    const __m256 s45 = _mm256_fmadd_ps(f, BBF_S(5), BBF_S(4));
+    const __m256 s67 = _mm256_fmadd_ps(f, BBF_S(7), BBF_S(6));
+    const __m256 s = _mm256_fmadd_ps(f4, _mm256_fmadd_ps(f2, s67, s45),
+                                     _mm256_fmadd_ps(f2, s23, s01));
+#undef BBF_S
+    const __m256 y = _mm256_fmadd_ps(f2, _mm256_fmadd_ps(f, s, _mm256_set1_ps(-0.5f)), f);
+    return _mm256_fmadd_ps(kf, _mm256_set1_ps(0x1.62e43p-1f), y);
 }
 
 BBF_V4 static inline __m512d bbf_half_v4(__m512 y, int h)

@@ -43,6 +43,24 @@ def test_blocks_of_points_and_targets(backend, monkeypatch):
     np.testing.assert_allclose(std_errors, errors, rtol=0, atol=ATOL)
 
 
+@pytest.mark.parametrize("in_place", [True, False])
+def test_scores_alone_in_blocks_of_points(backend, monkeypatch, in_place):
+    # Without standard errors every target's rows go to one kernel call a block of points:
+    # blocks of 2 points (gathered from a strided pool) or all at once (in place).
+    monkeypatch.setattr(_epig._pool, "BLOCK_VALUES", 2 * 4 * 3)
+    rng = np.random.default_rng(9)
+    probs = random_probs(rng, 5, 4, 3, zeros=True)
+    targets = random_probs(rng, 8, 4, 3, zeros=True)
+    pool = probs if in_place else np.asfortranarray(probs)
+    plan = _epig.Plan(_backend.kernels_for(1), probs.shape, 8, in_place, spread=False)
+    assert (plan.points, plan.targets) == ((5, 8) if in_place else (2, 8))
+    expected, _ = oracle.epig(probs, targets)
+
+    np.testing.assert_allclose(epig(pool, targets), expected, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(epig(pool, targets, dtype=np.float32), expected, rtol=0,
+                               atol=1e-5)
+
+
 def test_known_values(backend):
     # One posterior sample: y and y* independent, EPIG 0. Two members that disagree
     # completely on both points, certain each: y determines y*, EPIG = ln 2.
