@@ -198,7 +198,7 @@ class DaskPool:
         _validation.raise_first_problem(problems for problems, _ in stats)
         self.row_sum_range = (min(low for _, (low, _) in stats),
                               max(high for _, (_, high) in stats))
-        self.cond_entropy_N = _PointValues(self)
+        self.cond_entropy_N = _PointValues(self._tasks, self._first, self._starts)
 
     def points(self, candidates, first_gain_N, utility_steps):
         """The driver's per-point state, in the chunks (:class:`_Points`)."""
@@ -286,15 +286,20 @@ class _Futures(_Delayed):
 
 
 class _PointValues:
-    """``cond_entropy_N[x]`` of one point, read from its chunk's first state."""
+    """``cond_entropy_N[x]`` of one point, read from its chunk's first state.
 
-    def __init__(self, pool):
-        self._pool = pool
+    It holds the pool's states, not the pool: a pool in no reference cycle is freed (and
+    its chunks released on the cluster) as soon as the call drops it, not at the next
+    garbage collection.
+    """
+
+    def __init__(self, tasks, first, starts):
+        self._tasks, self._first, self._starts = tasks, first, starts
 
     def __getitem__(self, x):
-        chunk = int(self._pool._chunk_of(x))
-        return self._pool._tasks.compute(_cond_entropy_at, [self._pool._first[chunk]],
-                                         [x - self._pool._starts[chunk]])[0]
+        chunk = int(np.searchsorted(self._starts, x, side="right") - 1)
+        return self._tasks.compute(_cond_entropy_at, [self._first[chunk]],
+                                   [x - self._starts[chunk]])[0]
 
 
 class _Remaining:
