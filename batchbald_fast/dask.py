@@ -39,7 +39,9 @@ A chunk with no candidate of a call gets no task and is not read.
 """
 
 import copy
+import itertools
 import os
+import uuid
 
 import numpy as np
 
@@ -179,19 +181,24 @@ class DaskPool:
         parts = [dask.delayed(_first_pass, nout=2)(block, start, log_probs, self._backend,
                                                    self._num_threads)
                  for block, start in zip(blocks, self._starts)]
-        if _active_client() is not None if persist is None else persist:
-            persisted = dask.persist(*(part[0] for part in parts), *(part[1] for part in parts))
+        client = _active_client()
+        self._tasks = _Delayed()
+        if client is not None if persist is None else persist:
+            if client is not None:
+                self._tasks = _Futures(client)
+            persisted = self._tasks.persist([part[0] for part in parts]
+                                            + [part[1] for part in parts])
             self._chunks, self._first = persisted[:len(parts)], persisted[len(parts):]
         else:
-            self._first = dask.persist(*(part[1] for part in parts))
+            self._first = self._tasks.persist([part[1] for part in parts])
             self._chunks = [dask.delayed(_validation.as_probabilities)(block,
                                                                        log_probs=log_probs)
                             for block in blocks]
-        stats = dask.compute(*(dask.delayed(_header)(state) for state in self._first))
+        stats = self._tasks.compute(_header, self._first)
         _validation.raise_first_problem(problems for problems, _ in stats)
         self.row_sum_range = (min(low for _, (low, _) in stats),
                               max(high for _, (_, high) in stats))
-        self.cond_entropy_N = _PointValues(self)
+        self.cond_entropy_N = _PointValues(self._tasks, self._first, self._starts)
 
     def points(self, candidates, first_gain_N, utility_steps):
         """The driver's per-point state, in the chunks (:class:`_Points`)."""
@@ -208,9 +215,9 @@ class DaskPool:
         order = np.argsort(chunk_n, kind="stable")
         chunks, first = np.unique(chunk_n[order], return_index=True)
         groups = list(zip(chunks.tolist(), np.split(order, first[1:])))
-        for (_, at), rows_n_K_C in zip(groups, dask.compute(*(
-                dask.delayed(_pool.rows)(self._chunks[chunk], xs[at] - self._starts[chunk])
-                for chunk, at in groups))):
+        for (_, at), rows_n_K_C in zip(groups, self._tasks.compute(
+                _pool.rows, [self._chunks[chunk] for chunk, _ in groups],
+                [xs[at] - self._starts[chunk] for chunk, at in groups])):
             out[at] = rows_n_K_C
         return out
 
@@ -228,7 +235,7 @@ class DaskPool:
         for kept, handle in self._joints:
             if all(a is b for a, b in zip(kept, joint)):
                 return handle
-        handle, = dask.persist(dask.delayed(_same)(joint))
+        handle, = self._tasks.map(_same, [joint])
         self._joints = [(joint, handle)] + self._joints[:STATES_KEPT - 1]
         return handle
 
@@ -236,16 +243,63 @@ class DaskPool:
         return self._backend, self._num_threads
 
 
-class _PointValues:
-    """``cond_entropy_N[x]`` of one point, read from its chunk's first state."""
+class _Delayed:
+    """Chunk tasks on Dask's current scheduler, as delayed calls (a pool left in its
+    source, or no ``distributed.Client``)."""
 
-    def __init__(self, pool):
-        self._pool = pool
+    @staticmethod
+    def persist(delayed):
+        return dask.persist(*delayed)
+
+    def map(self, function, *iterables):
+        """``function`` on each tuple of the iterables' items, persisted."""
+        return self.persist([dask.delayed(function)(*args) for args in zip(*iterables)])
+
+    @staticmethod
+    def compute(function, *iterables):
+        """``function`` on each tuple of the iterables' items: the results."""
+        return dask.compute(*(dask.delayed(function)(*args) for args in zip(*iterables)))
+
+
+class _Futures(_Delayed):
+    """Chunk tasks on a ``distributed.Client``, submitted on the futures of the chunks and
+    states: no graph to build, tokenize and optimize per task, and a state or result
+    is released on the cluster as soon as the client drops its future. Keys are unique
+    per pool and counted (no random key per task)."""
+
+    def __init__(self, client):
+        self._client = client
+        self._prefix = f"batchbald-{uuid.uuid4().hex}"
+        self._count = itertools.count()
+
+    def persist(self, delayed):
+        return self._client.compute(delayed)
+
+    def map(self, function, *iterables):
+        iterables = [list(items) for items in iterables]
+        keys = [f"{function.__name__}-{self._prefix}-{next(self._count)}"
+                for _ in iterables[0]]
+        return self._client.map(function, *iterables, key=keys, pure=False)
+
+    def compute(self, function, *iterables):
+        return self._client.gather(self.map(function, *iterables))
+
+
+class _PointValues:
+    """``cond_entropy_N[x]`` of one point, read from its chunk's first state.
+
+    It holds the pool's states, not the pool: a pool in no reference cycle is freed (and
+    its chunks released on the cluster) as soon as the call drops it, not at the next
+    garbage collection.
+    """
+
+    def __init__(self, tasks, first, starts):
+        self._tasks, self._first, self._starts = tasks, first, starts
 
     def __getitem__(self, x):
-        chunk = int(self._pool._chunk_of(x))
-        return dask.compute(dask.delayed(_cond_entropy_at)(
-            self._pool._first[chunk], x - self._pool._starts[chunk]))[0]
+        chunk = int(np.searchsorted(self._starts, x, side="right") - 1)
+        return self._tasks.compute(_cond_entropy_at, [self._first[chunk]],
+                                   [x - self._starts[chunk]])[0]
 
 
 class _Remaining:
@@ -344,17 +398,18 @@ class _Points:
         pending = [self._pending[chunk] for chunk in chunks]
         for chunk in chunks:
             self._pending[chunk] = []
-        new = dask.persist(*(dask.delayed(function)(self._states[chunk], ops, *(
-            self._pool._chunks[chunk] if arg is _CHUNK else arg for arg in args))
-            for chunk, ops in zip(chunks, pending)))
+        tasks = self._pool._tasks
+        new = tasks.map(function, [self._states[chunk] for chunk in chunks], pending, *(
+            [self._pool._chunks[chunk] for chunk in chunks] if arg is _CHUNK else
+            [arg] * len(chunks) for arg in args))
         for chunk, state in zip(chunks, new):
             self._states[chunk] = state
-        return dask.compute(*(dask.delayed(_summary_of)(state) for state in new))
+        return tasks.compute(_summary_of, new)
 
     def ask(self, chunks, function, *args):
         """``function(state, *args)`` of each chunk's state (no new state)."""
-        return dask.compute(*(dask.delayed(function)(self._states[chunk], *args)
-                              for chunk in chunks))
+        return self._pool._tasks.compute(function, [self._states[chunk] for chunk in chunks],
+                                         *([arg] * len(chunks) for arg in args))
 
 
 # Marks the argument of ``_Points.run`` that is each chunk's probabilities.
@@ -462,7 +517,7 @@ class _Search:
                                       for k in known] + [[self._N]])
             order = np.lexsort((index_q, -bound_q))
             bound_q, index_q = bound_q[order], index_q[order]
-            low_q, high_q = np.sum([k.counts(bound_q, index_q) for k in known], axis=0)
+            low_q, high_q = _Known.total_counts(known, bound_q, index_q)
             # The cut is after every key that fewer than a tile come before, and at the
             # first that a tile surely come before (or at the last open key).
             after = np.flatnonzero(high_q < tile)
@@ -537,18 +592,28 @@ class _Known:
         return _Known(bound[new], index[new], count[new], entry[new])
 
     def _position(self, bound_q, index_q, side):
-        """For each query key, how many known keys come before it (``side="left"``) or
-        are not after it (``"right"``)."""
-        n = len(self.bound)
-        query = np.concatenate([np.zeros(n, dtype=bool), np.ones(len(bound_q), dtype=bool)])
-        order = np.lexsort((query if side == "right" else ~query,
-                            np.concatenate([self.index, index_q]),
-                            -np.concatenate([self.bound, bound_q])))
-        is_known = (~query[order]).astype(np.intp)
-        known_before = np.cumsum(is_known) - is_known
-        out = np.empty(len(bound_q), dtype=np.intp)
-        out[order[query[order]] - n] = known_before[query[order]]
-        return out
+        return _position(self.bound, self.index, bound_q, index_q, side)
+
+    @staticmethod
+    def total_counts(knowns, bound_q, index_q):
+        """The least and most candidates of all these chunks together up to each query
+        key (the sum of their ``counts``), from one sort of all their keys: the client's
+        work grows as the keys, not as the chunks times the keys.
+
+        Passing a chunk's key j (not its first or last, which stand for before and after
+        every query) moves its least count from ``count[j - 1]`` to ``count[j]`` and its
+        most from ``count[j] - entry[j]`` to ``count[j + 1] - entry[j + 1]``.
+        """
+        most = [k.count - k.entry for k in knowns]
+        bound_k = np.concatenate([k.bound[1:-1] for k in knowns])
+        index_k = np.concatenate([k.index[1:-1] for k in knowns])
+        order = np.lexsort((index_k, -bound_k))
+        low_k = np.concatenate([[0]] + [np.diff(k.count)[:-1] for k in knowns])
+        high_k = np.concatenate([[0]] + [np.diff(m)[1:] for m in most])
+        low_k[1:], high_k[1:] = low_k[1:][order], high_k[1:][order]
+        passed = _position(bound_k[order], index_k[order], bound_q, index_q, "right")
+        return (np.cumsum(low_k)[passed],
+                sum(int(m[1]) for m in most) + np.cumsum(high_k)[passed])
 
     def counts(self, bound_q, index_q):
         """The least and most candidates up to each query key."""
@@ -694,6 +759,20 @@ class _Summary:
             self.listed.append((bound_s[listed[ranks]], index_s[listed[ranks]], ranks + 1))
             self.num_at.append(len(at))
             self.num_inf.append(int(np.count_nonzero(np.isposinf(bound_s[at]))))
+
+
+def _position(bound_k, index_k, bound_q, index_q, side):
+    """For each query key, how many of the sorted keys come before it (``side="left"``)
+    or are not after it (``"right"``)."""
+    n = len(bound_k)
+    query = np.concatenate([np.zeros(n, dtype=bool), np.ones(len(bound_q), dtype=bool)])
+    order = np.lexsort((query if side == "right" else ~query,
+                        np.concatenate([index_k, index_q]), -np.concatenate([bound_k, bound_q])))
+    is_known = (~query[order]).astype(np.intp)
+    known_before = np.cumsum(is_known) - is_known
+    out = np.empty(len(bound_q), dtype=np.intp)
+    out[order[query[order]] - n] = known_before[query[order]]
+    return out
 
 
 def _ranks(n, most):

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -125,6 +126,66 @@ def test_sketches_of_a_few_keys_cut_the_same_tiles(backend, client, case, monkey
     assert windows  # the window path ran
     # A sketch lists at most 3 keys; a window's answer is at most 3 of them too.
     assert max(len(answer[4]) for answer in windows) <= 3
+
+
+def test_all_chunks_counted_at_once_bracket_the_true_counts():
+    """The candidates of all chunks up to each key, counted from their sketches in one
+    sort: the least and most bracket the exact count (brute force over the candidates)."""
+    rng = np.random.default_rng(12)
+    N = 5000
+    for _ in range(100):
+        knowns, bounds, indices = [], [], []
+        for _ in range(rng.integers(1, 9)):
+            n = int(rng.integers(0, 60))
+            index_n = rng.choice(N, n, replace=False)
+            bound_n = rng.integers(0, 5, n).astype(float)
+            bound_n[rng.random(n) < 0.1] = np.inf
+            order = np.lexsort((index_n, -bound_n))
+            bound_n, index_n = bound_n[order], index_n[order]
+            ranks = bf_dask._ranks(n, int(rng.integers(1, 10)))
+            knowns.append(bf_dask._Known.of_sketch(bound_n[ranks], index_n[ranks], ranks + 1,
+                                                   n, N))
+            bounds.append(bound_n)
+            indices.append(index_n)
+        # queries: keys of the sketches themselves (as the search asks) and others
+        bound_q = np.concatenate([k.bound[1:-1] for k in knowns]
+                                 + [rng.integers(-1, 6, 20).astype(float)])
+        index_q = np.concatenate([k.index[1:-1] for k in knowns] + [rng.integers(0, N, 20)])
+        low_q, high_q = bf_dask._Known.total_counts(knowns, bound_q, index_q)
+        bound_n, index_n = np.concatenate(bounds), np.concatenate(indices)
+        exact_q = [np.count_nonzero(bf_dask._not_after(bound_n, index_n, key))
+                   for key in zip(bound_q, index_q)]
+        assert (low_q <= exact_q).all() and (exact_q <= high_q).all()
+        # and as tight as each chunk's own sketch: its counts, summed
+        np.testing.assert_array_equal([low_q, high_q], np.sum(
+            [k.counts(bound_q, index_q) for k in knowns], axis=0))
+
+
+def test_a_call_keeps_a_bounded_number_of_tasks_on_the_cluster(backend, client):
+    """Between steps the cluster holds the results of a few tasks per chunk (the chunks,
+    their first and current states, the joints kept), however many steps ran (the
+    states before are released, their tasks kept as lineage); after the call, none."""
+    values = make_probs(3000, 8, 4, seed=9)
+    chunks = 30
+    held = []
+
+    def in_memory(dask_scheduler):
+        return sum(task.state == "memory" for task in dask_scheduler.tasks.values())
+
+    def tasks_on_the_scheduler():
+        return client.run_on_scheduler(in_memory)
+
+    result = bf.batchbald(da.from_array(values, chunks=(100, 8, 4)), 8, num_samples=1200,
+                          tol=0.0, random_state=0,
+                          progress=lambda *_: held.append(tasks_on_the_scheduler()))
+    assert_same(result, bf.batchbald(values, 8, num_samples=1200, tol=0.0, random_state=0))
+    assert len(held) == 8 and max(held) <= 3 * chunks + bf_dask.STATES_KEPT + 2
+    del result
+    for _ in range(100):  # the client's releases reach the scheduler in its own time
+        if tasks_on_the_scheduler() == 0:
+            break
+        time.sleep(0.1)
+    assert tasks_on_the_scheduler() == 0
 
 
 def test_workers_run_the_clients_backend_not_their_environment(backend, client):
