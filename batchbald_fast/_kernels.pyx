@@ -48,6 +48,9 @@ cdef extern from "_xlogx.h" nogil:
     void bbf_nearest_rows(const double *X_M_K, const double *L_K_G, Py_ssize_t m0,
                           Py_ssize_t m1, Py_ssize_t K, Py_ssize_t G, double *acc_G,
                           intp_t *out_M)
+    void bbf_subgroup_rows(const double *X_M_K, const intp_t *parent_M,
+                           const double *L_P_K_W, Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t K,
+                           Py_ssize_t W, double *acc, intp_t *out_M)
     int BBF_NEAREST_MR
     const char *BBF_DISPATCH_NAME
     int BBF_PAD_BYTES
@@ -524,65 +527,33 @@ def nearest_centres(const double[:, ::1] joint_M_K, const double[:, ::1] log_cen
 def nearest_subgroups(const double[:, ::1] joint_M_K, const intp_t[::1] parent_M,
                       const double[:, :, ::1] log_centre_P_K_W, intp_t[::1] out,
                       num_threads=None):
-    """Each row's best sub-centre of its group (``_kernels_numpy.nearest_subgroups``),
-    on at most ``num_threads`` OpenMP threads (None: ``omp_get_max_threads()``)."""
+    """Each row's best sub-centre of its group (``_kernels_numpy.nearest_subgroups``;
+    ``bbf_subgroup_rows``), on at most ``num_threads`` OpenMP threads (None:
+    ``omp_get_max_threads()``)."""
     cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
-    cdef Py_ssize_t W = log_centre_P_K_W.shape[2]
+    cdef Py_ssize_t P = log_centre_P_K_W.shape[0], W = log_centre_P_K_W.shape[2]
     if parent_M.shape[0] != M or out.shape[0] != M or log_centre_P_K_W.shape[1] != K:
         raise ValueError("nearest_subgroups: inconsistent shapes")
     if M == 0:
         return out.base
-    cdef Py_ssize_t start, stop
+    cdef Py_ssize_t m
+    for m in range(M):  # an out-of-range group would read wild memory without the GIL
+        if parent_M[m] < 0 or parent_M[m] >= P:
+            raise IndexError(f"group {parent_M[m]} out of range for P={P}")
+    cdef Py_ssize_t start, stop, b, num_blocks, step = 64
     cdef int nt
     cdef double[:, ::1] work
     for start, stop, threads in _threads.chunks(M, W * K, _limit(num_threads)):
         nt = threads
         work = np.empty((nt, W + 8))  # rows a cache line apart: no false sharing
+        num_blocks = (stop - start + step - 1) // step
         _region_starts(nt)
-        with nogil:
-            _nearest_chunk(joint_M_K, parent_M, log_centre_P_K_W, out, start, stop, nt, work)
+        for b in prange(num_blocks, schedule="static", num_threads=nt, nogil=True):
+            bbf_subgroup_rows(&joint_M_K[0, 0], &parent_M[0], &log_centre_P_K_W[0, 0, 0],
+                              start + b * step, min(stop, start + (b + 1) * step), K, W,
+                              &work[threadid(), 0], &out[0])
         _region_ends(nt)
     return out.base
-
-
-cdef void _nearest_chunk(const double[:, ::1] joint_M_K, const intp_t[::1] parent_M,
-                         const double[:, :, ::1] log_centre_P_K_W, intp_t[::1] out,
-                         Py_ssize_t start, Py_ssize_t stop, int nt,
-                         double[:, ::1] work) noexcept nogil:
-    """``nearest_subgroups`` on rows [start, stop), ``nt`` threads."""
-    cdef Py_ssize_t K = joint_M_K.shape[1], W = log_centre_P_K_W.shape[2]
-    cdef Py_ssize_t m, w, w0, k, best
-    cdef double *acc
-    cdef const double *centre
-    cdef double J, a0, a1, a2, a3
-    for m in prange(start, stop, schedule="static", num_threads=nt):
-        acc = &work[threadid(), 0]
-        centre = &log_centre_P_K_W[parent_M[m], 0, 0]
-        # One accumulator per sub-centre, 4 of them a pass: in registers, the loop over w
-        # vectorises.
-        for w0 in range(0, W, 4):
-            a0 = a1 = a2 = a3 = 0.0
-            for k in range(K):
-                J = joint_M_K[m, k]
-                a0 = a0 + J * centre[k * W + w0]
-                if w0 + 1 < W:
-                    a1 = a1 + J * centre[k * W + w0 + 1]
-                if w0 + 2 < W:
-                    a2 = a2 + J * centre[k * W + w0 + 2]
-                if w0 + 3 < W:
-                    a3 = a3 + J * centre[k * W + w0 + 3]
-            acc[w0] = a0
-            if w0 + 1 < W:
-                acc[w0 + 1] = a1
-            if w0 + 2 < W:
-                acc[w0 + 2] = a2
-            if w0 + 3 < W:
-                acc[w0 + 3] = a3
-        best = 0
-        for w in range(1, W):
-            if acc[w] > acc[best]:
-                best = w
-        out[m] = W * parent_M[m] + best
 
 
 def draw_labels(const floating[:, ::1] probs_K_C, const double[:, ::1] log_probs_C_K,

@@ -185,7 +185,8 @@ def test_entropy_rows(R, C):
 
 
 @pytest.mark.parametrize("M, K, P, W", [(0, 3, 1, 2), (1, 1, 1, 1), (300, 7, 5, 4),
-                                        (2000, 20, 40, 8)])
+                                        (2000, 20, 40, 8), (500, 20, 6, 16),
+                                        (300, 5, 3, 37)])
 def test_nearest_subgroups(M, K, P, W):
     rng = np.random.default_rng(M + K)
     joint_M_K = rng.random((M, K))
