@@ -556,6 +556,47 @@ def nearest_subgroups(const double[:, ::1] joint_M_K, const intp_t[::1] parent_M
     return out.base
 
 
+def subgroup_seeds(const intp_t[::1] parent_M, const double[::1] key_M,
+                   const double[::1] mass_M, Py_ssize_t num_groups, Py_ssize_t ways,
+                   intp_t[::1] out_slot_M, num_threads=None):
+    """Each group's ``ways`` rows of largest key (``_kernels_numpy.subgroup_seeds``), in
+    one pass: each group keeps its best rows so far in order, and a row enters where its
+    key is larger than the next one's (ties: the earlier row first). Serial, so
+    ``num_threads`` is unused."""
+    cdef Py_ssize_t M = parent_M.shape[0]
+    if key_M.shape[0] != M or mass_M.shape[0] != M or out_slot_M.shape[0] != M or ways < 1:
+        raise ValueError("subgroup_seeds: inconsistent shapes")
+    cdef Py_ssize_t m, g, j, n
+    for m in range(M):
+        if parent_M[m] < 0 or parent_M[m] >= num_groups:
+            raise IndexError(f"group {parent_M[m]} out of range for {num_groups} groups")
+    cdef double[::1] top_key = np.empty(num_groups * ways)
+    cdef intp_t[::1] top_row = np.empty(num_groups * ways, dtype=np.intp)
+    cdef intp_t[::1] filled = np.zeros(num_groups, dtype=np.intp)
+    cdef double key
+    with nogil:
+        for m in range(M):
+            g = parent_M[m]
+            key = key_M[m]
+            n = filled[g]
+            if n == ways and not key > top_key[g * ways + ways - 1]:
+                continue
+            j = min(n, ways - 1)  # a full group drops its last
+            while j > 0 and key > top_key[g * ways + j - 1]:
+                top_key[g * ways + j] = top_key[g * ways + j - 1]
+                top_row[g * ways + j] = top_row[g * ways + j - 1]
+                j = j - 1
+            top_key[g * ways + j] = key
+            top_row[g * ways + j] = m
+            filled[g] = min(n + 1, ways)
+        out_slot_M[:] = -1
+        for g in range(num_groups):
+            for j in range(filled[g]):
+                if mass_M[top_row[g * ways + j]] > 0:
+                    out_slot_M[top_row[g * ways + j]] = g * ways + j
+    return out_slot_M.base
+
+
 def draw_labels(const floating[:, ::1] probs_K_C, const double[:, ::1] log_probs_C_K,
                 const intp_t[::1] member_M, const double[::1] u_M, intp_t[:] labels_M,
                 double[:, ::1] log_joint_M_K, num_threads=None):

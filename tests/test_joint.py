@@ -341,7 +341,7 @@ def test_split_groups_refine_their_parents(backend):
     joint_M_K[:5] = 0.0  # rows of zero probability go somewhere, and weigh nothing
     sums_M, weights_M = joint_M_K.sum(axis=1), rng.uniform(0.5, 2, 500)
     parent_M = rng.integers(0, 7, 500)
-    group_M, G = _coarse._split_groups(joint_M_K, sums_M, weights_M, weights_M * sums_M,
+    group_M, G, _ = _coarse._split_groups(joint_M_K, sums_M, weights_M, weights_M * sums_M,
                                        parent_M, 7, 4, iterations=3, kernels=kernels())
     assert sorted(set(group_M)) == list(range(G)) and 7 < G <= 28
     # every finer group lies within one parent

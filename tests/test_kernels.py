@@ -210,6 +210,30 @@ def test_nearest_subgroups(M, K, P, W):
                                   np.empty(M, dtype=np.intp))
 
 
+@pytest.mark.parametrize("M, P, ways", [(0, 1, 2), (1, 1, 1), (50, 3, 4), (2000, 40, 16),
+                                         (300, 2, 200)])
+def test_subgroup_seeds(M, P, ways):
+    rng = np.random.default_rng(M + P)
+    parent_M = rng.integers(0, P, M)
+    key_M = np.round(rng.normal(size=M), 1)  # many ties, broken by the lower row
+    key_M[::7] = -np.inf  # rows of zero mass draw -inf keys
+    mass_M = np.where(np.isinf(key_M), 0.0, rng.random(M))
+    mass_M[1::11] = 0.0  # and a row of zero mass is never a seed, even with a key
+    expected = np.full(M, -1, dtype=np.intp)
+    for g in range(P):
+        rows = sorted(np.flatnonzero(parent_M == g), key=lambda m: (-key_M[m], m))[:ways]
+        for r, m in enumerate(rows):
+            if mass_M[m] > 0:
+                expected[m] = g * ways + r
+    for module in (_kernels_numpy, kernels):
+        out = module.subgroup_seeds(parent_M, key_M, mass_M, P, ways,
+                                    np.empty(M, dtype=np.intp))
+        np.testing.assert_array_equal(out, expected)
+    with pytest.raises(IndexError):
+        kernels.subgroup_seeds(np.array([P]), np.zeros(1), np.ones(1), P, ways,
+                               np.empty(1, dtype=np.intp))
+
+
 @pytest.mark.parametrize("M, K, G", [(0, 3, 2), (1, 1, 1), (7, 3, 5), (300, 7, 33),
                                      (2000, 20, 64), (1001, 20, 128)])
 def test_nearest_centres(M, K, G):
