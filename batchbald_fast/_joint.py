@@ -238,7 +238,8 @@ def append_labels(draws, probs_K_C, labels_M):
 
 
 def _unique_rows(labels_M_A, C, kernels):
-    """First index, id (0..U-1, per row) and count of each distinct row of labels."""
+    """First index, id (0..U-1, per row) and count of each distinct row of labels, and
+    whether the ids follow the rows' keys (not after a hash collision: then the rows')."""
     M, A = labels_M_A.shape
     if C ** A < 2 ** 63:  # one int64 key per row sorts far faster than rows
         keys = labels_M_A @ (C ** np.arange(A, dtype=np.int64))
@@ -250,24 +251,37 @@ def _unique_rows(labels_M_A, C, kernels):
         keys = labels_M_A @ (2 * multipliers + 1)  # wraps modulo 2^64
     first_M, ids_M, counts_M = (np.empty(M, dtype=np.intp) for _ in range(3))
     U = kernels.unique_keys(keys, first_M, ids_M, counts_M)
-    first_U, counts_U = first_M[:U], counts_M[:U]
+    first_U, counts_U, by_key = first_M[:U], counts_M[:U], True
     if C ** A >= 2 ** 63 and not np.array_equal(labels_M_A, labels_M_A[first_U[ids_M]]):
         _, first_U, ids_M, counts_U = np.unique(labels_M_A, axis=0, return_index=True,
                                                 return_inverse=True, return_counts=True)
-    return first_U, ids_M.reshape(-1), counts_U
+        by_key = False
+    return first_U, ids_M.reshape(-1), counts_U, by_key
+
+
+def _unique_subset(unique, keep_M):
+    """``_unique_rows`` of the rows ``keep_M`` keeps, from ``unique``, that of all rows:
+    the distinct rows kept stay in order, so nothing is sorted again. None when the ids
+    followed the rows, not their keys (the rows kept would be merged by key)."""
+    _, ids_M, counts_U, by_key = unique
+    if not by_key:
+        return None
+    ids_n = ids_M[keep_M]
+    counts_U = np.bincount(ids_n, minlength=len(counts_U))
+    used_U = counts_U > 0
+    first_U = np.full(len(counts_U), len(ids_n), dtype=np.intp)
+    np.minimum.at(first_U, ids_n, np.arange(len(ids_n)))
+    return first_U[used_U], (np.cumsum(used_U) - 1)[ids_n], counts_U[used_U], True
 
 
 def from_draws(draws, C, kernels, unique=None):
     """The sampled state of some draws of C-class labels: duplicates merged, rows scaled
     (``unique``: the draws' ``_unique_rows`` when known)."""
     M, K = draws.log_joint_M_K.shape
-    first_U, _, counts_U = unique or _unique_rows(draws.labels_M_A, C, kernels)
-    joint_U_K = draws.log_joint_M_K[first_U]  # the log joint until exponentiated
+    first_U, _, counts_U, _ = unique or _unique_rows(draws.labels_M_A, C, kernels)
     # The member that made a draw gives it positive probability: the max is finite.
-    log_scale_U = joint_U_K.max(axis=1)
-    joint_U_K -= log_scale_U[:, None]
-    np.exp(joint_U_K, out=joint_U_K)  # in place: one array of U × K, not three
-    joint_U_K /= K
+    joint_U_K, log_scale_U = np.empty((len(first_U), K)), np.empty(len(first_U))
+    kernels.exp_rows(draws.log_joint_M_K, first_U, joint_U_K, log_scale_U)
     weights_U = counts_U / (M * joint_U_K.sum(axis=1))
     offset_K = -(weights_U * log_scale_U) @ joint_U_K
     return JointState(joint_U_K, weights_U, offset_K, "sampled",
@@ -315,7 +329,8 @@ def fit_budget(draws, probs_A_K_C, num_samples, rng, kernels,
         unique = _unique_rows(draws.labels_M_A, C, kernels)
         fit_S = _draws_per_member_that_fit(draws, unique, num_samples)
         if fit_S < S:
-            draws, unique = draws.take(draws.rank_M < fit_S), None
+            keep_M = draws.rank_M < fit_S
+            draws, unique = draws.take(keep_M), _unique_subset(unique, keep_M)
             break
         if S >= max_S:
             break
@@ -329,7 +344,7 @@ def _draws_per_member_that_fit(draws, unique, num_samples):
     """The largest S' ≥ 1 whose draws of rank < S' hold at most ``num_samples`` distinct
     configurations (the number of draws per member when all fit); ``unique``: the draws'
     ``_unique_rows``."""
-    _, ids_M, counts_U = unique
+    _, ids_M, counts_U, _ = unique
     if len(counts_U) <= num_samples:
         return int(draws.rank_M.max()) + 1
     # A configuration is among the draws of rank < S' iff its lowest rank is < S'.

@@ -31,6 +31,7 @@ from ._threads import blas_limit
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from numpy cimport intp_t
+from libc.math cimport exp
 from libc.stdint cimport int64_t, uint64_t
 from scipy.linalg.cython_blas cimport sgemm
 
@@ -657,6 +658,41 @@ cdef void _draw_chunk(const floating[:, ::1] probs_K_C, const double[:, ::1] log
         labels_M[m] = label
         for k in range(K):
             log_joint_M_K[m, k] += log_probs_C_K[label, k]
+
+
+def exp_rows(const double[:, ::1] log_joint_M_K, const intp_t[::1] rows_U,
+             double[:, ::1] out_U_K, double[::1] out_max_U, num_threads=None):
+    """Rows of a log joint exponentiated below their largest entry
+    (``_kernels_numpy.exp_rows``): the gather, the max, the shift, libm's ``exp`` and the
+    division in one pass per row, on at most ``num_threads`` OpenMP threads (None:
+    ``omp_get_max_threads()``)."""
+    cdef Py_ssize_t M = log_joint_M_K.shape[0], K = log_joint_M_K.shape[1]
+    cdef Py_ssize_t U = rows_U.shape[0]
+    if out_U_K.shape[0] != U or out_U_K.shape[1] != K or out_max_U.shape[0] != U:
+        raise ValueError("exp_rows: inconsistent shapes")
+    cdef Py_ssize_t u, k, start, stop
+    for u in range(U):  # an out-of-range row would read wild memory without the GIL
+        if rows_U[u] < 0 or rows_U[u] >= M:
+            raise IndexError(f"row {rows_U[u]} out of range for {M} rows")
+    if U == 0 or K == 0:
+        return out_U_K.base
+    cdef int nt
+    cdef double top, divisor = <double> K
+    cdef const double *row
+    for start, stop, threads in _threads.chunks(U, 8 * K, _limit(num_threads)):
+        nt = threads
+        _region_starts(nt)
+        for u in prange(start, stop, schedule="static", num_threads=nt, nogil=True):
+            row = &log_joint_M_K[rows_U[u], 0]
+            top = row[0]
+            for k in range(1, K):
+                if row[k] > top:
+                    top = row[k]
+            for k in range(K):
+                out_U_K[u, k] = exp(row[k] - top) / divisor
+            out_max_U[u] = top
+        _region_ends(nt)
+    return out_U_K.base
 
 
 def group_sums(const double[:, ::1] joint_M_K, const double[::1] weights_M,

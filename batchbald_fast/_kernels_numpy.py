@@ -331,6 +331,38 @@ def unique_keys(keys_M, first_M, ids_M, counts_M, num_threads=None):
     return U
 
 
+def exp_rows(log_joint_M_K, rows_U, out_U_K, out_max_U, num_threads=None):
+    """Rows of a log joint exponentiated below their largest entry: ``out_max_U[u] =
+    max_k log_joint_M_K[rows_U[u], k]`` and ``out_U_K[u] = exp(log_joint_M_K[rows_U[u]] −
+    out_max_U[u]) / K`` (merging draws: a draw's row scaled so that its largest entry is
+    1/K).
+
+    Parameters
+    ----------
+    log_joint_M_K : ndarray of shape (M, K), float64, C-contiguous
+        No row all -inf.
+    rows_U : ndarray of shape (U,), intp
+    out_U_K : ndarray of shape (U, K), float64
+        Written in place.
+    out_max_U : ndarray of shape (U,), float64
+        Written in place.
+    num_threads : int or None
+        Unused.
+
+    Returns
+    -------
+    out_U_K : ndarray of shape (U, K)
+    """
+    K = log_joint_M_K.shape[1]
+    np.take(log_joint_M_K, rows_U, axis=0, out=out_U_K)
+    if len(rows_U) and K:
+        out_max_U[:] = out_U_K.max(axis=1)
+        out_U_K -= out_max_U[:, None]
+        np.exp(out_U_K, out=out_U_K)
+        out_U_K /= K
+    return out_U_K
+
+
 def group_sums(joint_M_K, weights_M, group_M, out_G_K, num_threads=None):
     """Weighted rows summed by group: ``out_G_K[g] = Σ_{m: group_M[m] = g} weights_M[m] ·
     joint_M_K[m]``, in ascending m.

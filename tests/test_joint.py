@@ -358,16 +358,41 @@ def test_unique_rows_of_long_batches_survive_hash_collisions(backend, monkeypatc
     labels_M_A[250:] = labels_M_A[:250]  # every row twice
     expected = np.unique(labels_M_A, axis=0, return_counts=True)[1]
 
-    def check():
-        first_U, ids_M, counts_U = _joint._unique_rows(labels_M_A, 3, kernels())
+    def check(by_key):
+        first_U, ids_M, counts_U, merged_by_key = _joint._unique_rows(labels_M_A, 3,
+                                                                      kernels())
         np.testing.assert_array_equal(labels_M_A[first_U[ids_M]], labels_M_A)
         assert sorted(counts_U) == sorted(expected) and len(first_U) == 250
+        assert merged_by_key == by_key
 
-    check()
+    check(True)
 
     class Colliding:  # every multiplier 0: one hash for all rows
         def integers(self, low, high, size, dtype):
             return np.zeros(size, dtype=dtype)
 
     monkeypatch.setattr(_joint.np.random, "default_rng", lambda seed: Colliding())
-    check()
+    check(False)
+    # Merged by rows, not keys: the rows kept by a fit are merged anew.
+    assert _joint._unique_subset(_joint._unique_rows(labels_M_A, 3, kernels()),
+                                 np.arange(500) % 2 == 0) is None
+
+
+@pytest.mark.parametrize("C, A", [(4, 3), (3, 45)])
+def test_unique_rows_of_a_subset_are_those_merged_anew(backend, C, A):
+    # A fit keeps the draws of low rank: their merge follows from the merge of all, and
+    # must be the one merging them anew gives (ids in key order, first rows, counts).
+    rng = np.random.default_rng(C + A)
+    labels_M_A = rng.integers(0, C, size=(3000, A))
+    labels_M_A[1000:2000] = labels_M_A[rng.integers(0, 1000, 1000)]  # repeats
+    keep_M = rng.random(3000) < 0.4
+    subset = _joint._unique_subset(_joint._unique_rows(labels_M_A, C, kernels()), keep_M)
+    anew = _joint._unique_rows(labels_M_A[keep_M], C, kernels())
+    for got, want in zip(subset, anew):
+        np.testing.assert_array_equal(got, want)
+    # and against np.unique of the rows kept, in their own order
+    kept = labels_M_A[keep_M]
+    first_U, ids_M, counts_U, _ = subset
+    np.testing.assert_array_equal(kept[first_U[ids_M]], kept)
+    _, first_u, counts_u = np.unique(kept, axis=0, return_index=True, return_counts=True)
+    assert sorted(first_U) == sorted(first_u) and sorted(counts_U) == sorted(counts_u)

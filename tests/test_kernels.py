@@ -210,6 +210,26 @@ def test_nearest_subgroups(M, K, P, W):
                                   np.empty(M, dtype=np.intp))
 
 
+@pytest.mark.parametrize("M, K, U", [(5, 1, 0), (1, 1, 1), (40, 3, 25), (3000, 20, 2500)])
+def test_exp_rows(M, K, U):
+    import math
+    rng = np.random.default_rng(M + K + U)
+    log_joint_M_K = -rng.exponential(20.0, size=(M, K))
+    log_joint_M_K[::5, 0] = -np.inf if K > 1 else 0.0  # a label impossible under a member
+    rows_U = rng.integers(0, M, U)
+    expected_U_K = np.zeros((U, K))
+    for u, m in enumerate(rows_U):
+        top = max(log_joint_M_K[m])
+        expected_U_K[u] = [math.exp(v - top) / K for v in log_joint_M_K[m]]
+    for module in (_kernels_numpy, kernels):
+        out_U_K, max_U = np.full((U, K), np.nan), np.full(U, np.nan)
+        module.exp_rows(log_joint_M_K, rows_U, out_U_K, max_U)
+        np.testing.assert_allclose(out_U_K, expected_U_K, rtol=1e-15, atol=0)
+        np.testing.assert_array_equal(max_U, log_joint_M_K[rows_U].max(axis=1, initial=-np.inf))
+    with pytest.raises(IndexError):
+        kernels.exp_rows(log_joint_M_K, np.array([M]), np.empty((1, K)), np.empty(1))
+
+
 @pytest.mark.parametrize("M, P, ways", [(0, 1, 2), (1, 1, 1), (50, 3, 4), (2000, 40, 16),
                                          (300, 2, 200)])
 def test_subgroup_seeds(M, P, ways):
