@@ -350,6 +350,24 @@ def test_split_groups_refine_their_parents(backend):
 
 
 
+def test_draws_join_blocks_in_order():
+    # A fit's rounds of fresh draws stay blocks until the fit keeps some: joined, they
+    # are the concatenation of the blocks, less the draws left out.
+    rng = np.random.default_rng(6)
+    blocks = [_joint.Draws(rng.integers(0, 5, (n, 3)), rng.integers(0, 4, n),
+                           np.arange(n) + 10 * b, rng.normal(size=(n, 4)))
+              for b, n in enumerate([7, 1, 12])]
+    keep_M = rng.random(20) < 0.5
+    fields = ("labels_M_A", "member_M", "rank_M", "log_joint_M_K")
+    for keep in (None, keep_M):
+        joined = _joint.Draws.join(blocks, keep)
+        for field in fields:
+            whole = np.concatenate([getattr(block, field) for block in blocks])
+            np.testing.assert_array_equal(getattr(joined, field),
+                                          whole if keep is None else whole[keep])
+    assert _joint.Draws.join(blocks[:1]) is blocks[0]
+
+
 def test_unique_rows_of_long_batches_survive_hash_collisions(backend, monkeypatch):
     # Past C**A >= 2**63 rows are merged by a 64-bit hash checked against the rows; a
     # collision must fall back to merging the rows themselves.
