@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from . import _joint
+
 # Rows of the coarse joints that bound a step's scores: the first has about 3K groups (a
 # power of 2, at most COARSE_GROUPS), each next one splits every row of the last up to
 # COARSE_ROWS and this fraction of the joint's rows, so that bounding a candidate costs
@@ -102,7 +104,7 @@ class CoarseLevels:
                 COARSE_GROUPS_PER_MEMBER * state.joint_M_K.shape[1])))
         if ways is None:  # the next level at max_groups
             ways = max(2, max_groups // num_groups)
-        self._sums_M = state.joint_M_K.sum(axis=1)
+        self._sums_M = _joint.row_sums(state)
         most = min(max_groups, int(len(self._sums_M) * fraction),
                    np.count_nonzero(self._sums_M))
         self.rows, self.centres, self._levels, self.coarsest = [], None, [], False

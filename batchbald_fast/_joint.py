@@ -97,6 +97,9 @@ class JointState:
         Sampled states: how many draws each merged row stands for.
     log_scale_M : ndarray of shape (M,) or None
         Sampled states: each row's scale (``log max_k J[m, k]``).
+    row_sums_M : ndarray of shape (M,) or None
+        ``joint_M_K.sum(axis=1)`` when the state's making computed it (read it through
+        :func:`row_sums`).
     """
 
     joint_M_K: np.ndarray
@@ -108,6 +111,7 @@ class JointState:
     draws: Draws = None
     counts_M: np.ndarray = None
     log_scale_M: np.ndarray = None
+    row_sums_M: np.ndarray = None
 
     @property
     def exact(self):
@@ -117,6 +121,13 @@ class JointState:
     @property
     def num_configurations(self):
         return self.joint_M_K.shape[0]
+
+
+def row_sums(state):
+    """``Σ_k joint_M_K[m, k]`` of a state's rows (computed once by the states that know it)."""
+    if state.row_sums_M is not None:
+        return state.row_sums_M
+    return state.joint_M_K.sum(axis=1)
 
 
 def empty_joint(K):
@@ -202,7 +213,7 @@ def extend_pruned(state, probs_K_C, num_points, tol, max_rows=None):
     dropped_mass = float(dropped_mass_j[num_dropped - 1]) if num_dropped else carried
     return JointState(joint_M_K[keep], np.ones(len(keep)), offset_K, "pruned",
                       error_bound=mass_error_bound(dropped_mass, num_atoms),
-                      dropped_mass=dropped_mass)
+                      dropped_mass=dropped_mass, row_sums_M=mass_M[keep])
 
 
 def start_draws(K, S, first_rank=0):
@@ -297,11 +308,12 @@ def from_draws(draws, C, kernels, unique=None):
     # The member that made a draw gives it positive probability: the max is finite.
     joint_U_K, log_scale_U = np.empty((len(first_U), K)), np.empty(len(first_U))
     kernels.exp_rows(draws.log_joint_M_K, first_U, joint_U_K, log_scale_U)
-    weights_U = counts_U / (M * joint_U_K.sum(axis=1))
+    sums_U = joint_U_K.sum(axis=1)
+    weights_U = counts_U / (M * sums_U)
     offset_K = -(weights_U * log_scale_U) @ joint_U_K
     return JointState(joint_U_K, weights_U, offset_K, "sampled",
                       draws=draws, counts_M=counts_U.astype(np.float64),
-                      log_scale_M=log_scale_U)
+                      log_scale_M=log_scale_U, row_sums_M=sums_U)
 
 
 def _fresh_draws(probs_A_K_C, S, first_rank, rng, kernels):
@@ -454,7 +466,7 @@ def estimator_terms(state, probs_n_K_C, kernels):
         P_mn_C = (state.joint_M_K[m0:m0 + chunk] @ probs_K_nC).reshape(-1, C)
         kernels.entropy_rows(P_mn_C, entropy_mn[:len(P_mn_C)])
         g_M_n[m0:m0 + chunk] += entropy_mn[:len(P_mn_C)].reshape(-1, n)
-    g_M_n /= state.joint_M_K.sum(axis=1)[:, None]
+    g_M_n /= row_sums(state)[:, None]
     return g_M_n.T, state.counts_M
 
 

@@ -615,46 +615,53 @@ def draw_labels(const floating[:, ::1] probs_K_C, const double[:, ::1] log_probs
             raise IndexError(f"member {member_M[m]} out of range for K={K}")
     if M == 0 or C == 0:
         return labels_M.base
+    # Each member's total and last class of positive probability, once: the twin's sums
+    # in its order, the cumulative sum in the input's precision.
+    cdef Py_ssize_t k, c, last
+    cdef floating total
+    cdef intp_t[::1] last_K = np.empty(K, dtype=np.intp)
+    cdef double[::1] total_K = np.empty(K)
+    for k in range(K):
+        total = 0
+        for c in range(C):
+            total = total + probs_K_C[k, c]
+        total_K[k] = total
+        last = C - 1
+        while last >= 0 and not probs_K_C[k, last] > 0:
+            last = last - 1
+        last_K[k] = last if last >= 0 else C - 1  # none positive: the twin's argmax
     cdef Py_ssize_t start, stop
     cdef int nt
     for start, stop, threads in _threads.chunks(M, K + C, _limit(num_threads)):
         nt = threads
         _region_starts(nt)
         with nogil:
-            _draw_chunk(probs_K_C, log_probs_C_K, member_M, u_M, labels_M, log_joint_M_K,
-                        start, stop, nt)
+            _draw_chunk(probs_K_C, log_probs_C_K, total_K, last_K, member_M, u_M, labels_M,
+                        log_joint_M_K, start, stop, nt)
         _region_ends(nt)
     return labels_M.base
 
 
 cdef void _draw_chunk(const floating[:, ::1] probs_K_C, const double[:, ::1] log_probs_C_K,
+                      const double[::1] total_K, const intp_t[::1] last_K,
                       const intp_t[::1] member_M, const double[::1] u_M, intp_t[:] labels_M,
                       double[:, ::1] log_joint_M_K, Py_ssize_t start, Py_ssize_t stop,
                       int nt) noexcept nogil:
     """``draw_labels`` on draws [start, stop), ``nt`` threads."""
     cdef Py_ssize_t K = probs_K_C.shape[0], C = probs_K_C.shape[1]
-    cdef Py_ssize_t m, k, c, member, label, last
-    cdef floating cdf, total
+    cdef Py_ssize_t m, k, c, member, label
+    cdef floating cdf
     cdef double u
     for m in prange(start, stop, schedule="static", num_threads=nt):
         member = member_M[m]
-        # The twin's sums in its order: the cumulative sum in the input's precision.
-        total = 0
-        for c in range(C):
-            total = total + probs_K_C[member, c]
-        last = C - 1
-        while last >= 0 and not probs_K_C[member, last] > 0:
-            last = last - 1
-        if last < 0:  # no positive entry: the twin's argmax of all-False is C - 1
-            last = C - 1
-        u = u_M[m] * total
+        u = u_M[m] * total_K[member]  # the total exact in double, as in the twin's product
         cdf = 0
         label = 0
         for c in range(C):
             cdf = cdf + probs_K_C[member, c]
             if cdf <= u:
                 label = label + 1
-        label = min(label, last)
+        label = min(label, last_K[member])
         labels_M[m] = label
         for k in range(K):
             log_joint_M_K[m, k] += log_probs_C_K[label, k]
