@@ -578,7 +578,9 @@ static void bbf_nearest_rows(const double *X_M_K, const double *L_K_G, ptrdiff_t
 #else
 #define BBF_DISPATCH_NOFMA
 #endif
-/* The sums of w in [w0, w0 + 4 NV) into acc: NV vectors of four sums in registers. */
+/* The sums of w in [w0, w0 + 4 NV) into acc: NV vectors of four sums in registers
+ * (GCC's and clang's vector extensions; elsewhere the plain loop below does them all). */
+#if defined(__GNUC__)
 typedef double bbf_v4d __attribute__((vector_size(32)));
 typedef double bbf_v4du __attribute__((vector_size(32), aligned(8), may_alias));
 #define BBF_SUBGROUP_BLOCK(NV)                                                            \
@@ -594,6 +596,9 @@ typedef double bbf_v4du __attribute__((vector_size(32), aligned(8), may_alias));
         }                                                                                 \
         memcpy(acc + w0, a, sizeof(a));                                                   \
     }
+#else
+#define BBF_SUBGROUP_BLOCK(NV)
+#endif
 BBF_DISPATCH_NOFMA static void bbf_subgroup_rows(const double *X_M_K, const ptrdiff_t *parent_M,
                                                  const double *L_P_K_W, ptrdiff_t m0,
                                                  ptrdiff_t m1, ptrdiff_t K, ptrdiff_t W,
