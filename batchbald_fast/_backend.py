@@ -16,8 +16,8 @@ _CHOICES = ("auto", "cython", "numpy")
 # Every kernel of a backend module, each with the same signature in both, ending in
 # ``num_threads``.
 KERNEL_NAMES = ("score_candidates", "score_candidates_grouped", "entropy_rows",
-                "nearest_centres", "nearest_subgroups", "draw_labels", "group_sums",
-                "unique_keys", "scratch_bytes")
+                "nearest_centres", "nearest_subgroups", "subgroup_seeds", "draw_labels",
+                "exp_rows", "group_sums", "unique_keys", "scratch_bytes")
 
 
 class Kernels:
@@ -35,7 +35,8 @@ class Kernels:
     Attributes
     ----------
     score_candidates, score_candidates_grouped, entropy_rows, nearest_centres, \
-    nearest_subgroups, draw_labels, group_sums, unique_keys, scratch_bytes
+    nearest_subgroups, subgroup_seeds, draw_labels, exp_rows, group_sums, unique_keys, \
+    scratch_bytes
         The module's kernels with ``num_threads`` given.
     """
 

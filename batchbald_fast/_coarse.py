@@ -2,13 +2,15 @@
 
 Entropy is concave, so merging rows can only raise a score (:class:`CoarseLevels` derives
 the bound); the rows are grouped by Bregman k-means on their posteriors over the members so
-that the bound is tight. The kernels come from the caller (``nearest_subgroups``,
-``group_sums``).
+that the bound is tight. The kernels come from the caller (``nearest_centres``,
+``nearest_subgroups``, ``subgroup_seeds``, ``group_sums``).
 """
 
 import math
 
 import numpy as np
+
+from . import _joint
 
 # Rows of the coarse joints that bound a step's scores: the first has about 3K groups (a
 # power of 2, at most COARSE_GROUPS), each next one splits every row of the last up to
@@ -102,7 +104,7 @@ class CoarseLevels:
                 COARSE_GROUPS_PER_MEMBER * state.joint_M_K.shape[1])))
         if ways is None:  # the next level at max_groups
             ways = max(2, max_groups // num_groups)
-        self._sums_M = state.joint_M_K.sum(axis=1)
+        self._sums_M = _joint.row_sums(state)
         most = min(max_groups, int(len(self._sums_M) * fraction),
                    np.count_nonzero(self._sums_M))
         self.rows, self.centres, self._levels, self.coarsest = [], None, [], False
@@ -121,18 +123,20 @@ class CoarseLevels:
             if not self.rows:
                 return
         G = self.rows[0]
-        group_M, self.centres = _group_rows(state.joint_M_K, self._sums_M, state.weights_M,
-                                            self._mass_M, G, iterations, kernels, centres)
-        self._groups = [(group_M, G)]
+        group_M, self.centres, sums = _group_rows(state.joint_M_K, self._sums_M,
+                                                  state.weights_M, self._mass_M, G,
+                                                  iterations, kernels, centres)
+        # Each grouping: (group_M, G, its groups' sums and masses or None)
+        self._groups = [(group_M, G, sums)]
         if coarsest and G >= 2 * COARSEST_GROUPS:
             # The groups' own rows grouped again: a G-row problem.
-            joint_G_K = _group_sums(state.joint_M_K, state.weights_M, group_M, G, kernels)
+            joint_G_K = sums[0]
             sums_G = joint_G_K.sum(axis=1)
             if np.count_nonzero(sums_G) >= COARSEST_GROUPS:
-                top_G, _ = _group_rows(joint_G_K, sums_G, np.ones(G), sums_G, COARSEST_GROUPS,
-                                       COARSE_ITERATIONS, kernels)
+                top_G, _, _ = _group_rows(joint_G_K, sums_G, np.ones(G), sums_G,
+                                          COARSEST_GROUPS, COARSE_ITERATIONS, kernels)
                 self.rows.insert(0, COARSEST_GROUPS)
-                self._groups.insert(0, (top_G[group_M], COARSEST_GROUPS))
+                self._groups.insert(0, (top_G[group_M], COARSEST_GROUPS, None))
                 self.coarsest = True
 
     def __len__(self):
@@ -144,15 +148,15 @@ class CoarseLevels:
         state's score."""
         state = self._state
         while len(self._groups) <= level:
-            parent_M, P = self._groups[-1]
+            parent_M, P, _ = self._groups[-1]
             ways = self.rows[len(self._groups)] // self.rows[len(self._groups) - 1]
             self._groups.append(_split_groups(state.joint_M_K, self._sums_M, state.weights_M,
                                               self._mass_M, parent_M, P, ways,
                                               SPLIT_ITERATIONS, self._kernels))
         while len(self._levels) <= level:
-            group_M, G = self._groups[len(self._levels)]
+            group_M, G, sums = self._groups[len(self._levels)]
             self._levels.append(_merge_groups(state, group_M, G, self._sums_M, self._mass_M,
-                                              self._row_sum_range, self._kernels))
+                                              self._row_sum_range, self._kernels, sums))
         return self._levels[level]
 
 
@@ -177,12 +181,17 @@ def _levels_that_pay(rows, M, num_candidates, C, iterations):
     return kept
 
 
-def _merge_groups(state, group_M, G, sums_M, mass_M, row_sum_range, kernels):
-    """The coarse joint of one grouping and its correction (:class:`CoarseLevels`)."""
+def _merge_groups(state, group_M, G, sums_M, mass_M, row_sum_range, kernels, sums=None):
+    """The coarse joint of one grouping and its correction (:class:`CoarseLevels`);
+    ``sums``: the groups' weighted row sums and masses when known (the grouping's last
+    update: rows of zero sum add nothing under either weights)."""
     weights_M = state.weights_M
-    joint_G_K = _group_sums(state.joint_M_K, weights_M, group_M, G, kernels)
+    if sums is None:
+        sums = (_group_sums(state.joint_M_K, weights_M, group_M, G, kernels),
+                np.bincount(group_M, weights=mass_M, minlength=G))
+    joint_G_K, group_mass_G = sums
     live = sums_M > 0  # rows of zero probability add nothing either way
-    group_mass_M = np.bincount(group_M, weights=mass_M, minlength=G)[group_M[live]]
+    group_mass_M = group_mass_G[group_M[live]]
     lo, hi = row_sum_range
     log_ratio_M = np.log(group_mass_M) - np.log(sums_M[live]) + math.log(hi / lo)
     # S_m lies within [lo, hi] times its value for unit row sums: take the end that is larger.
@@ -208,6 +217,9 @@ def _group_rows(joint_M_K, sums_M, weights_M, mass_M, G, iterations, kernels, ce
     group_M : ndarray of shape (M,), intp
     centre_G_K : ndarray of shape (G, K)
         The centres after the last update.
+    sums : (ndarray of shape (G, K), ndarray of shape (G,))
+        The groups' weighted row sums and masses under ``group_M`` (the last update's:
+        the coarse joint of these groups, :func:`_merge_groups`).
     """
     M = len(joint_M_K)
     if centres is None:
@@ -220,18 +232,20 @@ def _group_rows(joint_M_K, sums_M, weights_M, mass_M, G, iterations, kernels, ce
     for _ in range(iterations):
         log_centre_K_G = np.ascontiguousarray(np.log(np.maximum(centre_G_K, _TINY)).T)
         kernels.nearest_centres(joint_M_K, log_centre_K_G, group_M)
-        _update_centres(centre_G_K, group_M, joint_M_K, live_weights_M, mass_M, kernels)
-    return group_M, centre_G_K
+        sums = _update_centres(centre_G_K, group_M, joint_M_K, live_weights_M, mass_M,
+                               kernels)
+    return group_M, centre_G_K, sums
 
 
 def _update_centres(centre_G_K, group_M, joint_M_K, live_weights_M, mass_M, kernels):
     """Lloyd's update in KL geometry, in place: each group's mass-weighted mean posterior
-    (empty groups keep their centre)."""
+    (empty groups keep their centre). Returns the groups' weighted row sums and masses."""
     G = len(centre_G_K)
     group_mass_G = np.bincount(group_M, weights=mass_M, minlength=G)
     filled = group_mass_G > 0
     sums_G_K = _group_sums(joint_M_K, live_weights_M, group_M, G, kernels)
     centre_G_K[filled] = sums_G_K[filled] / group_mass_G[filled, None]
+    return sums_G_K, group_mass_G
 
 
 def _split_groups(joint_M_K, sums_M, weights_M, mass_M, parent_M, P, ways, iterations,
@@ -246,35 +260,31 @@ def _split_groups(joint_M_K, sums_M, weights_M, mass_M, parent_M, P, ways, itera
         The finer groups, numbered 0..G-1.
     G : int
         How many are not empty.
+    sums : (ndarray of shape (G, K), ndarray of shape (G,))
+        The finer groups' weighted row sums and masses (as :func:`_group_rows`).
     """
     M, K = joint_M_K.shape
     # Each group's first sub-centres: ``ways`` of its rows drawn by mass without
     # replacement (the largest log(u) / mass), from a fixed seed as in _group_rows.
     with np.errstate(divide="ignore"):
         key_M = np.log(np.random.default_rng(0).random(M)) / mass_M
-    # np.lexsort((-key_M, parent_M)), faster: by key, then stably by group (a radix sort
-    # of 16-bit ints).
-    by_key = np.argsort(-key_M, kind="stable")
-    group_dtype = np.int16 if P <= np.iinfo(np.int16).max else np.intp
-    order = by_key[np.argsort(parent_M[by_key].astype(group_dtype), kind="stable")]
-    rank = np.arange(M) - np.searchsorted(parent_M[order], parent_M[order])
-    seeds = order[(rank < ways) & (mass_M[order] > 0)]
-    seed_rank = np.empty(M, dtype=np.intp)
-    seed_rank[order] = rank
+    slot_M = kernels.subgroup_seeds(parent_M, key_M, mass_M, P, ways,
+                                    np.empty(M, dtype=np.intp))
+    seeds = np.flatnonzero(slot_M >= 0)
     centre_S_K = np.full((P * ways, K), _TINY)
-    centre_S_K[parent_M[seeds] * ways + seed_rank[seeds]] = \
-        joint_M_K[seeds] / sums_M[seeds, None]
+    centre_S_K[slot_M[seeds]] = joint_M_K[seeds] / sums_M[seeds, None]
     live_weights_M = np.where(sums_M > 0, weights_M, 0.0)
     group_M = np.empty(M, dtype=np.intp)
     for _ in range(iterations):
         log_centre_P_K_W = np.ascontiguousarray(
             np.log(np.maximum(centre_S_K, _TINY)).reshape(P, ways, K).transpose(0, 2, 1))
         kernels.nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, group_M)
-        _update_centres(centre_S_K, group_M, joint_M_K, live_weights_M, mass_M, kernels)
+        sums_S_K, mass_S = _update_centres(centre_S_K, group_M, joint_M_K, live_weights_M,
+                                           mass_M, kernels)
     # The groups used, numbered in order (np.unique's inverse, without a sort).
     used_S = np.bincount(group_M, minlength=P * ways) > 0
     number_S = np.cumsum(used_S) - 1
-    return number_S[group_M], int(used_S.sum())
+    return number_S[group_M], int(used_S.sum()), (sums_S_K[used_S], mass_S[used_S])
 
 
 def _group_sums(joint_M_K, weights_M, group_M, G, kernels):

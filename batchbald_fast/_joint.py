@@ -59,10 +59,17 @@ class Draws:
         return Draws(self.labels_M_A[rows], self.member_M[rows], self.rank_M[rows],
                      self.log_joint_M_K[rows])
 
-    def concat(self, other):
-        return Draws(*(np.concatenate([a, b]) for a, b in zip(
-            (self.labels_M_A, self.member_M, self.rank_M, self.log_joint_M_K),
-            (other.labels_M_A, other.member_M, other.rank_M, other.log_joint_M_K))))
+    @staticmethod
+    def join(blocks, keep_M=None):
+        """The draws of ``blocks`` in order, as one (only those ``keep_M`` keeps): each
+        kept draw copied once, however many blocks."""
+        if len(blocks) == 1:
+            return blocks[0] if keep_M is None else blocks[0].take(keep_M)
+        keeps = [slice(None)] * len(blocks) if keep_M is None else np.split(
+            keep_M, np.cumsum([len(block) for block in blocks])[:-1])
+        return Draws(*(np.concatenate([getattr(block, field)[keep]
+                                       for block, keep in zip(blocks, keeps)])
+                       for field in ("labels_M_A", "member_M", "rank_M", "log_joint_M_K")))
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,9 @@ class JointState:
         Sampled states: how many draws each merged row stands for.
     log_scale_M : ndarray of shape (M,) or None
         Sampled states: each row's scale (``log max_k J[m, k]``).
+    row_sums_M : ndarray of shape (M,) or None
+        ``joint_M_K.sum(axis=1)`` when the state's making computed it (read it through
+        :func:`row_sums`).
     """
 
     joint_M_K: np.ndarray
@@ -101,6 +111,7 @@ class JointState:
     draws: Draws = None
     counts_M: np.ndarray = None
     log_scale_M: np.ndarray = None
+    row_sums_M: np.ndarray = None
 
     @property
     def exact(self):
@@ -110,6 +121,13 @@ class JointState:
     @property
     def num_configurations(self):
         return self.joint_M_K.shape[0]
+
+
+def row_sums(state):
+    """``Σ_k joint_M_K[m, k]`` of a state's rows (computed once by the states that know it)."""
+    if state.row_sums_M is not None:
+        return state.row_sums_M
+    return state.joint_M_K.sum(axis=1)
 
 
 def empty_joint(K):
@@ -195,7 +213,7 @@ def extend_pruned(state, probs_K_C, num_points, tol, max_rows=None):
     dropped_mass = float(dropped_mass_j[num_dropped - 1]) if num_dropped else carried
     return JointState(joint_M_K[keep], np.ones(len(keep)), offset_K, "pruned",
                       error_bound=mass_error_bound(dropped_mass, num_atoms),
-                      dropped_mass=dropped_mass)
+                      dropped_mass=dropped_mass, row_sums_M=mass_M[keep])
 
 
 def start_draws(K, S, first_rank=0):
@@ -238,41 +256,64 @@ def append_labels(draws, probs_K_C, labels_M):
 
 
 def _unique_rows(labels_M_A, C, kernels):
-    """First index, id (0..U-1, per row) and count of each distinct row of labels."""
-    M, A = labels_M_A.shape
+    """First index, id (0..U-1, per row) and count of each distinct row of labels, and
+    whether the ids follow the rows' keys (not after a hash collision: then the rows').
+
+    ``labels_M_A``: an array, or a list of arrays whose rows follow each other (merged as
+    their concatenation, which only a hash collision forms)."""
+    blocks = labels_M_A if isinstance(labels_M_A, list) else [labels_M_A]
+    A = blocks[0].shape[1]
     if C ** A < 2 ** 63:  # one int64 key per row sorts far faster than rows
-        keys = labels_M_A @ (C ** np.arange(A, dtype=np.int64))
+        multipliers = C ** np.arange(A, dtype=np.int64)
     else:
         # Sorting rows costs O(A) per comparison and grows with the batch: sort a 64-bit
         # hash of each row instead, and check it against the rows (a collision, about
         # M²/2^64 likely, falls back to sorting the rows).
-        multipliers = np.random.default_rng(0).integers(1, 2**63, size=A, dtype=np.int64)
-        keys = labels_M_A @ (2 * multipliers + 1)  # wraps modulo 2^64
+        multipliers = 2 * np.random.default_rng(0).integers(1, 2**63, size=A,
+                                                            dtype=np.int64) + 1
+    keys = np.concatenate([block @ multipliers for block in blocks])  # hashes wrap
+    M = len(keys)
     first_M, ids_M, counts_M = (np.empty(M, dtype=np.intp) for _ in range(3))
     U = kernels.unique_keys(keys, first_M, ids_M, counts_M)
-    first_U, counts_U = first_M[:U], counts_M[:U]
-    if C ** A >= 2 ** 63 and not np.array_equal(labels_M_A, labels_M_A[first_U[ids_M]]):
-        _, first_U, ids_M, counts_U = np.unique(labels_M_A, axis=0, return_index=True,
-                                                return_inverse=True, return_counts=True)
-    return first_U, ids_M.reshape(-1), counts_U
+    first_U, counts_U, by_key = first_M[:U], counts_M[:U], True
+    if C ** A >= 2 ** 63:
+        labels_M_A = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+        if not np.array_equal(labels_M_A, labels_M_A[first_U[ids_M]]):
+            _, first_U, ids_M, counts_U = np.unique(labels_M_A, axis=0, return_index=True,
+                                                    return_inverse=True, return_counts=True)
+            by_key = False
+    return first_U, ids_M.reshape(-1), counts_U, by_key
+
+
+def _unique_subset(unique, keep_M):
+    """``_unique_rows`` of the rows ``keep_M`` keeps, from ``unique``, that of all rows:
+    the distinct rows kept stay in order, so nothing is sorted again. None when the ids
+    followed the rows, not their keys (the rows kept would be merged by key)."""
+    _, ids_M, counts_U, by_key = unique
+    if not by_key:
+        return None
+    ids_n = ids_M[keep_M]
+    counts_U = np.bincount(ids_n, minlength=len(counts_U))
+    used_U = counts_U > 0
+    first_U = np.full(len(counts_U), len(ids_n), dtype=np.intp)
+    np.minimum.at(first_U, ids_n, np.arange(len(ids_n)))
+    return first_U[used_U], (np.cumsum(used_U) - 1)[ids_n], counts_U[used_U], True
 
 
 def from_draws(draws, C, kernels, unique=None):
     """The sampled state of some draws of C-class labels: duplicates merged, rows scaled
     (``unique``: the draws' ``_unique_rows`` when known)."""
     M, K = draws.log_joint_M_K.shape
-    first_U, _, counts_U = unique or _unique_rows(draws.labels_M_A, C, kernels)
-    joint_U_K = draws.log_joint_M_K[first_U]  # the log joint until exponentiated
+    first_U, _, counts_U, _ = unique or _unique_rows(draws.labels_M_A, C, kernels)
     # The member that made a draw gives it positive probability: the max is finite.
-    log_scale_U = joint_U_K.max(axis=1)
-    joint_U_K -= log_scale_U[:, None]
-    np.exp(joint_U_K, out=joint_U_K)  # in place: one array of U × K, not three
-    joint_U_K /= K
-    weights_U = counts_U / (M * joint_U_K.sum(axis=1))
+    joint_U_K, log_scale_U = np.empty((len(first_U), K)), np.empty(len(first_U))
+    kernels.exp_rows(draws.log_joint_M_K, first_U, joint_U_K, log_scale_U)
+    sums_U = joint_U_K.sum(axis=1)
+    weights_U = counts_U / (M * sums_U)
     offset_K = -(weights_U * log_scale_U) @ joint_U_K
     return JointState(joint_U_K, weights_U, offset_K, "sampled",
                       draws=draws, counts_M=counts_U.astype(np.float64),
-                      log_scale_M=log_scale_U)
+                      log_scale_M=log_scale_U, row_sums_M=sums_U)
 
 
 def _fresh_draws(probs_A_K_C, S, first_rank, rng, kernels):
@@ -311,30 +352,36 @@ def fit_budget(draws, probs_A_K_C, num_samples, rng, kernels,
     A, K, C = probs_A_K_C.shape
     S = int(draws.rank_M.max()) + 1
     max_S = max(S, _sizes.max_draws_per_member(num_samples, K, A, max_draw_bytes))
+    # The rounds' fresh draws stay blocks, joined once at the end: each merge needs only
+    # the keys and ranks of all.
+    blocks, rank_M = [draws], draws.rank_M
     while True:
-        unique = _unique_rows(draws.labels_M_A, C, kernels)
-        fit_S = _draws_per_member_that_fit(draws, unique, num_samples)
+        unique = _unique_rows([block.labels_M_A for block in blocks], C, kernels)
+        fit_S = _draws_per_member_that_fit(rank_M, unique, num_samples)
         if fit_S < S:
-            draws, unique = draws.take(draws.rank_M < fit_S), None
+            keep_M = rank_M < fit_S
+            draws, unique = Draws.join(blocks, keep_M), _unique_subset(unique, keep_M)
             break
         if S >= max_S:
+            draws = Draws.join(blocks)
             break
         more = min(S, max_S - S)  # doubling: a handful of rounds whatever the growth
-        draws = draws.concat(_fresh_draws(probs_A_K_C, more, S, rng, kernels))
+        blocks.append(_fresh_draws(probs_A_K_C, more, S, rng, kernels))
+        rank_M = np.concatenate([rank_M, blocks[-1].rank_M])
         S += more
     return from_draws(draws, C, kernels, unique)
 
 
-def _draws_per_member_that_fit(draws, unique, num_samples):
+def _draws_per_member_that_fit(rank_M, unique, num_samples):
     """The largest S' ≥ 1 whose draws of rank < S' hold at most ``num_samples`` distinct
-    configurations (the number of draws per member when all fit); ``unique``: the draws'
-    ``_unique_rows``."""
-    _, ids_M, counts_U = unique
+    configurations (the number of draws per member when all fit), for draws of ranks
+    ``rank_M``; ``unique``: the draws' ``_unique_rows``."""
+    _, ids_M, counts_U, _ = unique
     if len(counts_U) <= num_samples:
-        return int(draws.rank_M.max()) + 1
+        return int(rank_M.max()) + 1
     # A configuration is among the draws of rank < S' iff its lowest rank is < S'.
     first_rank_U = np.full(len(counts_U), np.iinfo(np.intp).max)
-    np.minimum.at(first_rank_U, ids_M, draws.rank_M)
+    np.minimum.at(first_rank_U, ids_M, rank_M)
     return max(1, int(np.partition(first_rank_U, num_samples)[num_samples]))
 
 
@@ -419,7 +466,7 @@ def estimator_terms(state, probs_n_K_C, kernels):
         P_mn_C = (state.joint_M_K[m0:m0 + chunk] @ probs_K_nC).reshape(-1, C)
         kernels.entropy_rows(P_mn_C, entropy_mn[:len(P_mn_C)])
         g_M_n[m0:m0 + chunk] += entropy_mn[:len(P_mn_C)].reshape(-1, n)
-    g_M_n /= state.joint_M_K.sum(axis=1)[:, None]
+    g_M_n /= row_sums(state)[:, None]
     return g_M_n.T, state.counts_M
 
 

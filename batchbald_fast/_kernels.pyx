@@ -31,6 +31,7 @@ from ._threads import blas_limit
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from numpy cimport intp_t
+from libc.math cimport exp
 from libc.stdint cimport int64_t, uint64_t
 from scipy.linalg.cython_blas cimport sgemm
 
@@ -48,6 +49,9 @@ cdef extern from "_xlogx.h" nogil:
     void bbf_nearest_rows(const double *X_M_K, const double *L_K_G, Py_ssize_t m0,
                           Py_ssize_t m1, Py_ssize_t K, Py_ssize_t G, double *acc_G,
                           intp_t *out_M)
+    void bbf_subgroup_rows(const double *X_M_K, const intp_t *parent_M,
+                           const double *L_P_K_W, Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t K,
+                           Py_ssize_t W, double *acc, intp_t *out_M)
     int BBF_NEAREST_MR
     const char *BBF_DISPATCH_NAME
     int BBF_PAD_BYTES
@@ -532,65 +536,74 @@ def nearest_centres(const double[:, ::1] joint_M_K, const double[:, ::1] log_cen
 def nearest_subgroups(const double[:, ::1] joint_M_K, const intp_t[::1] parent_M,
                       const double[:, :, ::1] log_centre_P_K_W, intp_t[::1] out,
                       num_threads=None):
-    """Each row's best sub-centre of its group (``_kernels_numpy.nearest_subgroups``),
-    on at most ``num_threads`` OpenMP threads (None: ``omp_get_max_threads()``)."""
+    """Each row's best sub-centre of its group (``_kernels_numpy.nearest_subgroups``;
+    ``bbf_subgroup_rows``), on at most ``num_threads`` OpenMP threads (None:
+    ``omp_get_max_threads()``)."""
     cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
-    cdef Py_ssize_t W = log_centre_P_K_W.shape[2]
+    cdef Py_ssize_t P = log_centre_P_K_W.shape[0], W = log_centre_P_K_W.shape[2]
     if parent_M.shape[0] != M or out.shape[0] != M or log_centre_P_K_W.shape[1] != K:
         raise ValueError("nearest_subgroups: inconsistent shapes")
     if M == 0:
         return out.base
-    cdef Py_ssize_t start, stop
+    cdef Py_ssize_t m
+    for m in range(M):  # an out-of-range group would read wild memory without the GIL
+        if parent_M[m] < 0 or parent_M[m] >= P:
+            raise IndexError(f"group {parent_M[m]} out of range for P={P}")
+    cdef Py_ssize_t start, stop, b, num_blocks, step = 64
     cdef int nt
     cdef double[:, ::1] work
     for start, stop, threads in _threads.chunks(M, W * K, _limit(num_threads)):
         nt = threads
         work = np.empty((nt, W + 8))  # rows a cache line apart: no false sharing
+        num_blocks = (stop - start + step - 1) // step
         _region_starts(nt)
-        with nogil:
-            _nearest_chunk(joint_M_K, parent_M, log_centre_P_K_W, out, start, stop, nt, work)
+        for b in prange(num_blocks, schedule="static", num_threads=nt, nogil=True):
+            bbf_subgroup_rows(&joint_M_K[0, 0], &parent_M[0], &log_centre_P_K_W[0, 0, 0],
+                              start + b * step, min(stop, start + (b + 1) * step), K, W,
+                              &work[threadid(), 0], &out[0])
         _region_ends(nt)
     return out.base
 
 
-cdef void _nearest_chunk(const double[:, ::1] joint_M_K, const intp_t[::1] parent_M,
-                         const double[:, :, ::1] log_centre_P_K_W, intp_t[::1] out,
-                         Py_ssize_t start, Py_ssize_t stop, int nt,
-                         double[:, ::1] work) noexcept nogil:
-    """``nearest_subgroups`` on rows [start, stop), ``nt`` threads."""
-    cdef Py_ssize_t K = joint_M_K.shape[1], W = log_centre_P_K_W.shape[2]
-    cdef Py_ssize_t m, w, w0, k, best
-    cdef double *acc
-    cdef const double *centre
-    cdef double J, a0, a1, a2, a3
-    for m in prange(start, stop, schedule="static", num_threads=nt):
-        acc = &work[threadid(), 0]
-        centre = &log_centre_P_K_W[parent_M[m], 0, 0]
-        # One accumulator per sub-centre, 4 of them a pass: in registers, the loop over w
-        # vectorises.
-        for w0 in range(0, W, 4):
-            a0 = a1 = a2 = a3 = 0.0
-            for k in range(K):
-                J = joint_M_K[m, k]
-                a0 = a0 + J * centre[k * W + w0]
-                if w0 + 1 < W:
-                    a1 = a1 + J * centre[k * W + w0 + 1]
-                if w0 + 2 < W:
-                    a2 = a2 + J * centre[k * W + w0 + 2]
-                if w0 + 3 < W:
-                    a3 = a3 + J * centre[k * W + w0 + 3]
-            acc[w0] = a0
-            if w0 + 1 < W:
-                acc[w0 + 1] = a1
-            if w0 + 2 < W:
-                acc[w0 + 2] = a2
-            if w0 + 3 < W:
-                acc[w0 + 3] = a3
-        best = 0
-        for w in range(1, W):
-            if acc[w] > acc[best]:
-                best = w
-        out[m] = W * parent_M[m] + best
+def subgroup_seeds(const intp_t[::1] parent_M, const double[::1] key_M,
+                   const double[::1] mass_M, Py_ssize_t num_groups, Py_ssize_t ways,
+                   intp_t[::1] out_slot_M, num_threads=None):
+    """Each group's ``ways`` rows of largest key (``_kernels_numpy.subgroup_seeds``), in
+    one pass: each group keeps its best rows so far in order, and a row enters where its
+    key is larger than the next one's (ties: the earlier row first). Serial, so
+    ``num_threads`` is unused."""
+    cdef Py_ssize_t M = parent_M.shape[0]
+    if key_M.shape[0] != M or mass_M.shape[0] != M or out_slot_M.shape[0] != M or ways < 1:
+        raise ValueError("subgroup_seeds: inconsistent shapes")
+    cdef Py_ssize_t m, g, j, n
+    for m in range(M):
+        if parent_M[m] < 0 or parent_M[m] >= num_groups:
+            raise IndexError(f"group {parent_M[m]} out of range for {num_groups} groups")
+    cdef double[::1] top_key = np.empty(num_groups * ways)
+    cdef intp_t[::1] top_row = np.empty(num_groups * ways, dtype=np.intp)
+    cdef intp_t[::1] filled = np.zeros(num_groups, dtype=np.intp)
+    cdef double key
+    with nogil:
+        for m in range(M):
+            g = parent_M[m]
+            key = key_M[m]
+            n = filled[g]
+            if n == ways and not key > top_key[g * ways + ways - 1]:
+                continue
+            j = min(n, ways - 1)  # a full group drops its last
+            while j > 0 and key > top_key[g * ways + j - 1]:
+                top_key[g * ways + j] = top_key[g * ways + j - 1]
+                top_row[g * ways + j] = top_row[g * ways + j - 1]
+                j = j - 1
+            top_key[g * ways + j] = key
+            top_row[g * ways + j] = m
+            filled[g] = min(n + 1, ways)
+        out_slot_M[:] = -1
+        for g in range(num_groups):
+            for j in range(filled[g]):
+                if mass_M[top_row[g * ways + j]] > 0:
+                    out_slot_M[top_row[g * ways + j]] = g * ways + j
+    return out_slot_M.base
 
 
 def draw_labels(const floating[:, ::1] probs_K_C, const double[:, ::1] log_probs_C_K,
@@ -610,49 +623,91 @@ def draw_labels(const floating[:, ::1] probs_K_C, const double[:, ::1] log_probs
             raise IndexError(f"member {member_M[m]} out of range for K={K}")
     if M == 0 or C == 0:
         return labels_M.base
+    # Each member's total and last class of positive probability, once: the twin's sums
+    # in its order, the cumulative sum in the input's precision.
+    cdef Py_ssize_t k, c, last
+    cdef floating total
+    cdef intp_t[::1] last_K = np.empty(K, dtype=np.intp)
+    cdef double[::1] total_K = np.empty(K)
+    for k in range(K):
+        total = 0
+        for c in range(C):
+            total = total + probs_K_C[k, c]
+        total_K[k] = total
+        last = C - 1
+        while last >= 0 and not probs_K_C[k, last] > 0:
+            last = last - 1
+        last_K[k] = last if last >= 0 else C - 1  # none positive: the twin's argmax
     cdef Py_ssize_t start, stop
     cdef int nt
     for start, stop, threads in _threads.chunks(M, K + C, _limit(num_threads)):
         nt = threads
         _region_starts(nt)
         with nogil:
-            _draw_chunk(probs_K_C, log_probs_C_K, member_M, u_M, labels_M, log_joint_M_K,
-                        start, stop, nt)
+            _draw_chunk(probs_K_C, log_probs_C_K, total_K, last_K, member_M, u_M, labels_M,
+                        log_joint_M_K, start, stop, nt)
         _region_ends(nt)
     return labels_M.base
 
 
 cdef void _draw_chunk(const floating[:, ::1] probs_K_C, const double[:, ::1] log_probs_C_K,
+                      const double[::1] total_K, const intp_t[::1] last_K,
                       const intp_t[::1] member_M, const double[::1] u_M, intp_t[:] labels_M,
                       double[:, ::1] log_joint_M_K, Py_ssize_t start, Py_ssize_t stop,
                       int nt) noexcept nogil:
     """``draw_labels`` on draws [start, stop), ``nt`` threads."""
     cdef Py_ssize_t K = probs_K_C.shape[0], C = probs_K_C.shape[1]
-    cdef Py_ssize_t m, k, c, member, label, last
-    cdef floating cdf, total
+    cdef Py_ssize_t m, k, c, member, label
+    cdef floating cdf
     cdef double u
     for m in prange(start, stop, schedule="static", num_threads=nt):
         member = member_M[m]
-        # The twin's sums in its order: the cumulative sum in the input's precision.
-        total = 0
-        for c in range(C):
-            total = total + probs_K_C[member, c]
-        last = C - 1
-        while last >= 0 and not probs_K_C[member, last] > 0:
-            last = last - 1
-        if last < 0:  # no positive entry: the twin's argmax of all-False is C - 1
-            last = C - 1
-        u = u_M[m] * total
+        u = u_M[m] * total_K[member]  # the total exact in double, as in the twin's product
         cdf = 0
         label = 0
         for c in range(C):
             cdf = cdf + probs_K_C[member, c]
             if cdf <= u:
                 label = label + 1
-        label = min(label, last)
+        label = min(label, last_K[member])
         labels_M[m] = label
         for k in range(K):
             log_joint_M_K[m, k] += log_probs_C_K[label, k]
+
+
+def exp_rows(const double[:, ::1] log_joint_M_K, const intp_t[::1] rows_U,
+             double[:, ::1] out_U_K, double[::1] out_max_U, num_threads=None):
+    """Rows of a log joint exponentiated below their largest entry
+    (``_kernels_numpy.exp_rows``): the gather, the max, the shift, libm's ``exp`` and the
+    division in one pass per row, on at most ``num_threads`` OpenMP threads (None:
+    ``omp_get_max_threads()``)."""
+    cdef Py_ssize_t M = log_joint_M_K.shape[0], K = log_joint_M_K.shape[1]
+    cdef Py_ssize_t U = rows_U.shape[0]
+    if out_U_K.shape[0] != U or out_U_K.shape[1] != K or out_max_U.shape[0] != U:
+        raise ValueError("exp_rows: inconsistent shapes")
+    cdef Py_ssize_t u, k, start, stop
+    for u in range(U):  # an out-of-range row would read wild memory without the GIL
+        if rows_U[u] < 0 or rows_U[u] >= M:
+            raise IndexError(f"row {rows_U[u]} out of range for {M} rows")
+    if U == 0 or K == 0:
+        return out_U_K.base
+    cdef int nt
+    cdef double top, divisor = <double> K
+    cdef const double *row
+    for start, stop, threads in _threads.chunks(U, 8 * K, _limit(num_threads)):
+        nt = threads
+        _region_starts(nt)
+        for u in prange(start, stop, schedule="static", num_threads=nt, nogil=True):
+            row = &log_joint_M_K[rows_U[u], 0]
+            top = row[0]
+            for k in range(1, K):
+                if row[k] > top:
+                    top = row[k]
+            for k in range(K):
+                out_U_K[u, k] = exp(row[k] - top) / divisor
+            out_max_U[u] = top
+        _region_ends(nt)
+    return out_U_K.base
 
 
 def group_sums(const double[:, ::1] joint_M_K, const double[::1] weights_M,

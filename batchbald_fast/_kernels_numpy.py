@@ -228,6 +228,42 @@ def nearest_subgroups(joint_M_K, parent_M, log_centre_P_K_W, out, num_threads=No
     return out
 
 
+def subgroup_seeds(parent_M, key_M, mass_M, num_groups, ways, out_slot_M, num_threads=None):
+    """Each group's first sub-centres: its ``ways`` rows of largest key.
+
+    ``out_slot_M[m] = ways·parent_M[m] + r`` for the row of rank r < ``ways`` among its
+    group's rows ordered by ``key_M`` descending (ties: lowest m first) when
+    ``mass_M[m] > 0``; -1 for every other row.
+
+    Parameters
+    ----------
+    parent_M : ndarray of shape (M,), intp
+        Each row's group, in [0, num_groups).
+    key_M : ndarray of shape (M,), float64
+    mass_M : ndarray of shape (M,), float64
+    num_groups, ways : int
+    out_slot_M : ndarray of shape (M,), intp
+        Written in place.
+    num_threads : int or None
+        Unused.
+
+    Returns
+    -------
+    out_slot_M : ndarray of shape (M,)
+    """
+    M = len(parent_M)
+    # np.lexsort((-key_M, parent_M)), faster: by key, then stably by group (a radix sort
+    # of 16-bit ints).
+    by_key = np.argsort(-key_M, kind="stable")
+    group_dtype = np.int16 if num_groups <= np.iinfo(np.int16).max else np.intp
+    order = by_key[np.argsort(parent_M[by_key].astype(group_dtype), kind="stable")]
+    rank = np.arange(M) - np.searchsorted(parent_M[order], parent_M[order])
+    seed = (rank < ways) & (mass_M[order] > 0)
+    out_slot_M[:] = -1
+    out_slot_M[order[seed]] = ways * parent_M[order[seed]] + rank[seed]
+    return out_slot_M
+
+
 def draw_labels(probs_K_C, log_probs_C_K, member_M, u_M, labels_M, log_joint_M_K,
                 num_threads=None):
     """A label for every draw from its member's row, and its log-probabilities added.
@@ -293,6 +329,38 @@ def unique_keys(keys_M, first_M, ids_M, counts_M, num_threads=None):
     U = len(first_U)
     first_M[:U], ids_M[:], counts_M[:U] = first_U, ids.reshape(-1), counts_U
     return U
+
+
+def exp_rows(log_joint_M_K, rows_U, out_U_K, out_max_U, num_threads=None):
+    """Rows of a log joint exponentiated below their largest entry: ``out_max_U[u] =
+    max_k log_joint_M_K[rows_U[u], k]`` and ``out_U_K[u] = exp(log_joint_M_K[rows_U[u]] −
+    out_max_U[u]) / K`` (merging draws: a draw's row scaled so that its largest entry is
+    1/K).
+
+    Parameters
+    ----------
+    log_joint_M_K : ndarray of shape (M, K), float64, C-contiguous
+        No row all -inf.
+    rows_U : ndarray of shape (U,), intp
+    out_U_K : ndarray of shape (U, K), float64
+        Written in place.
+    out_max_U : ndarray of shape (U,), float64
+        Written in place.
+    num_threads : int or None
+        Unused.
+
+    Returns
+    -------
+    out_U_K : ndarray of shape (U, K)
+    """
+    K = log_joint_M_K.shape[1]
+    np.take(log_joint_M_K, rows_U, axis=0, out=out_U_K)
+    if len(rows_U) and K:
+        out_max_U[:] = out_U_K.max(axis=1)
+        out_U_K -= out_max_U[:, None]
+        np.exp(out_U_K, out=out_U_K)
+        out_U_K /= K
+    return out_U_K
 
 
 def group_sums(joint_M_K, weights_M, group_M, out_G_K, num_threads=None):

@@ -154,13 +154,13 @@ class BranchAndBound:
             open_ = np.flatnonzero(~scored & (bound_n >= threshold))
             if not len(open_):
                 break
-            open_ = open_[np.argsort(-bound_n[open_], kind="stable")]  # ties: lowest first
-            level = level_n[open_[0]]
+            first = open_[np.argmax(bound_n[open_])]  # the highest bound, lowest index
+            level = level_n[first]
             at_level = open_[level_n[open_] == level]
-            if np.isinf(bound_n[open_[0]]):  # no order among unbounded candidates: one call
-                chosen = np.sort(at_level[np.isinf(bound_n[at_level])])
+            if np.isinf(bound_n[first]):  # no order among unbounded candidates: one call
+                chosen = at_level[np.isinf(bound_n[at_level])]
             else:
-                chosen = np.sort(at_level[:tiles[level]])
+                chosen = _highest(at_level, bound_n[at_level], tiles[level])
                 tiles[level] *= 2
             value_n, slack = refine[level](self._pool[chosen])
             if level == len(refine) - 1:
@@ -171,6 +171,19 @@ class BranchAndBound:
         scored = level_n == len(refine)
         return (self._pool[scored], bound_n[scored], slack_n[scored],
                 np.bincount(level_n, minlength=len(refine) + 1), bound_n[~scored])
+
+
+def _highest(index_n, value_n, k):
+    """The k entries of ascending ``index_n`` with the highest values (ties: lowest index
+    first), ascending: a stable sort's first k, found by a partition in O(n)."""
+    if k >= len(index_n):
+        return index_n
+    kth = np.partition(value_n, len(value_n) - k)[len(value_n) - k]
+    above = value_n > kth
+    # The ties at the k-th value, lowest index first, fill what the values above leave.
+    tied = np.flatnonzero(value_n == kth)[:k - np.count_nonzero(above)]
+    above[tied] = True
+    return index_n[above]
 
 
 class Scorer:

@@ -164,12 +164,41 @@ def probs_problems(probs_n_K_C, start, *, log_probs=False, name="probs_N_K_C", s
 
 def _block_problems(block_n_K_C, start, log_probs, name, strict):
     arr = np.asarray(block_n_K_C)
-    problems = {}
 
     def first(mask):  # the block's first offending index, and the pool's
         local = tuple(int(i) for i in np.argwhere(mask)[0])
         return local, (local[0] + start,) + local[1:]
 
+    # Two reductions clear a valid block without the masks (nan propagates through them).
+    low, high = (arr.min(), arr.max()) if arr.size else (0, 0)
+    clean = not (np.isnan(low) or np.isnan(high)) and (
+        high <= 0 if log_probs else (-np.inf < low and high < np.inf
+                                     and (low >= 0 or not strict)))
+    problems = {} if clean else _value_problems(arr, first, log_probs, name, strict)
+    if not strict:
+        return problems
+    if log_probs:
+        sums_n_K = np.exp(arr, dtype=np.float64).sum(axis=2)
+        with np.errstate(divide="ignore"):
+            off_n_K = np.abs(np.log(sums_n_K))
+        what, target = "logsumexp over classes", 0
+    else:
+        sums_n_K = arr.astype(np.float64, copy=False).sum(axis=2)
+        off_n_K = np.abs(sums_n_K - 1)
+        what, target = "sum over classes", 1
+    bad = ~(off_n_K <= SUM_TOLERANCE)
+    if bad.any():
+        (i, k), (n, _) = first(bad)
+        value = target + (off_n_K[i, k] if sums_n_K[i, k] > 1 else -off_n_K[i, k])
+        problems[3] = (f"{name}[{n}, {k}] has {what} {value:.6g}, expected {target} "
+                       f"within {SUM_TOLERANCE:g}")
+    return problems
+
+
+def _value_problems(arr, first, log_probs, name, strict):
+    """The problems of a block's values (nan, inf, out of range), by rank; ``first(mask)``
+    gives a mask's first offending index in the block and in the pool."""
+    problems = {}
     nan = np.isnan(arr)
     if nan.any():
         problems[0] = f"{name} holds nan, first at index {first(nan)[1]}"
@@ -188,23 +217,6 @@ def _block_problems(block_n_K_C, start, log_probs, name, strict):
             local, idx = first(bad)
             problems[2] = (f"{name} holds a negative probability ({float(arr[local])}) "
                            f"at index {idx}")
-    if not strict:
-        return problems
-    if log_probs:
-        sums_n_K = np.exp(arr, dtype=np.float64).sum(axis=2)
-        with np.errstate(divide="ignore"):
-            off_n_K = np.abs(np.log(sums_n_K))
-        what, target = "logsumexp over classes", 0
-    else:
-        sums_n_K = arr.astype(np.float64, copy=False).sum(axis=2)
-        off_n_K = np.abs(sums_n_K - 1)
-        what, target = "sum over classes", 1
-    bad = ~(off_n_K <= SUM_TOLERANCE)
-    if bad.any():
-        (i, k), (n, _) = first(bad)
-        value = target + (off_n_K[i, k] if sums_n_K[i, k] > 1 else -off_n_K[i, k])
-        problems[3] = (f"{name}[{n}, {k}] has {what} {value:.6g}, expected {target} "
-                       f"within {SUM_TOLERANCE:g}")
     return problems
 
 

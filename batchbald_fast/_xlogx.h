@@ -574,4 +574,63 @@ static void bbf_nearest_rows(const double *X_M_K, const double *L_K_G, ptrdiff_t
 }
 #endif
 
+/* out[m] = W·parent[m] + argmax_w Σ_k X[m, k] · L[parent[m], k, w] (the lowest w among
+ * equal sums) for rows [m0, m1): the assignment step of splitting groups. Each sum starts
+ * at 0 and adds one rounded product per k in ascending order, never fused: the sums of
+ * the scalar loop this replaced, so the groups stay those of earlier builds. Hence AVX2
+ * without FMA (GCC contracts a product and a sum wherever FMA is enabled). Up to sixteen
+ * sums at a time are held in registers (four AVX2 vectors); acc holds a row's W sums. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) \
+    && defined(__linux__) && defined(__GLIBC__) && !defined(BBF_NO_DISPATCH)
+#define BBF_DISPATCH_NOFMA __attribute__((target_clones("avx2", "default")))
+#else
+#define BBF_DISPATCH_NOFMA
+#endif
+/* The sums of w in [w0, w0 + 4 NV) into acc: NV vectors of four sums in registers
+ * (GCC's and clang's vector extensions; elsewhere the plain loop below does them all). */
+#if defined(__GNUC__)
+typedef double bbf_v4d __attribute__((vector_size(32)));
+typedef double bbf_v4du __attribute__((vector_size(32), aligned(8), may_alias));
+#define BBF_SUBGROUP_BLOCK(NV)                                                            \
+    for (; w0 + 4 * NV <= W; w0 += 4 * NV) {                                              \
+        bbf_v4d a[NV];                                                                    \
+        for (int j = 0; j < NV; j++)                                                      \
+            a[j] = (bbf_v4d){0.0, 0.0, 0.0, 0.0};                                         \
+        for (ptrdiff_t k = 0; k < K; k++) {                                               \
+            const double J = x[k];                                                        \
+            const double *l = L + k * W + w0;                                             \
+            for (int j = 0; j < NV; j++)                                                  \
+                a[j] = a[j] + J * *(const bbf_v4du *)(l + 4 * j);                         \
+        }                                                                                 \
+        memcpy(acc + w0, a, sizeof(a));                                                   \
+    }
+#else
+#define BBF_SUBGROUP_BLOCK(NV)
+#endif
+BBF_DISPATCH_NOFMA static void bbf_subgroup_rows(const double *X_M_K, const ptrdiff_t *parent_M,
+                                                 const double *L_P_K_W, ptrdiff_t m0,
+                                                 ptrdiff_t m1, ptrdiff_t K, ptrdiff_t W,
+                                                 double *restrict acc, ptrdiff_t *out_M)
+{
+    for (ptrdiff_t m = m0; m < m1; m++) {
+        const double *x = X_M_K + m * K;
+        const double *L = L_P_K_W + parent_M[m] * K * W;
+        ptrdiff_t w0 = 0;
+        BBF_SUBGROUP_BLOCK(4)
+        BBF_SUBGROUP_BLOCK(2)
+        BBF_SUBGROUP_BLOCK(1)
+        for (; w0 < W; w0++) {
+            double t = 0.0;
+            for (ptrdiff_t k = 0; k < K; k++)
+                t = t + x[k] * L[k * W + w0];
+            acc[w0] = t;
+        }
+        ptrdiff_t best = 0;
+        for (ptrdiff_t w = 1; w < W; w++)
+            if (acc[w] > acc[best])
+                best = w;
+        out_M[m] = W * parent_M[m] + best;
+    }
+}
+
 #endif /* BATCHBALD_FAST_XLOGX_H */

@@ -516,6 +516,19 @@ def test_bounded_evaluation_resolves_to_its_resolution():
     assert counts == sorted(counts, reverse=True) and counts[-1] < counts[0] / 4
 
 
+@pytest.mark.parametrize("n, k", [(1, 1), (10, 3), (200, 16), (200, 199), (50, 80)])
+def test_a_tile_is_the_highest_bounds_lowest_index_first(n, k):
+    # The branch and bound's tile: the k highest values, ties by the lowest index, as the
+    # first k of a stable sort by value descending (by plain loops here), then ascending.
+    rng = np.random.default_rng(n + k)
+    index_n = np.sort(rng.choice(10 * n, n, replace=False)).astype(np.intp)
+    value_n = np.round(rng.normal(size=n), 1)  # many ties
+    value_n[::9] = -np.inf
+    ranked = sorted(range(n), key=lambda i: (-value_n[i], index_n[i]))
+    expected = np.sort(index_n[ranked[:k]])
+    np.testing.assert_array_equal(_search._highest(index_n, value_n, k), expected)
+
+
 def test_branch_and_bound_goes_on_from_where_it_stopped():
     # Extra rounds first resolve a step to the noise, then score the contenders down to a
     # margin below the pick: the second run refines only what the first left, and ends

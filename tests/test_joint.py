@@ -341,13 +341,31 @@ def test_split_groups_refine_their_parents(backend):
     joint_M_K[:5] = 0.0  # rows of zero probability go somewhere, and weigh nothing
     sums_M, weights_M = joint_M_K.sum(axis=1), rng.uniform(0.5, 2, 500)
     parent_M = rng.integers(0, 7, 500)
-    group_M, G = _coarse._split_groups(joint_M_K, sums_M, weights_M, weights_M * sums_M,
+    group_M, G, _ = _coarse._split_groups(joint_M_K, sums_M, weights_M, weights_M * sums_M,
                                        parent_M, 7, 4, iterations=3, kernels=kernels())
     assert sorted(set(group_M)) == list(range(G)) and 7 < G <= 28
     # every finer group lies within one parent
     assert all(len(set(parent_M[group_M == g])) == 1 for g in range(G))
 
 
+
+
+def test_draws_join_blocks_in_order():
+    # A fit's rounds of fresh draws stay blocks until the fit keeps some: joined, they
+    # are the concatenation of the blocks, less the draws left out.
+    rng = np.random.default_rng(6)
+    blocks = [_joint.Draws(rng.integers(0, 5, (n, 3)), rng.integers(0, 4, n),
+                           np.arange(n) + 10 * b, rng.normal(size=(n, 4)))
+              for b, n in enumerate([7, 1, 12])]
+    keep_M = rng.random(20) < 0.5
+    fields = ("labels_M_A", "member_M", "rank_M", "log_joint_M_K")
+    for keep in (None, keep_M):
+        joined = _joint.Draws.join(blocks, keep)
+        for field in fields:
+            whole = np.concatenate([getattr(block, field) for block in blocks])
+            np.testing.assert_array_equal(getattr(joined, field),
+                                          whole if keep is None else whole[keep])
+    assert _joint.Draws.join(blocks[:1]) is blocks[0]
 
 
 def test_unique_rows_of_long_batches_survive_hash_collisions(backend, monkeypatch):
@@ -358,16 +376,41 @@ def test_unique_rows_of_long_batches_survive_hash_collisions(backend, monkeypatc
     labels_M_A[250:] = labels_M_A[:250]  # every row twice
     expected = np.unique(labels_M_A, axis=0, return_counts=True)[1]
 
-    def check():
-        first_U, ids_M, counts_U = _joint._unique_rows(labels_M_A, 3, kernels())
+    def check(by_key):
+        first_U, ids_M, counts_U, merged_by_key = _joint._unique_rows(labels_M_A, 3,
+                                                                      kernels())
         np.testing.assert_array_equal(labels_M_A[first_U[ids_M]], labels_M_A)
         assert sorted(counts_U) == sorted(expected) and len(first_U) == 250
+        assert merged_by_key == by_key
 
-    check()
+    check(True)
 
     class Colliding:  # every multiplier 0: one hash for all rows
         def integers(self, low, high, size, dtype):
             return np.zeros(size, dtype=dtype)
 
     monkeypatch.setattr(_joint.np.random, "default_rng", lambda seed: Colliding())
-    check()
+    check(False)
+    # Merged by rows, not keys: the rows kept by a fit are merged anew.
+    assert _joint._unique_subset(_joint._unique_rows(labels_M_A, 3, kernels()),
+                                 np.arange(500) % 2 == 0) is None
+
+
+@pytest.mark.parametrize("C, A", [(4, 3), (3, 45)])
+def test_unique_rows_of_a_subset_are_those_merged_anew(backend, C, A):
+    # A fit keeps the draws of low rank: their merge follows from the merge of all, and
+    # must be the one merging them anew gives (ids in key order, first rows, counts).
+    rng = np.random.default_rng(C + A)
+    labels_M_A = rng.integers(0, C, size=(3000, A))
+    labels_M_A[1000:2000] = labels_M_A[rng.integers(0, 1000, 1000)]  # repeats
+    keep_M = rng.random(3000) < 0.4
+    subset = _joint._unique_subset(_joint._unique_rows(labels_M_A, C, kernels()), keep_M)
+    anew = _joint._unique_rows(labels_M_A[keep_M], C, kernels())
+    for got, want in zip(subset, anew):
+        np.testing.assert_array_equal(got, want)
+    # and against np.unique of the rows kept, in their own order
+    kept = labels_M_A[keep_M]
+    first_U, ids_M, counts_U, _ = subset
+    np.testing.assert_array_equal(kept[first_U[ids_M]], kept)
+    _, first_u, counts_u = np.unique(kept, axis=0, return_index=True, return_counts=True)
+    assert sorted(first_U) == sorted(first_u) and sorted(counts_U) == sorted(counts_u)

@@ -185,7 +185,8 @@ def test_entropy_rows(R, C):
 
 
 @pytest.mark.parametrize("M, K, P, W", [(0, 3, 1, 2), (1, 1, 1, 1), (300, 7, 5, 4),
-                                        (2000, 20, 40, 8)])
+                                        (2000, 20, 40, 8), (500, 20, 6, 16),
+                                        (300, 5, 3, 37)])
 def test_nearest_subgroups(M, K, P, W):
     rng = np.random.default_rng(M + K)
     joint_M_K = rng.random((M, K))
@@ -207,6 +208,50 @@ def test_nearest_subgroups(M, K, P, W):
     with pytest.raises(ValueError, match="inconsistent"):
         kernels.nearest_subgroups(joint_M_K, np.append(parent_M, 0), log_centre_P_K_W,
                                   np.empty(M, dtype=np.intp))
+
+
+@pytest.mark.parametrize("M, K, U", [(5, 1, 0), (1, 1, 1), (40, 3, 25), (3000, 20, 2500)])
+def test_exp_rows(M, K, U):
+    import math
+    rng = np.random.default_rng(M + K + U)
+    log_joint_M_K = -rng.exponential(20.0, size=(M, K))
+    log_joint_M_K[::5, 0] = -np.inf if K > 1 else 0.0  # a label impossible under a member
+    rows_U = rng.integers(0, M, U)
+    expected_U_K = np.zeros((U, K))
+    for u, m in enumerate(rows_U):
+        top = max(log_joint_M_K[m])
+        expected_U_K[u] = [math.exp(v - top) / K for v in log_joint_M_K[m]]
+    for module in (_kernels_numpy, kernels):
+        out_U_K, max_U = np.full((U, K), np.nan), np.full(U, np.nan)
+        module.exp_rows(log_joint_M_K, rows_U, out_U_K, max_U)
+        np.testing.assert_allclose(out_U_K, expected_U_K, rtol=1e-15, atol=0)
+        np.testing.assert_array_equal(max_U, log_joint_M_K[rows_U].max(axis=1, initial=-np.inf))
+    with pytest.raises(IndexError):
+        kernels.exp_rows(log_joint_M_K, np.array([M]), np.empty((1, K)), np.empty(1))
+
+
+@pytest.mark.parametrize("M, P, ways", [(0, 1, 2), (1, 1, 1), (50, 3, 4), (2000, 40, 16),
+                                         (300, 2, 200)])
+def test_subgroup_seeds(M, P, ways):
+    rng = np.random.default_rng(M + P)
+    parent_M = rng.integers(0, P, M)
+    key_M = np.round(rng.normal(size=M), 1)  # many ties, broken by the lower row
+    key_M[::7] = -np.inf  # rows of zero mass draw -inf keys
+    mass_M = np.where(np.isinf(key_M), 0.0, rng.random(M))
+    mass_M[1::11] = 0.0  # and a row of zero mass is never a seed, even with a key
+    expected = np.full(M, -1, dtype=np.intp)
+    for g in range(P):
+        rows = sorted(np.flatnonzero(parent_M == g), key=lambda m: (-key_M[m], m))[:ways]
+        for r, m in enumerate(rows):
+            if mass_M[m] > 0:
+                expected[m] = g * ways + r
+    for module in (_kernels_numpy, kernels):
+        out = module.subgroup_seeds(parent_M, key_M, mass_M, P, ways,
+                                    np.empty(M, dtype=np.intp))
+        np.testing.assert_array_equal(out, expected)
+    with pytest.raises(IndexError):
+        kernels.subgroup_seeds(np.array([P]), np.zeros(1), np.ones(1), P, ways,
+                               np.empty(1, dtype=np.intp))
 
 
 @pytest.mark.parametrize("M, K, G", [(0, 3, 2), (1, 1, 1), (7, 3, 5), (300, 7, 33),
