@@ -144,20 +144,22 @@ def _step(t, run, objective, remaining, settings, record):
         run.coarsest = bool(outcome.level_counts[1] * levels.rows[1]
                             >= levels.rows[0] * outcome.num_bounded)
     std_error, ambiguous, decision_rows = np.nan, False, state.num_configurations
-    gain, gain_noise = None, state.error_bound + settings.tie_tolerance
     if sampled:
         noise = objective.noise(run, outcome, search, resolution)
         outcome, std_error, ambiguous, decision_rows = \
             noise.outcome, noise.std_error, noise.ambiguous, noise.decision_rows
         run.pair_error, resolution = noise.pair_error, noise.resolution
-        # The gain from the step's own draws, whose noise is paired (_noise.paired_gain).
-        gain, gain_noise = noise.gain, 2 * noise.gain_error + settings.tie_tolerance
     score = outcome.score
-    # What cannot tell the score from its maximum, nor the gain from nothing.
-    score_noise = 2 * std_error if sampled else gain_noise
-    near_max, saturated = _noise.saturation_flags(
-        score, score - run.score if gain is None else gain, objective.max_score, score_noise,
-        gain_noise)
+    # What cannot tell the score from its maximum, nor the gain from nothing. A sampled
+    # step's gain is paired on its own draws (_noise.paired_gain).
+    if sampled:
+        gain, gain_noise = noise.gain, 2 * noise.gain_error + settings.tie_tolerance
+        score_noise = 2 * std_error
+    else:
+        gain, gain_noise = score - run.score, state.error_bound + settings.tie_tolerance
+        score_noise = gain_noise
+    near_max, saturated = _noise.saturation_flags(score, gain, objective.max_score,
+                                                  score_noise, gain_noise)
     record.record(
         t, indices=outcome.pick, scores=score, num_configurations=state.num_configurations,
         exact=state.mode == "exact", mode=state.mode,
