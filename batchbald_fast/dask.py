@@ -222,7 +222,7 @@ class DaskPool:
         return out
 
     def _chunk_of(self, xs):
-        return np.searchsorted(self._starts, xs, side="right") - 1
+        return _chunk_of(self._starts, xs)
 
     def _broadcast(self, joint_M_K, weights_M, offset_K):
         """The joint as tasks receive it, made once per joint (tracked by identity: the
@@ -241,6 +241,11 @@ class DaskPool:
 
     def _task_args(self):
         return self._backend, self._num_threads
+
+
+def _chunk_of(starts, xs):
+    """The chunk of each pool index, from the chunks' first indices."""
+    return np.searchsorted(starts, xs, side="right") - 1
 
 
 class _Delayed:
@@ -297,7 +302,7 @@ class _PointValues:
         self._tasks, self._first, self._starts = tasks, first, starts
 
     def __getitem__(self, x):
-        chunk = int(np.searchsorted(self._starts, x, side="right") - 1)
+        chunk = int(_chunk_of(self._starts, x))
         return self._tasks.compute(_cond_entropy_at, [self._first[chunk]],
                                    [x - self._starts[chunk]])[0]
 
