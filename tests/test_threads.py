@@ -202,7 +202,7 @@ def test_numpy_kernels_default_to_the_blas_pool(blas_limits_asked, monkeypatch,
 
 
 _NO_THREAD_BEHIND = """
-import os, sys
+import os, sys, time
 import numpy as np
 import threadpoolctl
 from batchbald_fast import _threads
@@ -218,6 +218,10 @@ with threadpoolctl.threadpool_limits(3, user_api="openmp"):
     kernels.score_candidates(joint_M_K, np.ones(7), probs_N_K_C,
                              np.arange(200, dtype=np.intp), np.empty(200), 3)
     kernels.entropy_rows(probs_N_K_C.reshape(-1, 3), np.empty(1000), 3)
+    # Released threads end on their own: give them a moment to leave /proc.
+    deadline = time.monotonic() + 5
+    while live() - before and time.monotonic() < deadline:
+        time.sleep(0.01)
     left = live() - before
     limit = kernels.max_threads()
 print(len(left), limit)
