@@ -42,7 +42,12 @@ Methods (``--methods``): ``random``, ``bald`` (top-b BALD scores, ``batchbald_fa
 ``batchbald`` (``batchbald_fast.batchbald`` with ``saturation="restart"``, the package
 default), ``batchbald-greedy`` (``saturation="greedy"``), ``powerbald`` (a power draw on
 BALD, β = 1: ``stochastic_batch``) and ``epig`` (top-b EPIG, its targets 500 random pool
-points). A method is one line of ``METHODS``; the default runs the first four.
+points). A method is one line of ``METHODS``; the default runs the first three.
+
+``--jobs`` worker processes (default: one per usable core, each with one torch and kernel
+thread) run the cycles of a seed's runs, one cycle of a run at a time; a cycle depends on
+nothing but its run's record, so the results are those of ``--jobs 1`` (the loop in this
+process) with the same ``--threads``.
 
 ``--json FILE`` is rewritten after every acquisition: per data set, method and seed, the
 label counts, test accuracies, and per acquisition the seconds (wall and CPU) of training,
@@ -59,8 +64,10 @@ draws the learning curves.
 """
 
 import argparse
+import concurrent.futures
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
@@ -370,11 +377,18 @@ def initial_labels(y_pool, n_classes, per_class, rng):
                            for c in range(n_classes)])
 
 
-def run_cycles(data, method_name, seed, args, record=None):
-    """One active-learning run, yielding its record after every cycle (a training and the
-    acquisition from it; the last training alone). ``record``, a partial run of the same data set, method, seed and settings, is continued: every
-    random draw of a cycle is seeded by the seed and the label count, so the labelled set
-    (the initial labels and the picks so far) is all the state a run has."""
+def finished(record, args):
+    """Whether ``record``'s last training is at ``args.labels`` with no acquisition after it."""
+    return (len(record["labels"]) > len(record["picked"])
+            and record["labels"][-1] >= args.labels)
+
+
+def next_cycle(data, method_name, seed, args, record=None):
+    """``record`` (None: a new run) one cycle on: a training, and the acquisition from it
+    (the last training alone). Every random draw of a cycle is seeded by the seed and the
+    label count, so the labelled set (the initial labels and the picks so far) is all the
+    state a run has: a stopped or finished run extended to more labels redoes its last
+    training, which comes out the same."""
     import torch
 
     method = METHODS[method_name]
@@ -384,53 +398,94 @@ def run_cycles(data, method_name, seed, args, record=None):
         record = {"dataset": data.name, "method": method_name, "seed": seed,
                   **{key: [] for key in RECORD_LISTS}}
     else:
-        # One training per batch picked so far; a finished run extended to more labels
-        # redoes its last training (the same, being seeded by the label count).
+        # One training per batch picked so far.
         n = len(record["picked"])
         record = {k: v[:n] if k in TRAINING_LISTS else list(v) if isinstance(v, list) else v
                   for k, v in record.items()}
         labelled = np.concatenate([labelled, *map(np.asarray, record["picked"])])
-    while True:
-        wall, cpu = time.perf_counter(), time.process_time()
-        model, epochs = train(data, labelled, seed * 100_003 + len(labelled),
-                              epoch_steps=args.epoch_steps, min_epochs=args.min_epochs,
-                              max_epochs=args.max_epochs, patience=args.patience,
-                              batch_size=args.train_batch, lr=args.lr)
-        record["train_seconds"].append(time.perf_counter() - wall)
-        record["train_cpu_seconds"].append(time.process_time() - cpu)
-        record["labels"].append(len(labelled))
-        record["accuracy"].append(accuracy(model, data.X_test, data.y_test))
-        record["epochs"].append(epochs)
-        if len(labelled) >= args.labels:
-            yield record
-            return
-        unlabelled = np.setdiff1d(np.arange(len(data.y_pool)), labelled)
-        rng = np.random.default_rng([seed, 1, len(labelled)])
-        wall, cpu = time.perf_counter(), time.process_time()
-        probs_N_K_C = None
-        if method.posterior:
-            generator = torch.Generator().manual_seed(seed * 100_003 + len(labelled))
-            masks = sample_masks(model, args.K[data.name], generator)
-            probs_N_K_C = np.exp(mc_log_probs(model, data.X_pool[unlabelled], masks,
-                                              layers=args.mc_layers))
-        middle, middle_cpu = time.perf_counter(), time.process_time()
-        batch = min(args.batch_size, args.labels - len(labelled))
-        picked, restarts = method.acquire(probs_N_K_C, len(unlabelled), batch, rng), 0
-        if hasattr(picked, "segments"):  # a batchbald result
-            picked, restarts = picked.indices, int(picked.segments.max())
-        picked = np.asarray(picked)
-        record["inference_seconds"].append(middle - wall)
-        record["inference_cpu_seconds"].append(middle_cpu - cpu)
-        record["acquisition_seconds"].append(time.perf_counter() - middle)
-        record["acquisition_cpu_seconds"].append(time.process_time() - middle_cpu)
-        if len(np.unique(picked)) != len(picked) or len(picked) != batch:
-            raise RuntimeError(f"{method_name} picked {picked} for a batch of {batch}")
-        labelled = np.concatenate([labelled, unlabelled[picked]])
-        # Distinct original images among the picks: below the batch size, copies were picked.
-        record["distinct_picked"].append(len(np.unique(data.base_pool[unlabelled[picked]])))
-        record["restarts"].append(restarts)
-        record["picked"].append(unlabelled[picked].tolist())
+    wall, cpu = time.perf_counter(), time.process_time()
+    model, epochs = train(data, labelled, seed * 100_003 + len(labelled),
+                          epoch_steps=args.epoch_steps, min_epochs=args.min_epochs,
+                          max_epochs=args.max_epochs, patience=args.patience,
+                          batch_size=args.train_batch, lr=args.lr)
+    record["train_seconds"].append(time.perf_counter() - wall)
+    record["train_cpu_seconds"].append(time.process_time() - cpu)
+    record["labels"].append(len(labelled))
+    record["accuracy"].append(accuracy(model, data.X_test, data.y_test))
+    record["epochs"].append(epochs)
+    if len(labelled) >= args.labels:
+        return record
+    unlabelled = np.setdiff1d(np.arange(len(data.y_pool)), labelled)
+    rng = np.random.default_rng([seed, 1, len(labelled)])
+    wall, cpu = time.perf_counter(), time.process_time()
+    probs_N_K_C = None
+    if method.posterior:
+        generator = torch.Generator().manual_seed(seed * 100_003 + len(labelled))
+        masks = sample_masks(model, args.K[data.name], generator)
+        probs_N_K_C = np.exp(mc_log_probs(model, data.X_pool[unlabelled], masks,
+                                          layers=args.mc_layers))
+    middle, middle_cpu = time.perf_counter(), time.process_time()
+    batch = min(args.batch_size, args.labels - len(labelled))
+    picked, restarts = method.acquire(probs_N_K_C, len(unlabelled), batch, rng), 0
+    if hasattr(picked, "segments"):  # a batchbald result
+        picked, restarts = picked.indices, int(picked.segments.max())
+    picked = np.asarray(picked)
+    record["inference_seconds"].append(middle - wall)
+    record["inference_cpu_seconds"].append(middle_cpu - cpu)
+    record["acquisition_seconds"].append(time.perf_counter() - middle)
+    record["acquisition_cpu_seconds"].append(time.process_time() - middle_cpu)
+    if len(np.unique(picked)) != len(picked) or len(picked) != batch:
+        raise RuntimeError(f"{method_name} picked {picked} for a batch of {batch}")
+    # Distinct original images among the picks: below the batch size, copies were picked.
+    record["distinct_picked"].append(len(np.unique(data.base_pool[unlabelled[picked]])))
+    record["restarts"].append(restarts)
+    record["picked"].append(unlabelled[picked].tolist())
+    return record
+
+
+def run_cycles(data, method_name, seed, args, record=None):
+    """One active-learning run, yielding its record after every cycle."""
+    while record is None or not finished(record, args):
+        record = next_cycle(data, method_name, seed, args, record)
         yield record
+
+
+# ----------------------------------------------------------------------------- workers
+
+# A worker process's data sets by name, loaded once by _start_worker: a cycle's task
+# then carries only its record.
+_DATASETS = {}
+
+
+def _start_worker(args, threads):
+    import torch
+    torch.set_num_threads(threads)
+    _DATASETS.update((d.name, d) for d in load_datasets(args))
+
+
+def _cycle_task(name, method_name, seed, args, record):
+    return next_cycle(_DATASETS[name], method_name, seed, args, record)
+
+
+class _InProcess(concurrent.futures.Executor):
+    """``--jobs 1``: each cycle runs when submitted, in this process."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def _executor(args, threads, datasets):
+    if args.jobs == 1:
+        import torch
+        torch.set_num_threads(threads)
+        _DATASETS.update((d.name, d) for d in datasets)
+        return _InProcess()
+    # spawn: a forked child of a process that has run torch's thread pool can hang.
+    return concurrent.futures.ProcessPoolExecutor(
+        args.jobs, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker, initargs=(args, threads))
 
 
 # A greedy BatchBALD batch is the restart one's when the restart run restarted nowhere in
@@ -484,7 +539,7 @@ def parse_args(argv):
     p.add_argument("--datasets", default="mnist,repeated-mnist",
                    help="comma-separated: mnist, repeated-mnist ('' for --data only)")
     p.add_argument("--data", action="append", default=[], metavar="FILE.npz")
-    p.add_argument("--methods", default="random,bald,batchbald,batchbald-greedy",
+    p.add_argument("--methods", default="random,bald,batchbald",
                    help=f"comma-separated, of {', '.join(METHODS)}")
     p.add_argument("--seeds", type=int, default=SEEDS)
     p.add_argument("--first-seed", type=int, default=0)
@@ -503,8 +558,12 @@ def parse_args(argv):
     p.add_argument("--max-epochs", type=int, default=40)
     p.add_argument("--patience", type=int, default=5,
                    help="epochs without a better validation accuracy before stopping")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="worker processes, each running one cycle at a time (default: the "
+                        "usable cores; 1: all in this process)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch and kernel threads (default: the usable cores, at most 2)")
+                   help="torch and kernel threads of each job (default: the usable cores "
+                        "shared among the jobs)")
     p.add_argument("--quick", action="store_true",
                    help="tiny subsets, 2 acquisitions, K = 4, short training: for tests")
     p.add_argument("--json", default=None, help="results, rewritten after every acquisition")
@@ -542,9 +601,11 @@ def main(argv=None):
     import torch
     from tqdm import tqdm
 
-    threads = args.threads or min(2, len(os.sched_getaffinity(0)))
-    torch.set_num_threads(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    cores = len(os.sched_getaffinity(0))
+    args.jobs = args.jobs or cores
+    threads = args.threads or max(1, cores // args.jobs)
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # inherited by the workers
+        os.environ.setdefault(variable, str(threads))
     datasets = load_datasets(args)
     default_K = 4 if args.quick else None
     args.K = {d.name: args.K or default_K or (20 if d.name == "mnist" else 10)
@@ -552,7 +613,7 @@ def main(argv=None):
     config = {k: getattr(args, k) for k in (
         "labels", "batch_size", "initial_per_class", "train_batch", "epoch_steps", "lr",
         "min_epochs", "max_epochs", "patience", "quick", "mc_layers")}
-    config.update(K=args.K, threads=threads, torch=torch.__version__,
+    config.update(K=args.K, threads=threads, jobs=args.jobs, torch=torch.__version__,
                   pool={d.name: len(d.y_pool) for d in datasets},
                   validation={d.name: len(d.y_val) for d in datasets},
                   test={d.name: len(d.y_test) for d in datasets})
@@ -560,10 +621,10 @@ def main(argv=None):
     if args.resume and args.json and os.path.exists(args.json):
         with open(args.json) as f:
             old = json.load(f)
-        # Runs continue only under the settings they began with (threads aside, which
-        # change no pick; a larger --labels extends them).
+        # Runs continue only under the settings they began with (threads and jobs aside,
+        # which change no pick; a larger --labels extends them).
         differ = sorted(k for k in set(config) | set(old["config"])
-                        if k not in ("labels", "threads")
+                        if k not in ("labels", "threads", "jobs")
                         and config.get(k) != old["config"].get(k))
         if differ:
             raise SystemExit(f"{args.json} was made with other settings: {differ}")
@@ -573,11 +634,17 @@ def main(argv=None):
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     cycles = 1 + math.ceil((args.labels - 20) / args.batch_size)
     with tqdm(total=args.seeds * len(datasets) * len(args.methods) * cycles, unit="cycle",
-              file=sys.stderr) as bar:
+              file=sys.stderr) as bar, _executor(args, threads, datasets) as pool:
         for seed in seeds:
-            # The methods of a seed advance in step, a cycle each in turn, so that a run
-            # stopped early leaves every method of its last seed at about the same labels.
+            # The runs of a seed advance in step, a cycle each in turn (at most one cycle
+            # of a run in flight, the pool's queue first come first served), so that a
+            # run stopped early leaves every method of its last seed at about the same
+            # labels.
             active, followers = {}, {}
+
+            def advance(key, record):
+                active[key] = pool.submit(_cycle_task, key[0], key[1], seed, args, record)
+
             for data in datasets:
                 for method in args.methods:
                     key = data.name, method, seed
@@ -588,23 +655,25 @@ def main(argv=None):
                     leader = (data.name, SHARES_PREFIX.get(method), seed)
                     if (leader in runs or leader[1] in args.methods) and (
                             record is None or is_copy(record)):
-                        followers[key] = data, leader
+                        followers[key] = leader
                         continue
                     bar.update(len(record["labels"]) if record else 0)
-                    if not record or record["labels"][-1] < args.labels:
-                        active[key] = run_cycles(data, method, seed, args, record)
+                    if not record or not finished(record, args):
+                        advance(key, record)
             while active or followers:
-                for key, run in list(active.items()):
-                    record = next(run, None)
-                    if record is None:
+                if active:
+                    done = concurrent.futures.wait(
+                        active.values(), return_when=concurrent.futures.FIRST_COMPLETED)[0]
+                    for key, future in [(k, f) for k, f in active.items() if f in done]:
                         del active[key]
-                        continue
-                    payload["runs"][runs[key]] = record
-                    bar.update(1)
-                    bar.set_postfix_str(f"{' '.join(map(str, key))}: "
-                                        f"{record['labels'][-1]} labels, "
-                                        f"{record['accuracy'][-1]:.3f}")
-                for key, (data, leader) in list(followers.items()):
+                        record = payload["runs"][runs[key]] = future.result()
+                        bar.update(1)
+                        bar.set_postfix_str(f"{' '.join(map(str, key))}: "
+                                            f"{record['labels'][-1]} labels, "
+                                            f"{record['accuracy'][-1]:.3f}")
+                        if not finished(record, args):
+                            advance(key, record)
+                for key, leader in list(followers.items()):
                     # Mirrors its leader until the leader restarts (or ends), then runs on
                     # from the cycles before the restart.
                     lead = payload["runs"][runs[leader]] if leader in runs else None
@@ -613,8 +682,8 @@ def main(argv=None):
                     restarted = lead and any(lead["restarts"])
                     if restarted or leader not in active:
                         del followers[key]
-                        if not copy or copy["labels"][-1] < args.labels:
-                            active[key] = run_cycles(data, key[1], seed, args, copy or None)
+                        if not copy or not finished(copy, args):
+                            advance(key, copy or None)
                 if args.json:
                     write_json(args.json, payload)
     if not args.json:

@@ -2,6 +2,9 @@
 factored consistent MC dropout against one plain masked forward pass per mask."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -51,7 +54,7 @@ def test_masks_drop_half_and_rescale(al):
 
 def test_two_acquisitions_of_every_method(al, tmp_path, backend, capsys):
     out = tmp_path / "al.json"
-    al.main(["--quick", "--datasets", "mnist", "--seeds", "1", "--threads", "1",
+    al.main(["--quick", "--datasets", "mnist", "--seeds", "1", "--jobs", "1", "--threads", "1",
              "--methods", ",".join(al.METHODS), "--json", str(out)])
     payload = json.loads(out.read_text())
     runs = {r["method"]: r for r in payload["runs"]}
@@ -91,7 +94,7 @@ def test_initial_labels_balanced_and_acquisitions_new(al):
 
 
 def _quick(al, path, *extra):
-    al.main(["--quick", "--datasets", "mnist", "--seeds", "1", "--threads", "1",
+    al.main(["--quick", "--datasets", "mnist", "--seeds", "1", "--jobs", "1", "--threads", "1",
              "--json", str(path), *extra])
     return {r["method"]: r for r in json.loads(path.read_text())["runs"]}
 
@@ -141,3 +144,25 @@ def test_npz_data(al, tmp_path):
     with pytest.raises(ValueError, match="lacks"):
         np.savez(tmp_path / "bad.npz", X_train=rng.random((3, 4)))
         al.load_npz(str(tmp_path / "bad.npz"))
+
+
+def test_worker_processes_give_the_results_of_one_process(tmp_path):
+    # As a user runs it: a script (spawned workers import it as the main module).
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks",
+                          "active_learning.py")
+
+    def run(jobs):
+        path = tmp_path / f"jobs{jobs}.json"
+        subprocess.run([sys.executable, script, "--quick", "--datasets", "mnist", "--seeds",
+                        "1", "--threads", "1", "--jobs", str(jobs), "--methods",
+                        "random,batchbald,batchbald-greedy", "--json", str(path)],
+                       check=True, capture_output=True)
+        payload = json.loads(path.read_text())
+        assert payload["config"]["jobs"] == jobs
+        return {r["method"]: r for r in payload["runs"]}
+
+    one, two = run(1), run(2)
+    assert set(one) == set(two) == {"random", "batchbald", "batchbald-greedy"}
+    for method in one:
+        for key in SAME:
+            assert two[method][key] == one[method][key], (method, key)
