@@ -457,10 +457,10 @@ def run_cycles(data, method_name, seed, args, record=None):
 _DATASETS = {}
 
 
-def _start_worker(args, threads):
+def _start_worker(args, threads, datasets=None):
     import torch
     torch.set_num_threads(threads)
-    _DATASETS.update((d.name, d) for d in load_datasets(args))
+    _DATASETS.update((d.name, d) for d in datasets or load_datasets(args))
 
 
 def _cycle_task(name, method_name, seed, args, record):
@@ -478,9 +478,7 @@ class _InProcess(concurrent.futures.Executor):
 
 def _executor(args, threads, datasets):
     if args.jobs == 1:
-        import torch
-        torch.set_num_threads(threads)
-        _DATASETS.update((d.name, d) for d in datasets)
+        _start_worker(args, threads, datasets)
         return _InProcess()
     # spawn: a forked child of a process that has run torch's thread pool can hang.
     return concurrent.futures.ProcessPoolExecutor(

@@ -146,8 +146,9 @@ def test_npz_data(al, tmp_path):
         al.load_npz(str(tmp_path / "bad.npz"))
 
 
-def test_worker_processes_give_the_results_of_one_process(tmp_path):
-    # As a user runs it: a script (spawned workers import it as the main module).
+def test_worker_processes_give_the_results_of_one_process(tmp_path, backend):
+    # As a user runs it: a script (spawned workers import it as the main module); the
+    # backend reaches the script and its workers through the environment.
     script = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks",
                           "active_learning.py")
 
