@@ -14,7 +14,7 @@
  * one at run time: the simple loops by gcc's target_clones (ifunc, Linux/glibc), the
  * fused tiles and bbf_xlogx_d by __builtin_cpu_supports (the tiles' register blocking
  * differs per set; the float64 v4 code uses bbf_log_v4, a faster log that needs AVX-512,
- * and the float32 v3 tile bbf_logf_v3, a division-free, table-free logf on AVX2).
+ * and the float32 v3 and v4 tiles bbf_logf_v3 / _v4, a division-free, table-free logf).
  * Measured on Zen 5, W2 step, one thread: v4 0.72 s (0.85 with fdlibm's log), v3 1.8 s,
  * baseline 4.8 s.
  */
@@ -343,8 +343,8 @@ static int bbf_cpu_v4(void)
             NAME##_v1 ARGS;                                                               \
     } while (0)
 
-/* logf of 8 floats for the x86-64-v3 float32 tile, without fdlibm's division (whose
- * latency left the tile's reduction at half its throughput) and without a table (on Zen 3
+/* logf of 8 (AVX2) or 16 (AVX-512) floats for the float32 v3 and v4 tiles, without
+ * fdlibm's division (whose latency left the tile's reduction at half its throughput) and without a table (on Zen 3
  * the four vpermps and two blends of a 16-entry table cost more than the longer
  * polynomial: the E1 EPIG tile went from 1.8 to 1.45 ns an entry, docs/algorithm.md).
  *
@@ -363,27 +363,27 @@ static int bbf_cpu_v4(void)
 #define BBF_LOGF_S6 0x1.045b0cp-3f
 #define BBF_LOGF_S7 -0x1.4bde76p-4f
 
-BBF_V3 static inline __m256 bbf_logf_v3(__m256 x)
-{
-    const __m256i ix = _mm256_castps_si256(x);
-    const __m256i tmp = _mm256_sub_epi32(ix, _mm256_set1_epi32(BBF_LOG_OFF_f));
-    const __m256 kf = _mm256_cvtepi32_ps(_mm256_srai_epi32(tmp, 23));
-    const __m256 f = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_sub_epi32(
-        ix, _mm256_and_si256(tmp, _mm256_set1_epi32((int)BBF_LOG_EXP_f)))),
-        _mm256_set1_ps(1.0f));
-#define BBF_S(i) _mm256_set1_ps(BBF_LOGF_S##i)
-    /* s by Estrin's scheme: a short dependency chain */
-    const __m256 f2 = _mm256_mul_ps(f, f), f4 = _mm256_mul_ps(f2, f2);
-    const __m256 s01 = _mm256_fmadd_ps(f, BBF_S(1), BBF_S(0));
-    const __m256 s23 = _mm256_fmadd_ps(f, BBF_S(3), BBF_S(2));
-    const __m256 s45 = _mm256_fmadd_ps(f, BBF_S(5), BBF_S(4));
-    const __m256 s67 = _mm256_fmadd_ps(f, BBF_S(7), BBF_S(6));
-    const __m256 s = _mm256_fmadd_ps(f4, _mm256_fmadd_ps(f2, s67, s45),
-                                     _mm256_fmadd_ps(f2, s23, s01));
-#undef BBF_S
-    const __m256 y = _mm256_fmadd_ps(f2, _mm256_fmadd_ps(f, s, _mm256_set1_ps(-0.5f)), f);
-    return _mm256_fmadd_ps(kf, _mm256_set1_ps(0x1.62e43p-1f), y);
+/* One body for AVX2 (P = _mm256_, BITS 256) and AVX-512 (P = _mm512_, BITS 512). */
+#define BBF_DEFINE_LOGF_POLY(NAME, TARGET, P, BITS)                                       \
+TARGET static inline __m##BITS NAME(__m##BITS x)                                          \
+{                                                                                         \
+    const __m##BITS##i ix = P##castps_si##BITS(x);                                        \
+    const __m##BITS##i tmp = P##sub_epi32(ix, P##set1_epi32(BBF_LOG_OFF_f));              \
+    const __m##BITS kf = P##cvtepi32_ps(P##srai_epi32(tmp, 23));                          \
+    const __m##BITS f = P##sub_ps(P##castsi##BITS##_ps(P##sub_epi32(                     \
+        ix, P##and_si##BITS(tmp, P##set1_epi32((int)BBF_LOG_EXP_f)))), P##set1_ps(1.0f)); \
+    /* s by Estrin's scheme: a short dependency chain */                                 \
+    const __m##BITS f2 = P##mul_ps(f, f), f4 = P##mul_ps(f2, f2);                         \
+    const __m##BITS s01 = P##fmadd_ps(f, P##set1_ps(BBF_LOGF_S1), P##set1_ps(BBF_LOGF_S0));\
+    const __m##BITS s23 = P##fmadd_ps(f, P##set1_ps(BBF_LOGF_S3), P##set1_ps(BBF_LOGF_S2));\
+    const __m##BITS s45 = P##fmadd_ps(f, P##set1_ps(BBF_LOGF_S5), P##set1_ps(BBF_LOGF_S4));\
+    const __m##BITS s67 = P##fmadd_ps(f, P##set1_ps(BBF_LOGF_S7), P##set1_ps(BBF_LOGF_S6));\
+    const __m##BITS s = P##fmadd_ps(f4, P##fmadd_ps(f2, s67, s45), P##fmadd_ps(f2, s23, s01));\
+    const __m##BITS y = P##fmadd_ps(f2, P##fmadd_ps(f, s, P##set1_ps(-0.5f)), f);         \
+    return P##fmadd_ps(kf, P##set1_ps(0x1.62e43p-1f), y);                                 \
 }
+BBF_DEFINE_LOGF_POLY(bbf_logf_v3, BBF_V3, _mm256_, 256)
+BBF_DEFINE_LOGF_POLY(bbf_logf_v4, BBF_V4, _mm512_, 512)
 
 BBF_V4 static inline __m512d bbf_half_v4(__m512 y, int h)
 {
@@ -403,7 +403,7 @@ static inline __m128d bbf_half_v1(__m128 y, int h)
 BBF_FUSED_TILE(bbf_fused_tile_d_v4, BBF_V4, d, 64, 8, 16, bbf_log_v4, BBF_SAME)
 BBF_FUSED_TILE(bbf_fused_tile_d_v3, BBF_V3, d, 32, 6, 8, bbf_fused_tile_d_v3_log, BBF_SAME)
 BBF_FUSED_TILE(bbf_fused_tile_d_v1, , d, 16, 4, 8, bbf_fused_tile_d_v1_log, BBF_SAME)
-BBF_FUSED_TILE(bbf_fused_tile_f_v4, BBF_V4, f, 64, 8, 32, bbf_fused_tile_f_v4_log, bbf_half_v4)
+BBF_FUSED_TILE(bbf_fused_tile_f_v4, BBF_V4, f, 64, 8, 32, bbf_logf_v4, bbf_half_v4)
 BBF_FUSED_TILE(bbf_fused_tile_f_v3, BBF_V3, f, 32, 6, 16, bbf_logf_v3, bbf_half_v3)
 BBF_FUSED_TILE(bbf_fused_tile_f_v1, , f, 16, 4, 8, bbf_fused_tile_f_v1_log, bbf_half_v1)
 
