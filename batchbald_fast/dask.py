@@ -706,10 +706,15 @@ class _ChunkState:
     upper_gain_n : ndarray of float64
         Each candidate's last-gain bound (inf: unknown).
     utilities_t_n : ndarray of shape (steps, n) or None
-    xs_s, level_s, bound_s, slack_s : ndarray
-        The step's search: its candidates (chunk indices), how far each was refined
-        (``_search.BranchAndBound``'s levels, ``num_levels``: scored), its bound (its
-        utility once scored) and rounding.
+    xs_s : ndarray of intp
+        The step's candidates (chunk indices, ascending).
+    at : list of _Level
+        The step's search: its candidates at each of ``_search.BranchAndBound``'s levels
+        (how far each was refined; ``num_levels``: scored), with their bounds (utilities
+        once scored), in the search's order. A task refines a prefix of one level's order
+        into the next level, so the levels it leaves alone are shared with the state
+        before it, the one it refines loses a prefix (a view), and its work and memory
+        grow with the candidates it refines and the next level's, not with the chunk.
     summary : _Summary
     """
 
@@ -717,7 +722,7 @@ class _ChunkState:
         self.start, self.cond_entropy_n = start, cond_entropy_n
         self.problems, self.row_sum_range = problems, row_sum_range
         self.available_n = self.upper_gain_n = self.utilities_t_n = None
-        self.xs_s = self.level_s = self.bound_s = self.slack_s = self.num_levels = None
+        self.xs_s = self.at = self.num_levels = None
         self.summary = None
 
     def copy(self, *names):
@@ -726,6 +731,54 @@ class _ChunkState:
         for name in names:
             setattr(new, name, getattr(self, name).copy())
         return new
+
+
+class _Level:
+    """Candidates in the search's order (higher bounds first, then lower indices): their
+    negated bounds (ascending, so that keys are found by bisection), pool indices,
+    positions in the step's candidates and, once scored, their utilities' rounding."""
+
+    def __init__(self, neg_bound, index, pos, slack):
+        self.neg_bound, self.index, self.pos, self.slack = neg_bound, index, pos, slack
+
+    @classmethod
+    def of(cls, bound, index, pos, slack):
+        order = np.lexsort((index, -bound))
+        return cls(-bound[order], index[order], pos[order], slack[order])
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, where):
+        """The candidates of a slice of the order (views)."""
+        return _Level(self.neg_bound[where], self.index[where], self.pos[where],
+                      self.slack[where])
+
+    def merge(self, other):
+        """Both levels' candidates together, in order."""
+        if not len(self) or not len(other):
+            return other if len(other) else self
+        parts = [np.concatenate([getattr(self, name), getattr(other, name)])
+                 for name in ("neg_bound", "index", "pos", "slack")]
+        order = np.lexsort((parts[1], parts[0]))
+        return _Level(*(part[order] for part in parts))
+
+    def upto(self, key):
+        """How many come at or before ``key`` (bound, index)."""
+        lo = np.searchsorted(self.neg_bound, -key[0], "left")
+        hi = np.searchsorted(self.neg_bound, -key[0], "right")
+        return int(lo + np.searchsorted(self.index[lo:hi], key[1], "right"))
+
+    def holds(self, key):
+        """Whether ``key`` (or None) is one of them."""
+        if key is None:
+            return False
+        j = self.upto(key)
+        return j > 0 and self.neg_bound[j - 1] == -key[0] and self.index[j - 1] == key[1]
+
+    def count_at_least(self, floor):
+        """How many have a bound at least ``floor``."""
+        return int(np.searchsorted(self.neg_bound, -floor, "right"))
 
 
 class _Summary:
@@ -747,23 +800,19 @@ class _Summary:
     """
 
     def __init__(self, state, levels, wants, most, tie_tolerance):
-        level_s, bound_s = state.level_s, state.bound_s
-        index_s = state.start + state.xs_s
-        scored = np.flatnonzero(level_s == levels)
+        scored = state.at[levels]
         self.num_scored = len(scored)
-        top = _best(bound_s, index_s, scored, 2)
-        self.top_u, self.top_x = bound_s[top], index_s[top]
-        near = scored[bound_s[scored] >= bound_s[scored].max(initial=-np.inf) - tie_tolerance]
-        self.near_u, self.near_x = bound_s[near], index_s[near]
-        self.level_counts = np.bincount(level_s, minlength=levels + 1)
+        self.top_u, self.top_x = -scored.neg_bound[:2], scored.index[:2]
+        near = scored.count_at_least(-scored.neg_bound[0] - tie_tolerance) if len(scored) else 0
+        self.near_u, self.near_x = -scored.neg_bound[:near], scored.index[:near]
+        self.level_counts = np.array([len(at) for at in state.at])
         self.listed, self.num_at, self.num_inf = [], [], []
         for level, want in enumerate(wants):
-            at = np.flatnonzero(level_s == level)
-            listed = _best(bound_s, index_s, at, want)
-            ranks = _ranks(len(listed), most)
-            self.listed.append((bound_s[listed[ranks]], index_s[listed[ranks]], ranks + 1))
+            at = state.at[level]
+            ranks = _ranks(min(want, len(at)), most)
+            self.listed.append((-at.neg_bound[ranks], at.index[ranks], ranks + 1))
             self.num_at.append(len(at))
-            self.num_inf.append(int(np.count_nonzero(np.isposinf(bound_s[at]))))
+            self.num_inf.append(at.count_at_least(np.inf))
 
 
 def _position(bound_k, index_k, bound_q, index_q, side):
@@ -786,19 +835,6 @@ def _ranks(n, most):
     if n <= most:
         return np.arange(n)
     return np.unique(np.linspace(0, n - 1, most).round().astype(np.intp))
-
-
-def _not_after(bound_n, index_n, key):
-    """Which of these keys are at or before ``key`` in the search's order."""
-    return (bound_n > key[0]) | ((bound_n == key[0]) & (index_n <= key[1]))
-
-
-def _best(bound_s, index_s, at, k):
-    """The k of positions ``at`` with the best bounds, best first (ties: lowest index)."""
-    if k < len(at):  # the best k, ties at the last one included, then sorted
-        kth = np.partition(bound_s[at], len(at) - k)[len(at) - k]
-        at = at[bound_s[at] >= kth]
-    return at[np.lexsort((index_s[at], -bound_s[at]))[:k]]
 
 
 def _first_pass(block_n_K_C, start, log_probs, backend, num_threads):
@@ -843,17 +879,14 @@ def _apply(state, ops):
             state.upper_gain_n[:] = np.inf
         else:  # "gains" or "utilities": of the candidates the step scored
             *args, pick = args
-            scored = np.flatnonzero(state.level_s == state.num_levels)
-            utility_s = state.bound_s[scored]
+            scored = state.at[state.num_levels]
+            xs, utility_s = state.xs_s[scored.pos], -scored.neg_bound
             if pick is not None:
-                utility_s = utility_s.copy()
-                utility_s[np.searchsorted(state.xs_s[scored], pick[0])] = pick[1]
-            xs = state.xs_s[scored]
+                utility_s = np.where(xs == pick[0], pick[1], utility_s)
             if op == "gains":
                 error_bound, score = args
                 state = state.copy("upper_gain_n")
-                state.upper_gain_n[xs] = utility_s + 2 * state.slack_s[scored] \
-                    + error_bound - score
+                state.upper_gain_n[xs] = utility_s + 2 * scored.slack + error_bound - score
             else:
                 state = state.copy("utilities_t_n")
                 state.utilities_t_n[args[0], xs] = utility_s
@@ -865,10 +898,12 @@ def _begin(state, ops, base, levels, wants, most, tie_tolerance):
     gain (unbounded when ``base`` is None)."""
     state = _apply(state, ops).copy()
     state.xs_s = np.flatnonzero(state.available_n)
-    state.bound_s = np.full(len(state.xs_s), np.inf) if base is None else \
+    bound_s = np.full(len(state.xs_s), np.inf) if base is None else \
         np.array(base + state.upper_gain_n[state.xs_s], dtype=np.float64)
-    state.level_s = np.zeros(len(state.xs_s), dtype=np.intp)
-    state.slack_s = np.zeros(len(state.xs_s))
+    order = np.argsort(-bound_s, kind="stable")  # ties: lower indices first
+    state.at = [_Level(-bound_s[order], state.start + state.xs_s[order], order,
+                       np.zeros(len(order)))]
+    state.at += [state.at[0][:0] for _ in range(levels)]
     state.num_levels = levels
     state.summary = _Summary(state, levels, wants, most, tie_tolerance)
     return state
@@ -878,20 +913,24 @@ def _refine(state, ops, probs_n_K_C, level, levels, cut, joint, constants, backe
             num_threads, wants, most, tie_tolerance):
     """The chunk's part of a tile: its candidates at ``level`` whose (bound, index) is at
     least ``cut`` in the search's order, refined (scored at the last level)."""
-    state = _apply(state, ops).copy("level_s", "bound_s", "slack_s")
-    bound_s, index_s = state.bound_s, state.start + state.xs_s
-    chosen = np.flatnonzero((state.level_s == level) & (
-        (bound_s > cut[0]) | ((bound_s == cut[0]) & (index_s <= cut[1]))))
-    xs = state.xs_s[chosen]
+    state = _apply(state, ops).copy()
+    state.at = list(state.at)
+    at = state.at[level]
+    n = at.upto(cut)
+    chosen, state.at[level] = at[:n], at[n:]
+    order = np.argsort(chosen.pos)  # scored in the chunk's order
+    pos_n, bound_n = chosen.pos[order], -chosen.neg_bound[order]
+    xs = state.xs_s[pos_n]
     joint_entropy_n, offset_n = _pool.joint_entropy(_task_kernels(backend, num_threads),
                                                     probs_n_K_C, *joint, xs)
     value_n, slack = _search.utilities(joint_entropy_n, offset_n, state.cond_entropy_n[xs],
                                        *constants)
     if level == levels - 1:
-        bound_s[chosen], state.slack_s[chosen] = value_n, slack
+        bound_n, slack_n = value_n, slack
     else:  # the bound's rounding, and the rounding of the utility it bounds
-        bound_s[chosen] = np.minimum(bound_s[chosen], value_n + 2 * slack)
-    state.level_s[chosen] = level + 1
+        bound_n, slack_n = np.minimum(bound_n, value_n + 2 * slack), np.zeros(n)
+    state.at[level + 1] = state.at[level + 1].merge(
+        _Level.of(bound_n, state.start + xs, pos_n, slack_n))
     state.summary = _Summary(state, levels, wants, most, tie_tolerance)
     return state
 
@@ -901,30 +940,23 @@ def _window(state, level, after, upto, most):
     none), whether ``after`` is one of them; a sketch of those after it up to ``upto``
     (their bounds, indices and counts up to each, at most ``most``), how many those are,
     and whether ``upto`` is one of them."""
-    at = np.flatnonzero(state.level_s == level)
-    bound_n, index_n = state.bound_s[at], state.start + state.xs_s[at]
-    before_n = np.zeros(len(at), dtype=bool) if after is None else \
-        _not_after(bound_n, index_n, after)
-    inside = np.flatnonzero(~before_n & _not_after(bound_n, index_n, upto))
-    inside = inside[np.lexsort((index_n[inside], -bound_n[inside]))]
-    before, ranks = int(np.count_nonzero(before_n)), _ranks(len(inside), most)
-
-    def holds(key):
-        return key is not None and bool(((bound_n == key[0]) & (index_n == key[1])).any())
-
-    return (before, holds(after), bound_n[inside[ranks]], index_n[inside[ranks]],
-            before + ranks + 1, len(inside), holds(upto))
+    at = state.at[level]
+    before = 0 if after is None else at.upto(after)
+    inside = max(0, at.upto(upto) - before)
+    ranks = before + _ranks(inside, most)
+    return (before, at.holds(after), -at.neg_bound[ranks], at.index[ranks], ranks + 1,
+            inside, at.holds(upto))
 
 
 def _at_least(state, floor, levels, most):
     """Of the chunk's step: its scored candidates with a utility at least ``floor`` (their
     indices and utilities while there are at most ``most``), and its unscored ones with a
     bound at least that."""
-    scored, above = state.level_s == levels, state.bound_s >= floor
-    at = np.flatnonzero(scored & above)
-    unscored = int(np.count_nonzero(~scored & above))
-    listed = at[:0] if len(at) > most else at
-    return len(at), unscored, state.start + state.xs_s[listed], state.bound_s[listed]
+    scored = state.at[levels]
+    n = scored.count_at_least(floor)
+    unscored = sum(state.at[level].count_at_least(floor) for level in range(levels))
+    listed = slice(0, 0 if n > most else n)
+    return n, unscored, scored.index[listed], -scored.neg_bound[listed]
 
 
 def _utilities(state, ops):

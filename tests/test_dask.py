@@ -128,6 +128,43 @@ def test_sketches_of_a_few_keys_cut_the_same_tiles(backend, client, case, monkey
     assert max(len(answer[4]) for answer in windows) <= 3
 
 
+def not_after(bound_n, index_n, key):
+    """How many keys (bound, index) are at or before ``key`` in the search's order (higher
+    bounds first, then lower indices), by brute force."""
+    return int(np.count_nonzero((bound_n > key[0]) | ((bound_n == key[0])
+                                                     & (index_n <= key[1]))))
+
+
+def test_level_finds_keys_by_bisection_as_brute_force_counts():
+    """A chunk's candidates at one level, in the search's order: how many come at or
+    before a key, whether the key is one of them, how many have a bound at least a floor,
+    against brute force (ties of bounds and infinite bounds included)."""
+    rng = np.random.default_rng(13)
+    for _ in range(200):
+        n = int(rng.integers(0, 40))
+        index_n = rng.choice(1000, n, replace=False)
+        bound_n = rng.integers(0, 4, n).astype(float)
+        bound_n[rng.random(n) < 0.2] = np.inf
+        cut = int(rng.integers(0, n + 1))  # two levels merged: the same as one of all
+        level = bf_dask._Level.of(bound_n[:cut], index_n[:cut], np.arange(cut), np.zeros(cut))
+        level = level.merge(bf_dask._Level.of(bound_n[cut:], index_n[cut:],
+                                              np.arange(cut, n), np.arange(cut, n) * 0.5))
+        assert len(level) == n
+        np.testing.assert_array_equal(level.slack, np.where(level.pos < cut, 0, level.pos * 0.5))
+        keys = [(b, i) for b, i in zip(bound_n, index_n)] + \
+            [(float(rng.integers(-1, 5)), int(rng.integers(0, 1000))) for _ in range(10)] + \
+            [(np.inf, int(rng.integers(0, 1000)))]
+        for key in keys:
+            assert level.upto(key) == not_after(bound_n, index_n, key)
+            assert level.holds(key) == bool(((bound_n == key[0]) & (index_n == key[1])).any())
+            assert level.count_at_least(key[0]) == np.count_nonzero(bound_n >= key[0])
+        assert not level.holds(None)
+        # the order itself: higher bounds first, then lower indices
+        expected = np.lexsort((index_n, -bound_n))
+        np.testing.assert_array_equal(level.index, index_n[expected])
+        np.testing.assert_array_equal(-level.neg_bound, bound_n[expected])
+
+
 def test_all_chunks_counted_at_once_bracket_the_true_counts():
     """The candidates of all chunks up to each key, counted from their sketches in one
     sort: the least and most bracket the exact count (brute force over the candidates)."""
@@ -153,8 +190,7 @@ def test_all_chunks_counted_at_once_bracket_the_true_counts():
         index_q = np.concatenate([k.index[1:-1] for k in knowns] + [rng.integers(0, N, 20)])
         low_q, high_q = bf_dask._Known.total_counts(knowns, bound_q, index_q)
         bound_n, index_n = np.concatenate(bounds), np.concatenate(indices)
-        exact_q = [np.count_nonzero(bf_dask._not_after(bound_n, index_n, key))
-                   for key in zip(bound_q, index_q)]
+        exact_q = [not_after(bound_n, index_n, key) for key in zip(bound_q, index_q)]
         assert (low_q <= exact_q).all() and (exact_q <= high_q).all()
         # and as tight as each chunk's own sketch: its counts, summed
         np.testing.assert_array_equal([low_q, high_q], np.sum(
