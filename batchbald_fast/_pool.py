@@ -28,8 +28,8 @@ BLOCK_VALUES = 2**20
 ROW_SUMS_MAX_BYTES = 64 * 2**20
 
 
-def _block_points(K, C):
-    return max(1, BLOCK_VALUES // (K * C))
+def _block_points(K, C, values=BLOCK_VALUES):
+    return max(1, values // (K * C))
 
 
 def conditional_entropy(kernels, probs_N_K_C):
@@ -92,12 +92,13 @@ def rows(probs_N_K_C, xs, dtype=np.float64):
 
 
 def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs,
-                  row_sums_N_K=None):
+                  row_sums_N_K=None, block_values=BLOCK_VALUES):
     """The two parts of a joint state's entropy with each candidate (see ``ArrayPool``).
 
     The kernels read the pool in place when it is C-contiguous in the compute dtype (that
-    of ``joint_M_K``); otherwise they score blocks of gathered rows cast to it. The offset
-    term reads ``row_sums_N_K`` when given, else sums the gathered rows.
+    of ``joint_M_K``); otherwise they score blocks of gathered rows cast to it, of about
+    ``block_values`` values each. The offset term reads ``row_sums_N_K`` when given, else
+    sums the gathered rows.
     """
     n = len(xs)
     weighted_n = np.empty(n)
@@ -109,7 +110,7 @@ def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs,
         return weighted_n, row_sums_N_K[xs] @ offset_K
     if in_place and not offset_K.any():
         return weighted_n, offset_n
-    block = _block_points(*probs_N_K_C.shape[1:])
+    block = _block_points(*probs_N_K_C.shape[1:], block_values)
     for i0 in range(0, n, block):
         probs_n_K_C = rows(probs_N_K_C, xs[i0:i0 + block])
         if not in_place:

@@ -166,8 +166,12 @@ def main():
     print(f"{'N':>9} {'in-memory':>10} {'dask':>8} {'ratio':>6} {'first pass':>10} "
           f"{'s/step mem':>10} {'s/step dask':>11} {'RSS mem (input)':>16} "
           f"{'RSS client':>10} {'RSS workers':>12}  picks", flush=True)
+    # Every in-memory call first: a cluster's workers still exiting when the next child
+    # starts take its cores (at 1M and 2M that doubled the in-memory times).
+    memory_runs = {N: run_child("--child", "memory", "--store", store, "--points", str(N))
+                   for N in sizes}
     for N in sizes:
-        memory = run_child("--child", "memory", "--store", store, "--points", str(N))
+        memory = memory_runs[N]
         # A cluster per call: fresh workers, whose peak RSS is this call's.
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                           dashboard_address=":0") as cluster:
