@@ -344,9 +344,10 @@ static int bbf_cpu_v4(void)
     } while (0)
 
 /* logf of 8 (AVX2) or 16 (AVX-512) floats for the float32 v3 and v4 tiles, without
- * fdlibm's division (whose latency left the tile's reduction at half its throughput) and without a table (on Zen 3
- * the four vpermps and two blends of a 16-entry table cost more than the longer
- * polynomial: the E1 EPIG tile went from 1.8 to 1.45 ns an entry, docs/algorithm.md).
+ * fdlibm's division (whose latency left the tile's reduction at half its throughput) and
+ * without a table (on Zen 3 the four vpermps and two blends of a 16-entry table cost more
+ * than the longer polynomial: the E1 EPIG tile went from 1.8 to 1.45 ns an entry,
+ * docs/algorithm.md).
  *
  * x = 2^k (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2)) as in bbf_logf, and
  * log(1 + f) = f + f^2 (-1/2 + f s(f)): f is exact (Sterbenz), so near x = 1 the error is

@@ -750,8 +750,13 @@ class _Level:
 
     @classmethod
     def of(cls, bound, index, pos, slack):
-        order = np.lexsort((index, -bound))
-        return cls(-bound[order], index[order], pos[order], slack[order])
+        return cls._sorted(-bound, index, pos, slack)
+
+    @classmethod
+    def _sorted(cls, neg_bound, index, pos, slack):
+        """The search's order of these candidates."""
+        order = np.lexsort((index, neg_bound))
+        return cls(neg_bound[order], index[order], pos[order], slack[order])
 
     def __len__(self):
         return len(self.index)
@@ -765,10 +770,8 @@ class _Level:
         """Both levels' candidates together, in order."""
         if not len(self) or not len(other):
             return other if len(other) else self
-        parts = [np.concatenate([getattr(self, name), getattr(other, name)])
-                 for name in ("neg_bound", "index", "pos", "slack")]
-        order = np.lexsort((parts[1], parts[0]))
-        return _Level(*(part[order] for part in parts))
+        return _Level._sorted(*(np.concatenate([getattr(self, name), getattr(other, name)])
+                                for name in ("neg_bound", "index", "pos", "slack")))
 
     def upto(self, key):
         """How many come at or before ``key`` (bound, index)."""
