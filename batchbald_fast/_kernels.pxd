@@ -6,11 +6,12 @@ from cython cimport floating
 from numpy cimport intp_t
 
 ctypedef struct ScorePlan:
-    Py_ssize_t rows          # joint rows per sgemm block (float32)
+    Py_ssize_t rows          # joint rows per block
     Py_ssize_t cols          # candidates per tile
     int num_threads          # OpenMP threads; rows of the work buffers
     Py_ssize_t work_size     # entries per thread of work (the kernel's dtype)
     Py_ssize_t acc_size      # entries per thread of acc (float64)
+    Py_ssize_t panel         # tiles a thread scores together, each block passing them all
 
 cdef ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
                                      Py_ssize_t n, int num_threads, Py_ssize_t itemsize,

@@ -40,10 +40,10 @@ cdef extern from "_xlogx.h" nogil:
                                 Py_ssize_t M, Py_ssize_t J, Py_ssize_t S, double *acc_GJ)
     void bbf_fused_tile_d(const double *A_K_J, const double *B_R_K, const double *w_R,
                           Py_ssize_t R, Py_ssize_t K, Py_ssize_t J, Py_ssize_t G,
-                          double *acc_J)
+                          double *acc_J, Py_ssize_t r0)
     void bbf_fused_tile_f(const float *A_K_J, const float *B_R_K, const double *w_R,
                           Py_ssize_t R, Py_ssize_t K, Py_ssize_t J, Py_ssize_t G,
-                          double *acc_J)
+                          double *acc_J, Py_ssize_t r0)
     void bbf_xlogx_d(const double *x, Py_ssize_t n, double *out)
     void bbf_xlogx_f(const float *x, Py_ssize_t n, double *out)
     void bbf_nearest_rows(const double *X_M_K, const double *L_K_G, Py_ssize_t m0,
@@ -100,6 +100,15 @@ cdef enum:
     _TARGET_COLUMNS = 160
     # Tiles a thread below which a call's tiles come in whole rounds of the threads
     _ROUNDED_TILES = 16
+    # The fused kernel on a joint larger than this: a thread scores a panel of up to
+    # _PANEL_TILES tiles together, each block of joint rows of this size passing all of
+    # them while it is in L2, instead of the whole joint streaming from L3 or memory once
+    # per tile (docs/algorithm.md, "Blocks of joint rows").
+    _JOINT_BLOCK_BYTES = 128 * 1024
+    _PANEL_TILES = 8
+    # Row blocks are whole register blocks of every tile (MR = 8, 6 or 4 rows): each
+    # tile's blocks of rows, and with them every sum, are those of the unblocked joint.
+    _ROW_QUANTUM = 24
 
 WORKING_SET_BYTES = _WORKING_SET_BYTES
 
@@ -154,7 +163,7 @@ cdef ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
     dtype.
     """
     cdef ScorePlan plan
-    cdef Py_ssize_t rows, cols, J, i, best, tiles
+    cdef Py_ssize_t rows, cols, J, i, best, tiles, rounds
     if not BBF_OPENMP:
         num_threads = 1
     elif num_threads < 1:
@@ -185,16 +194,24 @@ cdef ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
     if num_threads > 1 and tiles % num_threads and tiles < _ROUNDED_TILES * num_threads:
         cols = (n + tiles + num_threads - tiles % num_threads - 1) // (
             tiles + num_threads - tiles % num_threads)
+    tiles = (n + cols - 1) // cols
+    plan.panel = 1
+    if fused and M * K * itemsize > _JOINT_BLOCK_BYTES and tiles >= 2 * num_threads:
+        # Panels of equal size, in whole rounds of the threads.
+        rounds = (tiles + num_threads * _PANEL_TILES - 1) // (num_threads * _PANEL_TILES)
+        plan.panel = (tiles + num_threads * rounds - 1) // (num_threads * rounds)
+        rows = max(_ROW_QUANTUM,
+                   _JOINT_BLOCK_BYTES // (K * itemsize) // _ROW_QUANTUM * _ROW_QUANTUM)
     plan.rows = rows
     plan.cols = cols
-    plan.num_threads = <int> max(1, min(num_threads, (n + cols - 1) // cols))
+    plan.num_threads = <int> max(1, min(num_threads, (tiles + plan.panel - 1) // plan.panel))
+    J = _tile_columns(cols, C, fused, itemsize)
     if fused:
-        J = _padded(cols * C, itemsize)
-        plan.work_size = K * J
-        plan.acc_size = J
+        plan.work_size = plan.panel * K * J
+        plan.acc_size = plan.panel * J
     else:
-        plan.work_size = (K + rows) * cols * C
-        plan.acc_size = cols * C
+        plan.work_size = (K + rows) * J
+        plan.acc_size = J
     return plan
 
 
@@ -203,6 +220,13 @@ cdef inline bint _fused(Py_ssize_t itemsize, Py_ssize_t K) noexcept nogil:
     ~128 members a float32 tile that fits L1 is too narrow to beat BLAS
     (docs/algorithm.md)."""
     return itemsize == 8 or K <= _FUSED_F32_MAX_K
+
+
+cdef inline Py_ssize_t _tile_columns(Py_ssize_t width, Py_ssize_t C, bint fused,
+                                     Py_ssize_t itemsize) noexcept nogil:
+    """Columns J of a tile of ``width`` candidates: width·C, for the fused kernel padded to
+    whole register blocks."""
+    return _padded(width * C, itemsize) if fused else width * C
 
 
 cdef inline Py_ssize_t _padded(Py_ssize_t J, Py_ssize_t itemsize) noexcept nogil:
@@ -246,49 +270,67 @@ cdef void _score_tiles(const floating[:, ::1] joint_M_K, const double[::1] weigh
                        double[:, ::1] acc) noexcept nogil:
     """The tiles of a call: ``out_nG[i * G + g]`` is candidate i's weighted joint entropy
     with group g, the G = M / S groups of S consecutive rows (one group: the joint
-    entropy). Each thread's acc holds a row of J sums per group."""
+    entropy). A thread takes a panel of tiles at a time; each tile's sums (a row of J per
+    group) and gathered probabilities sit side by side in the thread's acc and work."""
     cdef Py_ssize_t M = joint_M_K.shape[0], K = joint_M_K.shape[1]
     cdef Py_ssize_t C = probs_N_K_C.shape[2], n = candidates.shape[0]
     cdef Py_ssize_t G = (M + S - 1) // S
-    cdef Py_ssize_t rows = plan.rows, cols = plan.cols
+    cdef Py_ssize_t rows = plan.rows, cols = plan.cols, panel = plan.panel
     cdef Py_ssize_t num_tiles = (n + cols - 1) // cols
-    cdef Py_ssize_t tile, start, width, J, i, g, c, m0, R, tid
+    cdef Py_ssize_t num_panels = (num_tiles + panel - 1) // panel
+    cdef bint fused = _fused(sizeof(floating), K)
+    cdef Py_ssize_t stride = _tile_columns(cols, C, fused, sizeof(floating))
+    cdef Py_ssize_t q, first, last, tile, start, width, J, i, g, c, m0, R, tid
     cdef floating *A_K_J
     cdef floating *P_R_J
     cdef double *acc_GJ
     cdef double total
-    cdef bint fused = _fused(sizeof(floating), K)
 
-    for tile in prange(num_tiles, schedule="dynamic", num_threads=plan.num_threads,
-                       nogil=True):
+    for q in prange(num_panels, schedule="dynamic", num_threads=plan.num_threads,
+                    nogil=True):
         tid = threadid()
-        A_K_J = &work[tid, 0]
-        acc_GJ = &acc[tid, 0]
-        start = tile * cols
-        width = min(cols, n - start)
-        J = _gather_tile(probs_N_K_C, candidates, start, width, fused, A_K_J)
-        for i in range(G * J):
-            acc_GJ[i] = 0.0
-        if floating is double:
-            bbf_fused_tile_d(A_K_J, &joint_M_K[0, 0], &weights_M[0], M, K, J, S, acc_GJ)
-        elif fused:
-            bbf_fused_tile_f(A_K_J, &joint_M_K[0, 0], &weights_M[0], M, K, J, S, acc_GJ)
-        else:
-            P_R_J = A_K_J + K * J
-            m0 = 0
-            while m0 < M:
-                R = min(rows, M - m0)
-                _sgemm(<float *> A_K_J, <float *> &joint_M_K[m0, 0], <float *> P_R_J,
-                       <int> R, <int> K, <int> J)
-                bbf_xlogx_accumulate_f(<float *> P_R_J, &weights_M[m0], m0, R, J, S,
-                                       acc_GJ)
-                m0 = m0 + R
-        for i in range(width):
-            for g in range(G):
-                total = 0.0
-                for c in range(C):
-                    total = total + acc_GJ[g * J + i * C + c]
-                out_nG[(start + i) * G + g] = -total
+        first = q * panel
+        last = min(num_tiles, first + panel)
+        for tile in range(first, last):
+            start = tile * cols
+            width = min(cols, n - start)
+            J = _gather_tile(probs_N_K_C, candidates, start, width, fused,
+                             &work[tid, (tile - first) * K * stride])
+            acc_GJ = &acc[tid, (tile - first) * G * stride]
+            for i in range(G * J):
+                acc_GJ[i] = 0.0
+        m0 = 0
+        while m0 < M:
+            R = min(rows, M - m0)
+            for tile in range(first, last):
+                width = min(cols, n - tile * cols)
+                J = _tile_columns(width, C, fused, sizeof(floating))
+                A_K_J = &work[tid, (tile - first) * K * stride]
+                acc_GJ = &acc[tid, (tile - first) * G * stride]
+                if floating is double:
+                    bbf_fused_tile_d(A_K_J, &joint_M_K[m0, 0], &weights_M[m0], R, K, J, S,
+                                     acc_GJ, m0)
+                elif fused:
+                    bbf_fused_tile_f(A_K_J, &joint_M_K[m0, 0], &weights_M[m0], R, K, J, S,
+                                     acc_GJ, m0)
+                else:  # one tile a panel
+                    P_R_J = A_K_J + K * J
+                    _sgemm(<float *> A_K_J, <float *> &joint_M_K[m0, 0], <float *> P_R_J,
+                           <int> R, <int> K, <int> J)
+                    bbf_xlogx_accumulate_f(<float *> P_R_J, &weights_M[m0], m0, R, J, S,
+                                           acc_GJ)
+            m0 = m0 + R
+        for tile in range(first, last):
+            start = tile * cols
+            width = min(cols, n - start)
+            J = _tile_columns(width, C, fused, sizeof(floating))
+            acc_GJ = &acc[tid, (tile - first) * G * stride]
+            for i in range(width):
+                for g in range(G):
+                    total = 0.0
+                    for c in range(C):
+                        total = total + acc_GJ[g * J + i * C + c]
+                    out_nG[(start + i) * G + g] = -total
 
 
 cdef inline Py_ssize_t _gather_tile(const floating[:, :, ::1] probs_N_K_C,
@@ -299,10 +341,8 @@ cdef inline Py_ssize_t _gather_tile(const floating[:, :, ::1] probs_N_K_C,
     the fused kernel padded with zero columns to whole register blocks, where P = 0 adds
     exactly 0): one product covers the whole tile. Returns J."""
     cdef Py_ssize_t K = probs_N_K_C.shape[1], C = probs_N_K_C.shape[2]
-    cdef Py_ssize_t J = width * C, i, k, c
+    cdef Py_ssize_t J = _tile_columns(width, C, fused, sizeof(floating)), i, k, c
     cdef const floating *src
-    if fused:
-        J = _padded(J, sizeof(floating))
     for i in range(width):
         src = &probs_N_K_C[candidates[start + i], 0, 0]
         for k in range(K):

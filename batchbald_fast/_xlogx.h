@@ -117,11 +117,13 @@ BBF_DISPATCH static void bbf_xlogx_accumulate_f(const float *P_M_J, const double
     }
 }
 
-/* Fused tile: acc_J[(r / G) · J + j] += w_R[r] · P log P (r ascending) with
+/* Fused tile: acc_J[((r0 + r) / G) · J + j] += w_R[r] · P log P (r ascending) with
  * P = B_R_K @ A_K_J (row-major, A's leading dimension J, J a multiple of
  * BBF_PAD_BYTES / sizeof(element)): the rows summed in groups of G, each group's sums in
- * its own row of acc (G = R: one row, the joint entropy; G = C: one row per EPIG
- * target). An MR × NB block of P is accumulated in registers and reduced there, so P
+ * its own row of acc (G ≥ r0 + R: one row, the joint entropy; G = C: one row per EPIG
+ * target). B_R_K and w_R start at the joint's row r0: a joint scored in blocks of rows
+ * calls it once per block, and a multiple of MR as r0 leaves every sum as one call's.
+ * An MR × NB block of P is accumulated in registers and reduced there, so P
  * never travels through memory as it does with a BLAS call per tile; with K this small
  * (a short, wide product) that beats OpenBLAS plus a separate pass.
  *
@@ -189,7 +191,7 @@ typedef double NAME##_udvec __attribute__((vector_size(VBYTES), aligned(8), may_
 BBF_DEFINE_LOG(NAME##_log, TARGET, E, NAME##_vec, NAME##_ivec)                           \
 TARGET static void NAME(const BBF_T_##E *A_K_J, const BBF_T_##E *B_R_K,                  \
                         const double *w_R, ptrdiff_t R, ptrdiff_t K, ptrdiff_t J,        \
-                        ptrdiff_t G, double *acc_J)                                       \
+                        ptrdiff_t G, double *acc_J, ptrdiff_t r0)                         \
 {                                                                                         \
     enum { L = VBYTES / sizeof(BBF_T_##E), DL = VBYTES / 8, W = L / DL, NV = NB / L };   \
     const NAME##_vec lo = (NAME##_vec){0} + BBF_MIN_##E;                                  \
@@ -197,7 +199,7 @@ TARGET static void NAME(const BBF_T_##E *A_K_J, const BBF_T_##E *B_R_K,         
         const int mr = R - r < MR ? (int)(R - r) : MR;                                    \
         ptrdiff_t goff[MR]; /* each row's acc row, once per block: no division below */   \
         for (int rr = 0; rr < MR; rr++)                                                   \
-            goff[rr] = (r + rr) / G * J;                                                  \
+            goff[rr] = (r0 + r + rr) / G * J;                                             \
         for (ptrdiff_t j0 = 0; j0 < J; j0 += NB) {                                        \
             NAME##_vec p[MR][NV];                                                         \
             BBF_BLOCK_PRODUCT(NAME, MR, NV, A_K_J + j0, J, B_R_K, r, mr, K, p)             \
@@ -411,9 +413,9 @@ BBF_FUSED_TILE(bbf_fused_tile_f_v1, , f, 16, 4, 8, bbf_fused_tile_f_v1_log, bbf_
 #define BBF_FUSED_TILE_PICK(E)                                                            \
 static void bbf_fused_tile_##E(const BBF_T_##E *A_K_J, const BBF_T_##E *B_R_K,           \
                                const double *w_R, ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, \
-                               ptrdiff_t G, double *acc_J)                                \
+                               ptrdiff_t G, double *acc_J, ptrdiff_t r0)                  \
 {                                                                                         \
-    BBF_PICK(bbf_fused_tile_##E, (A_K_J, B_R_K, w_R, R, K, J, G, acc_J));                 \
+    BBF_PICK(bbf_fused_tile_##E, (A_K_J, B_R_K, w_R, R, K, J, G, acc_J, r0));             \
 }
 BBF_FUSED_TILE_PICK(d)
 BBF_FUSED_TILE_PICK(f)
@@ -432,7 +434,7 @@ BBF_FUSED_TILE(bbf_fused_tile_f, , f, 16, 4, 8, bbf_fused_tile_f_log, bbf_half_a
 #define BBF_PLAIN_TILE(E, LOG)                                                            \
 static void bbf_fused_tile_##E(const BBF_T_##E *A_K_J, const BBF_T_##E *B_R_K,           \
                                const double *w_R, ptrdiff_t R, ptrdiff_t K, ptrdiff_t J, \
-                               ptrdiff_t G, double *acc_J)                                \
+                               ptrdiff_t G, double *acc_J, ptrdiff_t r0)                  \
 {                                                                                         \
     for (ptrdiff_t r = 0; r < R; r++)                                                     \
         for (ptrdiff_t j = 0; j < J; j++) {                                               \
@@ -440,7 +442,7 @@ static void bbf_fused_tile_##E(const BBF_T_##E *A_K_J, const BBF_T_##E *B_R_K,  
             for (ptrdiff_t k = 0; k < K; k++)                                             \
                 p += B_R_K[r * K + k] * A_K_J[k * J + j];                                 \
             BBF_T_##E x = p > BBF_MIN_##E ? p : BBF_MIN_##E;                              \
-            acc_J[r / G * J + j] += w_R[r] * (double)(p * LOG(x));                        \
+            acc_J[(r0 + r) / G * J + j] += w_R[r] * (double)(p * LOG(x));                 \
         }                                                                                 \
 }
 BBF_PLAIN_TILE(d, bbf_log)

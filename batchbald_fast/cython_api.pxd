@@ -63,9 +63,10 @@
 # functions in the .pxd of that module's name); cimport them from here, and only these:
 #
 #   ctypedef struct ScorePlan:          (read its fields, never set them)
-#       Py_ssize_t rows, cols           tile shape
+#       Py_ssize_t rows, cols           joint rows per block, candidates per tile
 #       int num_threads                 OpenMP threads of the call; rows of work and acc
 #       Py_ssize_t work_size, acc_size  entries per thread of work and acc
+#       Py_ssize_t panel                tiles a thread scores together
 #
 #   ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C, Py_ssize_t n,
 #                                   int num_threads, Py_ssize_t itemsize,

@@ -141,6 +141,37 @@ def test_score_candidates_independent_of_tiling_and_threads():
         np.testing.assert_allclose(out, runs[0], rtol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("G", [1, 9])
+def test_score_candidates_in_blocks_of_joint_rows(dtype, G):
+    """A joint past the kernel's block of rows (1800 × 20: 141 KiB in float32) with many
+    tiles a thread: the tiles go in panels that each block of rows passes in turn. The
+    brute-force values, and bit for bit those of each candidate scored alone (one tile:
+    the joint unblocked); groups of 200 rows straddle the blocks."""
+    rng = np.random.default_rng(7)
+    joint_M_K, weights_M, probs_N_K_C = make_case(rng, 40, 1800, 20, 3)
+    joint_M_K, probs_N_K_C = joint_M_K.astype(dtype), probs_N_K_C.astype(dtype)
+    candidates = rng.integers(0, 40, 30).astype(np.intp)
+    S = 1800 // G
+    expected = np.stack([brute_score(joint_M_K[g * S:(g + 1) * S].astype(np.float64),
+                                     weights_M[g * S:(g + 1) * S],
+                                     probs_N_K_C.astype(np.float64), candidates)
+                         for g in range(G)], axis=1)
+    rtol = RTOL if dtype == np.float64 else 1e-5
+    for module in (_kernels_numpy, kernels):
+        for tile_bytes in (1000, 2**15):  # 2 or 68 candidates a tile
+            out = np.full((len(candidates), G), np.nan)
+            module.score_candidates_grouped(joint_M_K, weights_M, probs_N_K_C, candidates,
+                                            out, 2, tile_bytes)
+            np.testing.assert_allclose(out, expected, rtol=rtol, atol=1e-300)
+            alone = np.full((len(candidates), G), np.nan)
+            for i, x in enumerate(candidates):
+                module.score_candidates_grouped(joint_M_K, weights_M, probs_N_K_C,
+                                                candidates[i:i + 1], alone[i:i + 1], 2,
+                                                tile_bytes)
+            np.testing.assert_array_equal(out, alone)
+
+
 def test_score_candidates_empty_and_bad_index():
     rng = np.random.default_rng(3)
     joint_M_K, weights_M, probs_N_K_C = make_case(rng, 5, 3, 2, 2)
