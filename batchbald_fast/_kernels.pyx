@@ -559,7 +559,8 @@ def nearest_centres(const double[:, ::1] joint_M_K, const double[:, ::1] log_cen
     cdef Py_ssize_t start, stop, b, num_blocks, step
     cdef int nt
     cdef double[:, ::1] work
-    for start, stop, threads in _threads.chunks(M, G * K, _limit(num_threads)):
+    for start, stop, threads in _threads.chunks(M, _threads.assign_work(1, G, K),
+                                                _limit(num_threads)):
         nt = threads
         work = np.empty((nt, BBF_NEAREST_MR * G + 8))  # a cache line apart: no false sharing
         step = 64  # rows per block: a static schedule of many small blocks
@@ -592,7 +593,8 @@ def nearest_subgroups(const double[:, ::1] joint_M_K, const intp_t[::1] parent_M
     cdef Py_ssize_t start, stop, b, num_blocks, step = 64
     cdef int nt
     cdef double[:, ::1] work
-    for start, stop, threads in _threads.chunks(M, W * K, _limit(num_threads)):
+    for start, stop, threads in _threads.chunks(M, _threads.assign_work(1, W, K),
+                                                _limit(num_threads)):
         nt = threads
         work = np.empty((nt, W + 8))  # rows a cache line apart: no false sharing
         num_blocks = (stop - start + step - 1) // step
@@ -680,7 +682,8 @@ def draw_labels(const floating[:, ::1] probs_K_C, const double[:, ::1] log_probs
         last_K[k] = last if last >= 0 else C - 1  # none positive: the twin's argmax
     cdef Py_ssize_t start, stop
     cdef int nt
-    for start, stop, threads in _threads.chunks(M, K + C, _limit(num_threads)):
+    for start, stop, threads in _threads.chunks(M, _threads.draw_work(1, K, C),
+                                                _limit(num_threads)):
         nt = threads
         _region_starts(nt)
         with nogil:
@@ -734,7 +737,8 @@ def exp_rows(const double[:, ::1] log_joint_M_K, const intp_t[::1] rows_U,
     cdef int nt
     cdef double top, divisor = <double> K
     cdef const double *row
-    for start, stop, threads in _threads.chunks(U, 8 * K, _limit(num_threads)):
+    for start, stop, threads in _threads.chunks(U, _threads.exp_work(1, K),
+                                                _limit(num_threads)):
         nt = threads
         _region_starts(nt)
         for u in prange(start, stop, schedule="static", num_threads=nt, nogil=True):
