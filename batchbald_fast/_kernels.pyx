@@ -196,8 +196,8 @@ cdef ScorePlan score_candidates_plan(Py_ssize_t M, Py_ssize_t K, Py_ssize_t C,
             tiles + num_threads - tiles % num_threads)
     tiles = (n + cols - 1) // cols
     plan.panel = 1
-    if fused and M * K * itemsize > _JOINT_BLOCK_BYTES and tiles >= 2 * num_threads:
-        # Panels of equal size, in whole rounds of the threads.
+    if fused and M * K * itemsize > _JOINT_BLOCK_BYTES and tiles >= 4 * num_threads:
+        # Panels of equal size, in whole rounds of the threads; of 2 tiles they did not pay.
         rounds = (tiles + num_threads * _PANEL_TILES - 1) // (num_threads * _PANEL_TILES)
         plan.panel = (tiles + num_threads * rounds - 1) // (num_threads * rounds)
         rows = max(_ROW_QUANTUM,
@@ -355,16 +355,21 @@ cdef inline Py_ssize_t _gather_tile(const floating[:, :, ::1] probs_N_K_C,
 
 
 def scratch_bytes(M, K, C, n, itemsize, num_threads=None, tile_bytes=None, groups=1):
-    """Bytes ``score_candidates`` (``score_candidates_grouped`` with ``groups`` groups)
-    allocates to score n candidates against M rows: each thread's gathered tile (and P in
-    float32) and sums."""
+    """Most bytes ``score_candidates`` (``score_candidates_grouped`` with ``groups``
+    groups) allocates to score n candidates against M rows on at most ``num_threads``
+    threads: each thread's gathered tiles (and P in float32) and sums. A call may get
+    fewer threads, and with them longer panels: the largest of those plans."""
     if n == 0:
         return 0
-    # Past 2^62 rows (estimates of huge joints) the plan no longer depends on M.
-    cdef ScorePlan plan = score_candidates_plan(
-        min(M, 2**62), K, C, n, -1 if num_threads is None else num_threads, itemsize,
-        0 if tile_bytes is None else tile_bytes)
-    return plan.num_threads * (plan.work_size * itemsize + groups * plan.acc_size * 8)
+    cdef ScorePlan plan
+    cdef Py_ssize_t most = 0
+    for threads in range(1, _limit(num_threads) + 1):
+        # Past 2^62 rows (estimates of huge joints) the plan no longer depends on M.
+        plan = score_candidates_plan(min(M, 2**62), K, C, n, threads, itemsize,
+                                     0 if tile_bytes is None else tile_bytes)
+        most = max(most, plan.num_threads * (plan.work_size * itemsize
+                                             + groups * plan.acc_size * 8))
+    return most
 
 
 def score_candidates(const floating[:, ::1] joint_M_K, const double[::1] weights_M,

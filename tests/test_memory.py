@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import batchbald_fast as bf
-from batchbald_fast import _backend, _memory, _sizes, _validation, _workloads
+from batchbald_fast import _backend, _memory, _sizes, _threads, _validation, _workloads
 from batchbald_fast._settings import Settings
 from batchbald_fast.cli import main
 from conftest import random_probs
@@ -58,9 +58,15 @@ def test_estimate_bounds_the_traced_peak(backend, N, K, C, b, num_samples, setti
     assert peak <= estimated <= slack * peak, (peak, estimated, result.mode)
 
 
+@pytest.mark.parametrize("free_cores", [None, 0])
 @pytest.mark.parametrize("M, n, dtype", [(1, 7, np.float64), (5000, 300, np.float64),
-                                         (100_000, 40, np.float64), (20_000, 100, np.float32)])
-def test_kernel_scratch_estimate(backend, M, n, dtype):
+                                         (100_000, 40, np.float64), (20_000, 100, np.float32),
+                                         (5000, 13, np.float64)])
+def test_kernel_scratch_estimate(backend, M, n, dtype, free_cores, monkeypatch):
+    """The estimate for 2 threads bounds the call, also when the call gets one (no free
+    core: a thread's panels of tiles grow)."""
+    if free_cores is not None:
+        monkeypatch.setattr(_threads, "free_cores", lambda: free_cores)
     rng = np.random.default_rng(0)
     K, C = 12, 5
     joint_M_K = rng.random((M, K)).astype(dtype)
