@@ -98,19 +98,24 @@ def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs,
     The kernels read the pool in place when it is C-contiguous in the compute dtype (that
     of ``joint_M_K``); otherwise they score blocks of gathered rows cast to it, of about
     ``block_values`` values each. The offset term reads ``row_sums_N_K`` when given, else
-    sums the gathered rows.
+    the gathered rows: one sum of products over (k, c), as summing over classes first
+    cost more than the kernel on float32 pools (docs/sampled_steps.md, "The offset term
+    on gathered rows").
     """
     n = len(xs)
     weighted_n = np.empty(n)
     offset_n = np.zeros(n)  # exact and pruned states have no row scales
+    has_offset = bool(offset_K.any())
     in_place = probs_N_K_C.dtype == joint_M_K.dtype and probs_N_K_C.flags.c_contiguous
     if in_place:
         kernels.score_candidates(joint_M_K, weights_M, probs_N_K_C, xs, weighted_n)
-    if in_place and row_sums_N_K is not None and offset_K.any():
-        return weighted_n, row_sums_N_K[xs] @ offset_K
-    if in_place and not offset_K.any():
-        return weighted_n, offset_n
-    block = _block_points(*probs_N_K_C.shape[1:], block_values)
+        if not has_offset:
+            return weighted_n, offset_n
+        if row_sums_N_K is not None:
+            return weighted_n, row_sums_N_K[xs] @ offset_K
+    K, C = probs_N_K_C.shape[1:]
+    offset_KC = np.repeat(offset_K, C)
+    block = _block_points(K, C, block_values)
     for i0 in range(0, n, block):
         probs_n_K_C = rows(probs_N_K_C, xs[i0:i0 + block])
         if not in_place:
@@ -118,8 +123,12 @@ def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs,
                                      probs_n_K_C.astype(joint_M_K.dtype, copy=False),
                                      np.arange(len(probs_n_K_C)),
                                      weighted_n[i0:i0 + block])
-        if offset_K.any():
-            offset_n[i0:i0 + block] = probs_n_K_C.sum(axis=2) @ offset_K
+        if has_offset:
+            # einsum, not BLAS: a row's sum must not depend on its place in the block
+            # (BLAS's tail rows sum in another order), so that Dask's smaller blocks
+            # give the in-memory call's bits.
+            offset_n[i0:i0 + block] = np.einsum("ij,j->i", probs_n_K_C.reshape(-1, K * C),
+                                                offset_KC)
     return weighted_n, offset_n
 
 
