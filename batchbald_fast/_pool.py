@@ -19,7 +19,7 @@ holding the same values (the cast is exact).
 
 import numpy as np
 
-from . import _search
+from . import _search, _validation
 
 # Rows gathered (and cast) at a time when the kernels cannot read the pool in place: a
 # float64 block stays 8 MiB whatever the pool.
@@ -66,7 +66,7 @@ def point_stats(kernels, probs_N_K_C, keep_row_sums=False):
         entropy_nK = np.empty(n * K)
         kernels.entropy_rows(probs_n_K_C.reshape(n * K, C), entropy_nK)
         cond_entropy_N[n0:n0 + n] = entropy_nK.reshape(n, K).mean(axis=1)
-        sums_n_K = probs_n_K_C.sum(axis=2)
+        sums_n_K = _validation.class_sums(probs_n_K_C)
         low, high = min(low, sums_n_K.min()), max(high, sums_n_K.max())
         if keep_row_sums:
             row_sums_N_K[n0:n0 + n] = sums_n_K

@@ -61,6 +61,23 @@ def test_rows_within_tolerance_are_accepted(backend, probs_N_K_C):
     assert len(bf.batchbald(log_probs, 2, log_probs=True).indices) == 2
 
 
+@pytest.mark.parametrize("C", [1, 3, 10, 37])
+def test_class_sums_are_the_exact_sums_rounded_and_do_not_depend_on_the_block(backend, C):
+    """The row sums behind validation and the pool's statistics: each within an ulp or two
+    of the exact sum (math.fsum), in float64 for float32 input, and the same bits for a
+    row whatever block it is summed in."""
+    import math
+
+    from batchbald_fast._validation import class_sums
+    values = np.random.default_rng(C).random((50, 7, C)).astype(np.float32)
+    sums = class_sums(values)
+    assert sums.dtype == np.float64 and sums.shape == (50, 7)
+    exact = np.array([[math.fsum(map(float, row)) for row in point] for point in values])
+    np.testing.assert_allclose(sums, exact, rtol=4 * np.finfo(np.float64).eps, atol=0)
+    for n0, n1 in [(0, 1), (3, 10), (7, 50), (49, 50)]:
+        np.testing.assert_array_equal(class_sums(values[n0:n1].copy()), sums[n0:n1])
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"batch_size": -1}, ValueError, "batch_size must be ≥ 0, got -1"),
     ({"batch_size": 2.0}, TypeError, "batch_size must be an integer"),
