@@ -112,7 +112,7 @@ def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs,
         if not has_offset:
             return weighted_n, offset_n
         if row_sums_N_K is not None:
-            return weighted_n, row_sums_N_K[xs] @ offset_K
+            return weighted_n, np.einsum("nk,k->n", row_sums_N_K[xs], offset_K)
     K, C = probs_N_K_C.shape[1:]
     offset_KC = np.repeat(offset_K, C)
     block = _block_points(K, C, block_values)
@@ -124,9 +124,10 @@ def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs,
                                      np.arange(len(probs_n_K_C)),
                                      weighted_n[i0:i0 + block])
         if has_offset:
-            # einsum, not BLAS: a row's sum must not depend on its place in the block
-            # (BLAS's tail rows sum in another order), so that Dask's smaller blocks
-            # give the in-memory call's bits.
+            # einsum, not BLAS, here and above: a row's sum must not depend on its place
+            # in the call (BLAS's tail rows sum in another order), or duplicate points
+            # scored in different calls differ in the last bit, and Dask's smaller
+            # blocks would not give the in-memory call's bits.
             offset_n[i0:i0 + block] = np.einsum("ij,j->i", probs_n_K_C.reshape(-1, K * C),
                                                 offset_KC)
     return weighted_n, offset_n

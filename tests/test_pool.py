@@ -75,3 +75,27 @@ def test_gathered_blocks_of_any_size_give_the_same_joint_entropies(backend):
         np.testing.assert_allclose(results[0][0][x - 1],
                                    oracle.joint_entropy(values.astype(np.float64), [0, x]),
                                    rtol=0, atol=1e-12)
+
+
+def test_a_points_offset_does_not_depend_on_the_call_that_scores_it(backend):
+    """A sampled state's row-scale term of a point is the same bits whichever candidates
+    share its call, in a pool that keeps its row sums (float64, read in place) and in one
+    that gathers rows (float32): duplicate points scored in different calls tie exactly,
+    as the tie rule and the noise flags need (BLAS's product of the rows with offset_K
+    sums a call's last rows in another order). And it is Σ_k offset_K[k] Σ_c p[x, k, c]
+    to the rounding of its terms."""
+    import math
+    values = make_probs(300, 20, 10, seed=12)
+    offset_K = np.random.default_rng(12).normal(size=20)
+    joint_M_K, weights_M = np.full((3, 20), 1 / 60), np.ones(3)
+    kernels = _backend.kernels_for()
+    for probs in (values, values.astype(np.float32)):
+        pool = _pool.ArrayPool(kernels, probs)
+        alone = np.array([pool.joint_entropy(joint_M_K, weights_M, offset_K, np.array([x]))[1][0]
+                          for x in range(300)])
+        for xs in (np.arange(300), np.arange(5, 86), np.arange(299, -1, -3)):
+            _, offset_n = pool.joint_entropy(joint_M_K, weights_M, offset_K, xs)
+            np.testing.assert_array_equal(offset_n, alone[xs])
+        exact = [math.fsum(float(o) * float(p) for o, row in zip(offset_K, probs[x])
+                           for p in row) for x in (0, 150, 299)]
+        np.testing.assert_allclose(alone[[0, 150, 299]], exact, rtol=0, atol=1e-13)
