@@ -767,11 +767,26 @@ class _Level:
                       self.slack[where])
 
     def merge(self, other):
-        """Both levels' candidates together, in order."""
+        """Both levels' candidates together, in order: a merge of the two orders (they
+        share no candidate), not a sort of all, whose time grew with the next level at
+        every task (docs/workloads.md)."""
         if not len(self) or not len(other):
             return other if len(other) else self
-        return _Level._sorted(*(np.concatenate([getattr(self, name), getattr(other, name)])
-                                for name in ("neg_bound", "index", "pos", "slack")))
+        # Each of other's candidates goes after self's that come before it.
+        before = np.searchsorted(self.neg_bound, other.neg_bound, "left")
+        after_ties = np.searchsorted(self.neg_bound, other.neg_bound, "right")
+        for j in np.flatnonzero(after_ties > before):  # equal bounds: by index
+            before[j] += np.searchsorted(self.index[before[j]:after_ties[j]], other.index[j])
+        at = before + np.arange(len(other))
+        kept = np.ones(len(self) + len(other), dtype=bool)
+        kept[at] = False
+        fields = []
+        for name in ("neg_bound", "index", "pos", "slack"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            merged = np.empty(len(kept), dtype=np.result_type(mine, theirs))
+            merged[at], merged[kept] = theirs, mine
+            fields.append(merged)
+        return _Level(*fields)
 
     def upto(self, key):
         """How many come at or before ``key`` (bound, index)."""
