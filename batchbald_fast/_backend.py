@@ -17,7 +17,7 @@ _CHOICES = ("auto", "cython", "numpy")
 # ``num_threads``.
 KERNEL_NAMES = ("score_candidates", "score_candidates_grouped", "entropy_rows",
                 "nearest_centres", "nearest_subgroups", "subgroup_seeds", "draw_labels",
-                "exp_rows", "group_sums", "unique_keys", "scratch_bytes")
+                "exp_rows", "gather_rows", "group_sums", "unique_keys", "scratch_bytes")
 
 
 class Kernels:
@@ -35,8 +35,8 @@ class Kernels:
     Attributes
     ----------
     score_candidates, score_candidates_grouped, entropy_rows, nearest_centres, \
-    nearest_subgroups, subgroup_seeds, draw_labels, exp_rows, group_sums, unique_keys, \
-    scratch_bytes
+    nearest_subgroups, subgroup_seeds, draw_labels, exp_rows, gather_rows, group_sums, \
+    unique_keys, scratch_bytes
         The module's kernels with ``num_threads`` given.
     """
 

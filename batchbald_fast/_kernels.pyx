@@ -57,6 +57,7 @@ cdef extern from "_xlogx.h" nogil:
 
 cdef extern from *:
     """
+    #define bbf_prefetch(p) __builtin_prefetch((const void *) (p), 0, 3)
     #ifdef _OPENMP
     #include <omp.h>
     #define BBF_OPENMP 1
@@ -77,6 +78,7 @@ cdef extern from *:
     """
     bint BBF_OPENMP
     bint BBF_RELEASES_THREADS
+    void bbf_prefetch(const void *p) nogil
     int bbf_max_threads() nogil
     void bbf_release_threads() nogil
 
@@ -108,6 +110,9 @@ cdef enum:
     # Row blocks are whole register blocks of every tile (MR = 8, 6 or 4 rows): each
     # tile's blocks of rows, and with them every sum, are those of the unblocked joint.
     _ROW_QUANTUM = 24
+    # gather_rows asks for the row this many ahead while it copies one: rows scattered
+    # over a pool larger than the caches are each a DRAM miss the hardware cannot predict.
+    _GATHER_AHEAD = 8
 
 WORKING_SET_BYTES = _WORKING_SET_BYTES
 
@@ -757,6 +762,34 @@ def exp_rows(const double[:, ::1] log_joint_M_K, const intp_t[::1] rows_U,
     np.exp(out, out=out)
     out /= K
     return out_U_K.base
+
+
+def gather_rows(const floating[:, :, ::1] probs_N_K_C, const intp_t[::1] xs,
+                double[:, :, ::1] out_n_K_C, num_threads=None):
+    """``out_n_K_C[i] = probs_N_K_C[xs[i]]`` in float64 (``_kernels_numpy.gather_rows``):
+    one pass, each row asked for ``_GATHER_AHEAD`` rows before it is copied. Serial (the
+    pass waits on memory), so ``num_threads`` is unused."""
+    cdef Py_ssize_t N = probs_N_K_C.shape[0], n = xs.shape[0]
+    cdef Py_ssize_t L = probs_N_K_C.shape[1] * probs_N_K_C.shape[2]
+    if (out_n_K_C.shape[0] != n or out_n_K_C.shape[1] != probs_N_K_C.shape[1]
+            or out_n_K_C.shape[2] != probs_N_K_C.shape[2]):
+        raise ValueError("gather_rows: inconsistent shapes")
+    _check_indices(xs, N)
+    cdef Py_ssize_t i, j, b, row_bytes = L * sizeof(floating)
+    cdef const floating *src
+    cdef const char *ahead
+    cdef double *dst
+    with nogil:
+        for i in range(n):
+            if i + _GATHER_AHEAD < n:
+                ahead = <const char *> &probs_N_K_C[xs[i + _GATHER_AHEAD], 0, 0]
+                for b in range(0, row_bytes, 64):
+                    bbf_prefetch(ahead + b)
+            src = &probs_N_K_C[xs[i], 0, 0]
+            dst = &out_n_K_C[i, 0, 0]
+            for j in range(L):
+                dst[j] = src[j]
+    return out_n_K_C.base
 
 
 def group_sums(const double[:, ::1] joint_M_K, const double[::1] weights_M,

@@ -363,6 +363,30 @@ def exp_rows(log_joint_M_K, rows_U, out_U_K, out_max_U, num_threads=None):
     return out_U_K
 
 
+def gather_rows(probs_N_K_C, xs, out_n_K_C, num_threads=None):
+    """Rows of a pool gathered in float64: ``out_n_K_C[i] = probs_N_K_C[xs[i]]``.
+
+    Parameters
+    ----------
+    probs_N_K_C : ndarray of shape (N, K, C), float32 or float64, C-contiguous
+    xs : ndarray of shape (n,), intp
+        Indices in [0, N).
+    out_n_K_C : ndarray of shape (n, K, C), float64
+        Written in place.
+    num_threads : int or None
+        Unused (the compiled kernel is serial too).
+
+    Returns
+    -------
+    out_n_K_C : ndarray
+    """
+    if len(xs) and (xs.min() < 0 or xs.max() >= len(probs_N_K_C)):
+        bad = xs[(xs < 0) | (xs >= len(probs_N_K_C))][0]
+        raise IndexError(f"candidate {bad} out of range for N={len(probs_N_K_C)}")
+    out_n_K_C[...] = probs_N_K_C[xs]
+    return out_n_K_C
+
+
 def group_sums(joint_M_K, weights_M, group_M, out_G_K, num_threads=None):
     """Weighted rows summed by group: ``out_G_K[g] = Σ_{m: group_M[m] = g} weights_M[m] ·
     joint_M_K[m]``, in ascending m.

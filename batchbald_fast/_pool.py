@@ -116,8 +116,13 @@ def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs,
     K, C = probs_N_K_C.shape[1:]
     offset_KC = np.repeat(offset_K, C)
     block = _block_points(K, C, block_values)
+    # The kernel's one pass, prefetching, where it can read the pool: ~1.7x NumPy's gather
+    # and cast of rows scattered over a large pool (docs/sampled_steps.md).
+    gather = kernels.gather_rows if probs_N_K_C.flags.c_contiguous else None
     for i0 in range(0, n, block):
-        probs_n_K_C = rows(probs_N_K_C, xs[i0:i0 + block])
+        xs_b = xs[i0:i0 + block]
+        probs_n_K_C = rows(probs_N_K_C, xs_b) if gather is None else \
+            gather(probs_N_K_C, xs_b, np.empty((len(xs_b), K, C)))
         if not in_place:
             kernels.score_candidates(joint_M_K, weights_M,
                                      probs_n_K_C.astype(joint_M_K.dtype, copy=False),

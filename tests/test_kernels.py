@@ -265,6 +265,29 @@ def test_exp_rows(M, K, U):
         kernels.exp_rows(log_joint_M_K, np.array([M]), np.empty((1, K)), np.empty(1))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N, K, C, n", [(1, 1, 1, 0), (3, 2, 2, 1), (50, 5, 3, 9),
+                                        (5000, 20, 10, 2000)])
+def test_gather_rows(dtype, N, K, C, n):
+    """Rows in any order, repeats included, widened exactly to float64 (each value its
+    float64 self: a brute-force copy), on both backends; an index out of range refused."""
+    rng = np.random.default_rng(N + n)
+    probs_N_K_C = rng.random((N, K, C)).astype(dtype)
+    xs = rng.integers(0, N, n).astype(np.intp)
+    expected = np.array([[[float(v) for v in row] for row in probs_N_K_C[x]] for x in xs]
+                        ).reshape(n, K, C)
+    for module in (_kernels_numpy, kernels):
+        out = np.full((n, K, C), np.nan)
+        assert module.gather_rows(probs_N_K_C, xs, out) is out
+        np.testing.assert_array_equal(out, expected)
+        for bad in (-1, N):
+            with pytest.raises(IndexError, match="out of range"):
+                module.gather_rows(probs_N_K_C, np.array([0, bad], dtype=np.intp),
+                                   np.empty((2, K, C)))
+    with pytest.raises(ValueError, match="inconsistent"):
+        kernels.gather_rows(probs_N_K_C, xs, np.empty((n + 1, K, C)))
+
+
 @pytest.mark.parametrize("M, P, ways", [(0, 1, 2), (1, 1, 1), (50, 3, 4), (2000, 40, 16),
                                          (300, 2, 200)])
 def test_subgroup_seeds(M, P, ways):
