@@ -30,6 +30,7 @@ from ._threads import blas_limit
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+cimport numpy as cnp
 from numpy cimport intp_t
 from libc.stdint cimport int64_t, uint64_t
 from scipy.linalg.cython_blas cimport sgemm
@@ -730,38 +731,89 @@ cdef void _draw_chunk(const floating[:, ::1] probs_K_C, const double[:, ::1] log
 def exp_rows(const double[:, ::1] log_joint_M_K, const intp_t[::1] rows_U,
              double[:, ::1] out_U_K, double[::1] out_max_U, num_threads=None):
     """Rows of a log joint exponentiated below their largest entry
-    (``_kernels_numpy.exp_rows``): the gather, the max and the shift in one serial pass
-    per row, then NumPy's ``exp`` and the division by K in place. NumPy's ``exp`` is SIMD
-    (~10x libm's scalar one) and the same as the NumPy kernels', so both backends give
-    the same bits. ``num_threads`` is unused: the pass moves memory, the ``exp`` is one
-    thread's."""
+    (``_kernels_numpy.exp_rows``): each thread gathers and shifts its rows, then runs
+    NumPy's own float64 ``exp`` loop on them and divides by K, on at most ``num_threads``
+    OpenMP threads (None: ``omp_get_max_threads()``). NumPy's loop is SIMD where NumPy has
+    one (AVX-512) and libm's ``exp`` elsewhere; either way it is the NumPy kernels' ``exp``,
+    so both backends give the same bits."""
     cdef Py_ssize_t M = log_joint_M_K.shape[0], K = log_joint_M_K.shape[1]
     cdef Py_ssize_t U = rows_U.shape[0]
     if out_U_K.shape[0] != U or out_U_K.shape[1] != K or out_max_U.shape[0] != U:
         raise ValueError("exp_rows: inconsistent shapes")
-    cdef Py_ssize_t u, k
+    cdef Py_ssize_t u
     for u in range(U):  # an out-of-range row would read wild memory without the GIL
         if rows_U[u] < 0 or rows_U[u] >= M:
             raise IndexError(f"row {rows_U[u]} out of range for {M} rows")
     if U == 0 or K == 0:
         return out_U_K.base
+    cdef Py_ssize_t start, stop
+    cdef int nt, t
+    for start, stop, threads in _threads.chunks(U, _threads.exp_work(1, K),
+                                                _limit(num_threads)):
+        nt = threads
+        _region_starts(nt)
+        for t in prange(nt, schedule="static", num_threads=nt, nogil=True):
+            _exp_rows_part(log_joint_M_K, rows_U, out_U_K, out_max_U,
+                           start + (stop - start) * t // nt,
+                           start + (stop - start) * (t + 1) // nt)
+        _region_ends(nt)
+    return out_U_K.base
+
+
+ctypedef void (*_unary_loop)(char **, cnp.npy_intp *, cnp.npy_intp *, void *) noexcept nogil
+cdef _unary_loop _exp_loop = NULL
+cdef void *_exp_loop_data = NULL
+
+
+cdef _find_exp_loop():
+    """NumPy's inner loop of ``exp`` on float64: the function ``np.exp`` runs on a
+    contiguous float64 array, dispatched to this CPU when NumPy loaded."""
+    global _exp_loop, _exp_loop_data
+    cdef cnp.ufunc exp_ufunc = np.exp
+    cdef int i
+    for i in range(exp_ufunc.ntypes):
+        if (exp_ufunc.types[2 * i] == cnp.NPY_DOUBLE
+                and exp_ufunc.types[2 * i + 1] == cnp.NPY_DOUBLE
+                and exp_ufunc.functions[i] != NULL):
+            _exp_loop = <_unary_loop> <void *> exp_ufunc.functions[i]
+            _exp_loop_data = exp_ufunc.data[i]
+            return
+    raise ImportError("NumPy's float64 exp loop was not found")
+
+
+_find_exp_loop()
+
+
+cdef void _exp_rows_part(const double[:, ::1] log_joint_M_K, const intp_t[::1] rows_U,
+                         double[:, ::1] out_U_K, double[::1] out_max_U, Py_ssize_t u0,
+                         Py_ssize_t u1) noexcept nogil:
+    """Rows [u0, u1) of ``exp_rows``."""
+    cdef Py_ssize_t u, k, K = log_joint_M_K.shape[1]
     cdef double top
     cdef const double *row
     cdef double *dst
-    with nogil:
-        for u in range(U):
-            row = &log_joint_M_K[rows_U[u], 0]
-            dst = &out_U_K[u, 0]
-            top = row[0]
-            for k in range(1, K):
-                top = row[k] if row[k] > top else top
-            for k in range(K):
-                dst[k] = row[k] - top
-            out_max_U[u] = top
-    out = np.asarray(out_U_K)
-    np.exp(out, out=out)
-    out /= K
-    return out_U_K.base
+    if u1 <= u0:
+        return
+    for u in range(u0, u1):
+        row = &log_joint_M_K[rows_U[u], 0]
+        dst = &out_U_K[u, 0]
+        top = row[0]
+        for k in range(1, K):
+            top = row[k] if row[k] > top else top
+        for k in range(K):
+            dst[k] = row[k] - top
+        out_max_U[u] = top
+    dst = &out_U_K[u0, 0]
+    cdef char *args[2]
+    args[0] = <char *> dst
+    args[1] = <char *> dst
+    cdef cnp.npy_intp count = (u1 - u0) * K
+    cdef cnp.npy_intp steps[2]
+    steps[0] = sizeof(double)
+    steps[1] = sizeof(double)
+    _exp_loop(args, &count, steps, _exp_loop_data)
+    for k in range(count):
+        dst[k] = dst[k] / K
 
 
 def gather_rows(const floating[:, :, ::1] probs_N_K_C, const intp_t[::1] xs,

@@ -21,8 +21,8 @@ sum) costs ``LOG_COST`` units. Measured single-threaded on the compiled float64 
 (2-core AMD EPYC): ~0.06 ns per multiply-add and ~2.5 ns per logarithm, so ``score_candidates`` on n
 candidates against M configurations of K members and C classes costs
 ``n·M·C·(K + LOG_COST)`` units and ``entropy_rows`` on R rows of C classes ``R·C·LOG_COST``.
-The bookkeeping kernels of sampled steps are counted in the same units (``ASSIGN_COST``,
-``DRAW_COST``). ``MIN_WORK_PER_THREAD`` is ~0.5 ms of one thread's work: below it, starting and ending a
+The bookkeeping kernels of sampled steps are counted in the same units (``EXP_COST``,
+``ASSIGN_COST``, ``DRAW_COST``). ``MIN_WORK_PER_THREAD`` is ~0.5 ms of one thread's work: below it, starting and ending a
 thread (tens of µs on a quiet machine) takes a fair share of what it could save. The calls of scikit-activeml's gallery loop
 (n ≈ 400, M ≤ 10, K = 10, C = 2: 4·10⁵ units) and of the W1 workload (≤ 10⁶) run on one
 thread.
@@ -35,6 +35,7 @@ from threadpoolctl import ThreadpoolController
 LOG_COST = 40
 # The sampled steps' bookkeeping kernels, in the same units (measured as LOG_COST was; the
 # figures are in docs/architecture.md, "Threads for the bookkeeping kernels").
+EXP_COST = 100
 ASSIGN_COST = 4
 DRAW_COST = 20
 MIN_WORK_PER_THREAD = 2**23
@@ -56,6 +57,11 @@ def score_work(n, M, K, C):
 def entropy_work(R, C):
     """Units of work of the entropies of R rows of C classes."""
     return R * C * LOG_COST
+
+
+def exp_work(U, K):
+    """Units of work of exponentiating U rows of K log-joint entries (``exp_rows``)."""
+    return U * K * EXP_COST
 
 
 def assign_work(M, G, K):

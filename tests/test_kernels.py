@@ -253,14 +253,17 @@ def test_exp_rows(M, K, U):
         top = max(log_joint_M_K[m])
         expected_U_K[u] = [math.exp(v - top) / K for v in log_joint_M_K[m]]
     outs = []
-    for module in (_kernels_numpy, kernels):
+    for module, num_threads in [(_kernels_numpy, None), (kernels, 1), (kernels, 2),
+                                (kernels, 3)]:
         out_U_K, max_U = np.full((U, K), np.nan), np.full(U, np.nan)
-        module.exp_rows(log_joint_M_K, rows_U, out_U_K, max_U)
+        module.exp_rows(log_joint_M_K, rows_U, out_U_K, max_U, num_threads=num_threads)
         np.testing.assert_allclose(out_U_K, expected_U_K, rtol=1e-15, atol=0)
         np.testing.assert_array_equal(max_U, log_joint_M_K[rows_U].max(axis=1, initial=-np.inf))
         outs.append(out_U_K)
-    # Both take NumPy's exp: the merged draws, and so every sampled score, agree to the bit.
-    np.testing.assert_array_equal(outs[0], outs[1])
+    # Every one runs NumPy's exp, on any threads: the merged draws, and so every sampled
+    # score, agree to the bit.
+    for out_U_K in outs[1:]:
+        np.testing.assert_array_equal(out_U_K, outs[0])
     with pytest.raises(IndexError):
         kernels.exp_rows(log_joint_M_K, np.array([M]), np.empty((1, K)), np.empty(1))
 
