@@ -60,13 +60,6 @@ STATES_KEPT = 4
 # Keys per level in a chunk's sketch of its bounds (what the client holds of a chunk's
 # order, whatever the tile: _Search).
 SKETCH = 256
-# A task gathers (and casts) the candidates it scores in blocks of about this many values
-# (128 KiB of float64), not the in-memory pool's 8 MiB: distributed's nannies start their
-# workers with MALLOC_TRIM_THRESHOLD_ set, which turns off glibc's growing mmap threshold,
-# so each larger block would be a fresh mapping, zero-filled page by page (half a worker's
-# CPU went to the kernel at W8's size; docs/workloads.md). A task's kernels run on one
-# thread unless the pool is given ``num_threads``, so smaller calls lose no parallelism.
-TASK_BLOCK_VALUES = 2**14
 
 
 def _active_client():
@@ -947,8 +940,7 @@ def _refine(state, ops, probs_n_K_C, level, levels, cut, joint, constants, backe
     pos_n, bound_n = chosen.pos[order], -chosen.neg_bound[order]
     xs = state.xs_s[pos_n]
     joint_entropy_n, offset_n = _pool.joint_entropy(_task_kernels(backend, num_threads),
-                                                    probs_n_K_C, *joint, xs,
-                                                    block_values=TASK_BLOCK_VALUES)
+                                                    probs_n_K_C, *joint, xs)
     value_n, slack = _search.utilities(joint_entropy_n, offset_n, state.cond_entropy_n[xs],
                                        *constants)
     if level == levels - 1:
