@@ -770,15 +770,14 @@ cdef _find_exp_loop():
     contiguous float64 array, dispatched to this CPU when NumPy loaded."""
     global _exp_loop, _exp_loop_data
     cdef cnp.ufunc exp_ufunc = np.exp
-    cdef int i
-    for i in range(exp_ufunc.ntypes):
-        if (exp_ufunc.types[2 * i] == cnp.NPY_DOUBLE
-                and exp_ufunc.types[2 * i + 1] == cnp.NPY_DOUBLE
-                and exp_ufunc.functions[i] != NULL):
-            _exp_loop = <_unary_loop> <void *> exp_ufunc.functions[i]
-            _exp_loop_data = exp_ufunc.data[i]
-            return
-    raise ImportError("NumPy's float64 exp loop was not found")
+    # The first float64 loop is the one NumPy's type resolution takes (a later one wraps
+    # libm's exp). ``types`` from Python: NumPy 2.5's .pxd no longer declares the field.
+    types = np.exp.types
+    cdef int i = types.index("d->d") if "d->d" in types else exp_ufunc.ntypes
+    if i >= exp_ufunc.ntypes or exp_ufunc.functions[i] == NULL:
+        raise ImportError("NumPy's float64 exp loop was not found")
+    _exp_loop = <_unary_loop> <void *> exp_ufunc.functions[i]
+    _exp_loop_data = exp_ufunc.data[i]
 
 
 _find_exp_loop()
