@@ -118,10 +118,10 @@ def joint_entropy(kernels, probs_N_K_C, joint_M_K, weights_M, offset_K, xs,
     block = _block_points(K, C, block_values)
     # The kernel's one pass, prefetching, where it can read the pool: ~1.7x NumPy's gather
     # and cast of rows scattered over a large pool (docs/sampled_steps.md).
+    gather = kernels.gather_rows if probs_N_K_C.flags.c_contiguous else None
     # One buffer for every block: on a Dask worker each allocation of 128 KiB or more is a
     # fresh mapping, zero-filled page by page (distributed's nannies set
     # MALLOC_TRIM_THRESHOLD_, which stops glibc's mmap threshold from growing).
-    gather = kernels.gather_rows if probs_N_K_C.flags.c_contiguous else None
     buffer_n_K_C = None if gather is None else np.empty((min(n, block), K, C))
     for i0 in range(0, n, block):
         xs_b = xs[i0:i0 + block]
